@@ -1,0 +1,26 @@
+# CPU worker image for dynaset: runs `dynaset build` or serves as a Dask worker.
+#   docker build -t dynaset .
+#   docker run --rm -v /data:/data dynaset dynaset build --source amass=/data/AMASS --out /data/dynaset
+#   docker run --rm dynaset dask worker tcp://scheduler:8786 --nthreads 1
+# Python 3.11: the pinned torch (optional [smpl] extra) is cp311-only; see docs/python_version.md.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PREFECT_HOME=/var/lib/dynaset/prefect \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false
+
+RUN useradd --create-home --uid 1000 dynaset \
+    && mkdir -p /var/lib/dynaset/prefect && chown -R dynaset /var/lib/dynaset
+
+WORKDIR /opt/dynaset
+COPY pyproject.toml README.md storage_layout.md ./
+COPY pipeline ./pipeline
+COPY flows ./flows
+COPY schemas ./schemas
+RUN pip install . && dynaset --help > /dev/null
+
+USER dynaset
+WORKDIR /home/dynaset
+CMD ["dynaset", "--help"]

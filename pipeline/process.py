@@ -1,0 +1,122 @@
+"""One sequence through the pure stages: canonicalize → contact → fit → split.
+
+``process_motion`` is what a per-file task runs between reading (``pipeline.sources``) and
+staging (``pipeline.store``); ``stage_payload`` names its arrays as the subset schemas do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline import fit
+from pipeline.canonical import CanonicalConfig, canonicalize
+from pipeline.contact import ContactConfig, contact_labels
+from pipeline.records import CanonicalMotion, RawMotion
+from pipeline.rotations import aa_continuous
+from pipeline.split import Availability, SplitConfig, assign_split, subsets_for
+
+N_BETAS = 16
+"""Width of the stored ``seq_betas`` array; shorter vectors are NaN-padded, longer truncated."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Every knob of the pure stages; part of a build's recorded configuration."""
+
+    canonical: CanonicalConfig = field(default_factory=CanonicalConfig)
+    contact: ContactConfig = field(default_factory=ContactConfig)
+    windows: fit.WindowConfig = field(default_factory=fit.WindowConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass(frozen=True)
+class ProcessedSequence:
+    """A canonical motion with its contact labels, polynomial windows and split.
+
+    Attributes:
+        motion: canonical motion (N frames).
+        contact: (N, 4) bool contact per sole point (``skeleton.FOOT_POINT_NAMES``).
+        window_start: (W,) first frame of each window, relative to the sequence.
+        joint_pos_fit: cubic fit of ``joint_pos_m``: coef (W, 4, 24, 3) m, rmse (W,) m.
+        joint_rot_fit: cubic fit of continuous joint axis-angles: coef (W, 4, 24, 3) rad, rmse (W,) rad.
+        split: ``train`` | ``val`` | ``test``.
+        subsets: subsets the sequence belongs to.
+    """
+
+    motion: CanonicalMotion
+    contact: np.ndarray
+    window_start: np.ndarray
+    joint_pos_fit: fit.FitResult
+    joint_rot_fit: fit.FitResult
+    split: str
+    subsets: tuple[str, ...]
+
+
+def process_motion(raw: RawMotion, cfg: BuildConfig) -> ProcessedSequence:
+    """Run canonicalize, contact, fit and split on one raw motion."""
+    motion = canonicalize(raw, cfg.canonical)
+    contact = contact_labels(motion.foot_points_m, motion.fps_hz, cfg.contact)
+    length, stride = cfg.windows.length, cfg.windows.stride
+    starts = fit.window_starts(motion.n_frames, length, stride)
+    pos_fit = fit.fit_windows(motion.joint_pos_m, starts, length, fit.KINEMATICS_DEGREE)
+    rot_fit = fit.fit_windows(aa_continuous(motion.joint_rot_aa_rad, axis=0), starts, length, fit.KINEMATICS_DEGREE)
+    split = assign_split(motion.provenance.subject_id, cfg.split)
+    subsets = subsets_for(Availability(has_contact=True, has_grf=False, has_torque=False))
+    return ProcessedSequence(
+        motion=motion, contact=contact, window_start=starts, joint_pos_fit=pos_fit,
+        joint_rot_fit=rot_fit, split=split, subsets=subsets,
+    )
+
+
+def _padded_betas(betas: np.ndarray) -> np.ndarray:
+    out = np.full(N_BETAS, np.nan, dtype=np.float32)
+    b = np.asarray(betas, dtype=np.float32).reshape(-1)[:N_BETAS]
+    out[: b.size] = b
+    return out
+
+
+def stage_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
+    """(frame arrays, window arrays, sequence values) named as in the subset schemas.
+
+    ``window_start`` is relative to the sequence here; the store writer makes it global.
+    """
+    m = p.motion
+    f32 = np.float32
+    frame_arrays = {
+        "time_s": m.time_s.astype(f32),
+        "root_pos_m": m.root_pos_m.astype(f32),
+        "joint_rot_aa_rad": m.joint_rot_aa_rad.astype(f32),
+        "joint_pos_m": m.joint_pos_m.astype(f32),
+        "marker_pos_m": m.marker_pos_m.astype(f32),
+        "contact": p.contact.astype(np.uint8),
+    }
+    window_arrays = {
+        "window_start": p.window_start.astype(np.int64),
+        "joint_pos_coef_m": p.joint_pos_fit.coef.astype(f32),
+        "joint_pos_fit_rmse_m": p.joint_pos_fit.rmse.astype(f32),
+        "joint_rot_coef_rad": p.joint_rot_fit.coef.astype(f32),
+        "joint_rot_fit_rmse_rad": p.joint_rot_fit.rmse.astype(f32),
+    }
+    prov = m.provenance
+    sequence_values = {
+        "seq_id": prov.sequence_id,
+        "seq_source": prov.source,
+        "seq_dataset": prov.dataset,
+        "seq_subject": prov.subject,
+        "seq_name": prov.name,
+        "seq_path": prov.path,
+        "seq_sha256": prov.sha256,
+        "seq_split": p.split,
+        "seq_gender": m.gender,
+        "seq_skeleton": m.skeleton_origin,
+        "seq_height_m": float(m.height_m),
+        "seq_mass_kg": float(m.mass_kg),
+        "seq_ground_offset_m": float(m.ground_offset_m),
+        "seq_source_fps_hz": float(m.source_fps_hz),
+        "seq_duration_s": float(m.n_frames / m.fps_hz),
+        "seq_betas": _padded_betas(m.betas),
+        "seq_bone_length_m": m.bone_length_m.astype(f32),
+    }
+    return frame_arrays, window_arrays, sequence_values
