@@ -75,9 +75,7 @@ def process_file(spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig
         frames_in = frames_out = 0
         for raw in raws:
             stage = "process"
-            t0 = time.perf_counter()
-            processed = process_motion(raw, cfg)
-            seconds["process"] = seconds.get("process", 0.0) + time.perf_counter() - t0
+            processed = process_motion(raw, cfg, seconds)
             stage = "stage"
             t0 = time.perf_counter()
             frame_arrays, window_arrays, seq_values = stage_payload(processed)
@@ -92,13 +90,21 @@ def process_file(spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig
             frames_out += processed.motion.n_frames
         return FileOutcome(spec.kind, rel, tuple(staged), None, seconds, frames_in, frames_out)
     except SourceError as exc:
-        entry = QuarantineEntry(path=f"{spec.kind}:{rel}", stage=stage, reason=exc.problem)
+        entry = QuarantineEntry(path=f"{spec.kind}:{rel}", stage=_failed_stage(stage, seconds), reason=exc.problem)
     except (ValueError, FloatingPointError, ArithmeticError) as exc:
-        entry = QuarantineEntry(path=f"{spec.kind}:{rel}", stage=stage, reason=str(exc))
+        entry = QuarantineEntry(path=f"{spec.kind}:{rel}", stage=_failed_stage(stage, seconds), reason=str(exc))
     except Exception as exc:  # a bug or an unforeseen input: keep the batch going, keep the trace
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        entry = QuarantineEntry(path=f"{spec.kind}:{rel}", stage=stage, reason=f"unexpected error: {tb}")
+        entry = QuarantineEntry(
+            path=f"{spec.kind}:{rel}", stage=_failed_stage(stage, seconds), reason=f"unexpected error: {tb}"
+        )
     return FileOutcome(spec.kind, rel, (), entry, seconds)
+
+
+def _failed_stage(stage: str, seconds: dict) -> str:
+    if stage != "process":
+        return stage
+    return next((s for s in ("canonicalize", "contact", "fit") if s not in seconds), "split")
 
 
 @task(name="write-frame-region", cache_policy=NO_CACHE, retries=1)
@@ -205,6 +211,7 @@ def build(
         for _, tmp in plans.values():
             shutil.rmtree(tmp, ignore_errors=True)
         failed[0].result()  # re-raise the first failure; earlier stores stay untouched
+    write_seconds = sum(f.result() for f in region_futures)
     stores = {}
     for subset, (plan, tmp) in plans.items():
         stores[subset] = str(finalize_store(plan, tmp, out / f"{subset}.zarr"))
@@ -214,6 +221,7 @@ def build(
     _cleanup_empty(out / ".staging")
 
     summary = _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build_id)
+    summary["task_seconds"]["write_regions"] = write_seconds
     (out / QUARANTINE_FILE).write_text(json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -6,6 +6,7 @@ staging (``pipeline.store``); ``stage_payload`` names its arrays as the subset s
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,14 +55,25 @@ class ProcessedSequence:
     subsets: tuple[str, ...]
 
 
-def process_motion(raw: RawMotion, cfg: BuildConfig) -> ProcessedSequence:
-    """Run canonicalize, contact, fit and split on one raw motion."""
+def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None) -> ProcessedSequence:
+    """Run canonicalize, contact, fit and split on one raw motion.
+
+    If ``seconds`` is given, the wall time of each stage is added to it under
+    ``canonicalize``, ``contact`` and ``fit`` (seconds).
+    """
+    seconds = {} if seconds is None else seconds
+    t0 = time.perf_counter()
     motion = canonicalize(raw, cfg.canonical)
+    t1 = time.perf_counter()
     contact = contact_labels(motion.foot_points_m, motion.fps_hz, cfg.contact)
+    t2 = time.perf_counter()
     length, stride = cfg.windows.length, cfg.windows.stride
     starts = fit.window_starts(motion.n_frames, length, stride)
     pos_fit = fit.fit_windows(motion.joint_pos_m, starts, length, fit.KINEMATICS_DEGREE)
     rot_fit = fit.fit_windows(aa_continuous(motion.joint_rot_aa_rad, axis=0), starts, length, fit.KINEMATICS_DEGREE)
+    t3 = time.perf_counter()
+    for key, dt in (("canonicalize", t1 - t0), ("contact", t2 - t1), ("fit", t3 - t2)):
+        seconds[key] = seconds.get(key, 0.0) + dt
     split = assign_split(motion.provenance.subject_id, cfg.split)
     subsets = subsets_for(Availability(has_contact=True, has_grf=False, has_torque=False))
     return ProcessedSequence(
