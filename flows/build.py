@@ -32,6 +32,7 @@ from pipeline.store import (
     StagedSequence,
     create_store,
     finalize_store,
+    load_schema,
     plan_store,
     stage_sequence,
     write_frame_region,
@@ -198,7 +199,8 @@ def build(
     region_futures = []
     for subset in SUBSETS:
         members = [s for s in staged if subset in s.subsets]
-        plan = plan_store(subset, members, attrs, coords, chunking)
+        declared = load_schema(subset).coords
+        plan = plan_store(subset, members, attrs, {k: v for k, v in coords.items() if k in declared}, chunking)
         tmp = out / f".{subset}.zarr.tmp-{build_id}"
         create_store(plan, tmp)
         plans[subset] = (plan, tmp)

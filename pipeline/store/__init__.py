@@ -1,0 +1,55 @@
+"""Store I/O: schemas, per-sequence staging, the region-parallel Zarr v3 writer and the reader."""
+
+from .reader import open_store, sequence, sequence_index
+from .schema import (
+    SUPPORTED_MAJOR,
+    ArraySpec,
+    DimSpec,
+    Schema,
+    SchemaError,
+    available_versions,
+    load_schema,
+    validate_arrays,
+    validate_store,
+)
+from .staging import WRITER_DERIVED, StagedSequence, list_staged, load_staged, stage_sequence
+from .writer import (
+    Chunking,
+    StorePlan,
+    create_store,
+    finalize_store,
+    plan_store,
+    temporary_path,
+    write_frame_region,
+    write_store,
+    write_window_region,
+)
+
+__all__ = [
+    "SUPPORTED_MAJOR",
+    "ArraySpec",
+    "Chunking",
+    "DimSpec",
+    "Schema",
+    "SchemaError",
+    "StagedSequence",
+    "StorePlan",
+    "WRITER_DERIVED",
+    "available_versions",
+    "create_store",
+    "finalize_store",
+    "list_staged",
+    "load_schema",
+    "load_staged",
+    "open_store",
+    "plan_store",
+    "sequence",
+    "sequence_index",
+    "stage_sequence",
+    "temporary_path",
+    "validate_arrays",
+    "validate_store",
+    "write_frame_region",
+    "write_store",
+    "write_window_region",
+]

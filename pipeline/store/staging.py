@@ -1,0 +1,240 @@
+"""Per-sequence staging area: parallel per-file tasks each stage one sequence; store writers read it.
+
+Layout of one staged sequence (``root/<safe key>/``)::
+
+    meta.json            key, counts, subsets, array names, scalar/string sequence values
+    frame/<name>.npy     (n_frames, ...) per-frame arrays
+    window/<name>.npy    (n_windows, ...) per-window arrays; ``window_start`` is LOCAL to the sequence
+    sequence/<name>.npy  small per-sequence vectors (e.g. seq_betas, seq_bone_length_m)
+
+The store writer derives ``frame_sequence``, ``window_sequence``, the ``seq_*_offset``/``count``
+arrays and the global ``window_start``; those must not be staged (except local ``window_start``).
+Everything is written with ``allow_pickle=False`` into a temporary sibling directory that is
+renamed into place, so a reader never sees a half-staged sequence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .schema import SUBSETS, SchemaError, load_schema
+
+STAGING_FORMAT = 1
+
+WRITER_DERIVED: frozenset[str] = frozenset(
+    {
+        "frame_sequence",
+        "window_sequence",
+        "seq_frame_offset",
+        "seq_frame_count",
+        "seq_window_offset",
+        "seq_window_count",
+    }
+)
+"""Arrays the store writer computes from the sequence order; staging them is an error."""
+
+
+@dataclass(frozen=True)
+class StagedSequence:
+    """Handle to one staged sequence (cheap to pickle).
+
+    Attributes:
+        key: caller's unique key (e.g. the sequence id).
+        path: directory holding the staged files.
+        n_frames: number of frames.
+        n_windows: number of polynomial windows.
+        subsets: subset names whose frame/window/sequence arrays are all staged.
+    """
+
+    key: str
+    path: Path
+    n_frames: int
+    n_windows: int
+    subsets: tuple[str, ...]
+
+    def _meta(self) -> dict[str, Any]:
+        return json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
+
+    def frame_array(self, name: str) -> np.ndarray:
+        """Memory-mapped (n_frames, ...) array ``name`` (read-only)."""
+        return _load(self.path / "frame" / f"{name}.npy")
+
+    def window_array(self, name: str) -> np.ndarray:
+        """Memory-mapped (n_windows, ...) array ``name``; ``window_start`` is sequence-local."""
+        return _load(self.path / "window" / f"{name}.npy")
+
+    def frame_names(self) -> tuple[str, ...]:
+        return tuple(self._meta()["frame_arrays"])
+
+    def window_names(self) -> tuple[str, ...]:
+        return tuple(self._meta()["window_arrays"])
+
+    def sequence_values(self) -> dict[str, Any]:
+        """Per-sequence values: scalars/strings from meta.json, vectors memory-mapped."""
+        meta = self._meta()
+        values: dict[str, Any] = dict(meta["sequence_values"])
+        for name in meta["sequence_arrays"]:
+            values[name] = _load(self.path / "sequence" / f"{name}.npy")
+        return values
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def safe_key(key: str) -> str:
+    """Directory name for ``key``: a readable slug plus a hash (distinct keys never collide)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("._")[:80] or "seq"
+    return f"{slug}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:12]}"
+
+
+def _scalar(name: str, value: Any) -> Any:
+    """JSON-ready scalar, or raise."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    raise SchemaError(f"sequence value {name}: unsupported type {type(value).__name__}")
+
+
+def _n_rows(arrays: Mapping[str, np.ndarray], what: str, key: str) -> int:
+    counts = {name: int(np.shape(a)[0]) if np.ndim(a) else -1 for name, a in arrays.items()}
+    if any(c < 0 for c in counts.values()):
+        raise SchemaError(f"sequence {key}: {what} arrays must have a leading {what} axis: {counts}")
+    distinct = set(counts.values())
+    if len(distinct) > 1:
+        raise SchemaError(f"sequence {key}: {what} arrays disagree on the number of {what}s: {counts}")
+    return distinct.pop() if distinct else 0
+
+
+def _belongs_to(
+    subset: str, frame: Sequence[str], window: Sequence[str], seq: Sequence[str]
+) -> bool:
+    schema = load_schema(subset)
+    have = set(frame) | set(window) | set(seq) | WRITER_DERIVED
+    return all(n in have for n, a in schema.arrays.items() if a.required)
+
+
+def stage_sequence(
+    root: Path,
+    key: str,
+    frame_arrays: Mapping[str, np.ndarray],
+    window_arrays: Mapping[str, np.ndarray],
+    sequence_values: Mapping[str, Any],
+    subsets: Sequence[str] | None = None,
+) -> StagedSequence:
+    """Stage one sequence under ``root/<safe_key(key)>/`` atomically (replacing a previous staging).
+
+    Args:
+        root: staging root directory (created if needed).
+        key: unique key of the sequence (e.g. its sequence id).
+        frame_arrays: name → (n_frames, ...) arrays (schema names, e.g. ``joint_pos_m``).
+        window_arrays: name → (n_windows, ...) arrays; ``window_start`` local frame indices.
+        sequence_values: name → scalar/string (kept in meta.json) or vector (``.npy``), e.g.
+            ``seq_id``, ``seq_betas`` (≤ 16, NaN-padded by the writer).
+        subsets: subsets the sequence is staged for; derived from the staged names when ``None``
+            (every subset whose required arrays are all present), verified otherwise.
+
+    Returns:
+        Handle to the staged sequence.
+    """
+    derived = WRITER_DERIVED & (set(frame_arrays) | set(window_arrays) | set(sequence_values))
+    if derived:
+        raise SchemaError(f"sequence {key}: {sorted(derived)} are computed by the writer; do not stage them")
+    n_frames = _n_rows(frame_arrays, "frame", key)
+    n_windows = _n_rows(window_arrays, "window", key)
+    vectors = {k: np.asarray(v) for k, v in sequence_values.items() if isinstance(v, np.ndarray) and v.ndim > 0}
+    scalars = {k: _scalar(k, v) for k, v in sequence_values.items() if k not in vectors}
+
+    possible = tuple(
+        s for s in SUBSETS if _belongs_to(s, list(frame_arrays), list(window_arrays), list(sequence_values))
+    )
+    if subsets is None:
+        subsets = possible
+    else:
+        missing = [s for s in subsets if s not in possible]
+        if missing:
+            raise SchemaError(f"sequence {key}: lacks required arrays of subsets {missing}")
+        subsets = tuple(subsets)
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = safe_key(key)
+    final = root / name
+    tmp = root / f".{name}.tmp-{uuid.uuid4().hex}"
+    try:
+        for sub, arrays in (("frame", frame_arrays), ("window", window_arrays), ("sequence", vectors)):
+            (tmp / sub).mkdir(parents=True)
+            for arr_name, value in arrays.items():
+                np.save(tmp / sub / f"{arr_name}.npy", np.ascontiguousarray(value), allow_pickle=False)
+        meta = {
+            "format": STAGING_FORMAT,
+            "key": key,
+            "n_frames": n_frames,
+            "n_windows": n_windows,
+            "subsets": list(subsets),
+            "frame_arrays": sorted(frame_arrays),
+            "window_arrays": sorted(window_arrays),
+            "sequence_arrays": sorted(vectors),
+            "sequence_values": scalars,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        _replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return StagedSequence(key, final, n_frames, n_windows, tuple(subsets))
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename directory ``src`` to ``dst``; an existing ``dst`` is moved aside then deleted."""
+    trash = None
+    if dst.exists():
+        trash = dst.with_name(f".{dst.name}.trash-{uuid.uuid4().hex}")
+        os.rename(dst, trash)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        if trash is not None:
+            os.rename(trash, dst)
+        raise
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def load_staged(path: Path) -> StagedSequence:
+    """Handle to a sequence staged at ``path`` (reads meta.json only)."""
+    path = Path(path)
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        raise SchemaError(f"{path} is not a staged sequence (no meta.json)")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != STAGING_FORMAT:
+        raise SchemaError(f"{path}: staging format {meta.get('format')!r}, expected {STAGING_FORMAT}")
+    return StagedSequence(
+        key=meta["key"],
+        path=path,
+        n_frames=int(meta["n_frames"]),
+        n_windows=int(meta["n_windows"]),
+        subsets=tuple(meta["subsets"]),
+    )
+
+
+def list_staged(root: Path) -> list[StagedSequence]:
+    """All sequences staged under ``root`` (temporary/trash directories skipped), sorted by key."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    staged = [load_staged(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(staged, key=lambda s: s.key)

@@ -1,0 +1,457 @@
+"""Region-parallel, atomic Zarr v3 store writer.
+
+Steps (``write_store`` runs them serially; a flow can fan the region writes out to workers)::
+
+    plan = plan_store(subset, staged, attrs, coords)           # pure, picklable
+    tmp = temporary_path(final)                                # .{name}.tmp-<uuid> next to final
+    create_store(plan, tmp)                                    # metadata, coords, per-sequence arrays
+    write_frame_region(plan, tmp, i)   for i in range(len(plan.frame_regions))    # any order/process
+    write_window_region(plan, tmp, j)  for j in range(len(plan.window_regions))
+    finalize_store(plan, tmp, final)                           # validate, consolidate, swap in
+
+Regions are whole shards, so concurrent region writers never touch the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from .schema import ArraySpec, Schema, SchemaError, load_schema, validate_arrays, validate_store
+from .staging import WRITER_DERIVED, StagedSequence
+
+
+@dataclass(frozen=True)
+class Chunking:
+    """Chunk and shard sizes along the record dims (other dims are whole in every chunk).
+
+    Frames: chunks of 256 frames (4.3 s at 60 Hz, 2.6 s at 100 Hz), so any read of ≤ 1 s (≤ 257
+    frames) touches at most 2 chunks; a (frame, joint, xyz) float32 chunk is 72 KiB raw. Shards
+    of 4096 frames (16 chunks, 68 s at 60 Hz) keep the file count low (one file per shard and
+    array: ~10k files per array for 40 M frames) and a shard moderate: measured on smooth
+    synthetic 60 Hz motion (float32 from float64 FK-like signals), a Blosc-zstd-5 + bitshuffle
+    shard of a (frame, 24, 3) float32 array is ~0.95 MiB of 1.125 MiB raw (ratio ~0.83: float
+    mantissas barely compress; ~60 KiB per chunk), ``root_pos_m`` ~42 KiB, ``time_s`` ~4 KiB,
+    ``contact`` ~1.4 KiB, ``frame_sequence`` ~1 KiB. Windows use the same 256/4096 split. The
+    sequence dim is one unsharded chunk of up to 65536 sequences: per-sequence arrays are read
+    whole.
+
+    Attributes:
+        frame_chunk, frame_shard: frames per chunk / per shard (shard a multiple of chunk).
+        window_chunk, window_shard: windows per chunk / per shard.
+        sequence_chunk_max: largest sequence chunk.
+        shards_per_region: shards per parallel write region (a region is one writer task).
+    """
+
+    frame_chunk: int = 256
+    frame_shard: int = 4096
+    window_chunk: int = 256
+    window_shard: int = 4096
+    sequence_chunk_max: int = 65536
+    shards_per_region: int = 4
+
+    def __post_init__(self) -> None:
+        for chunk, shard, label in (
+            (self.frame_chunk, self.frame_shard, "frame"),
+            (self.window_chunk, self.window_shard, "window"),
+        ):
+            if chunk < 1 or shard < chunk or shard % chunk:
+                raise ValueError(f"{label} shard ({shard}) must be a positive multiple of its chunk ({chunk})")
+        if self.sequence_chunk_max < 1 or self.shards_per_region < 1:
+            raise ValueError("sequence_chunk_max and shards_per_region must be positive")
+
+
+@dataclass(frozen=True)
+class StorePlan:
+    """Everything needed to write one store; picklable, shared by all writer tasks.
+
+    Attributes:
+        subset, schema_version: schema of the store.
+        staged: sequences in store order.
+        attrs: group attributes (required ones included).
+        coords: coordinate name → values.
+        chunking: chunk/shard sizes.
+        frame_offsets, frame_counts, window_offsets, window_counts: per-sequence index.
+        n_frames, n_windows: lengths of the frame and window dims.
+        frame_regions, window_regions: half-open [a, b) ranges, shard-aligned, covering the dims.
+    """
+
+    subset: str
+    schema_version: str
+    staged: tuple[StagedSequence, ...]
+    attrs: dict[str, Any]
+    coords: dict[str, tuple[Any, ...]]
+    chunking: Chunking
+    frame_offsets: tuple[int, ...]
+    frame_counts: tuple[int, ...]
+    window_offsets: tuple[int, ...]
+    window_counts: tuple[int, ...]
+    n_frames: int
+    n_windows: int
+    frame_regions: tuple[tuple[int, int], ...] = field(default=())
+    window_regions: tuple[tuple[int, int], ...] = field(default=())
+
+    @property
+    def schema(self) -> Schema:
+        return load_schema(self.subset, self.schema_version)
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.staged)
+
+
+def _offsets(counts: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(x) for x in np.concatenate([[0], np.cumsum(counts, dtype=np.int64)[:-1]])) if counts else ()
+
+
+def _regions(n: int, size: int) -> tuple[tuple[int, int], ...]:
+    return tuple((a, min(n, a + size)) for a in range(0, n, size))
+
+
+def plan_store(
+    subset: str,
+    staged: Sequence[StagedSequence],
+    attrs: Mapping[str, Any],
+    coords: Mapping[str, Sequence[Any]],
+    chunking: Chunking | None = None,
+    schema_version: str | None = None,
+) -> StorePlan:
+    """Plan a store of ``subset`` from ``staged`` sequences (kept in the given order).
+
+    ``attrs`` must hold ``fps_hz`` and ``frame_convention`` (``schema_name``, ``schema_version``,
+    ``dynaset_version`` and ``created_by`` are filled in). ``coords`` must give every coordinate
+    the schema does not fix (``marker``); fixed ones may be given but must match.
+    """
+    schema = load_schema(subset, schema_version)
+    chunking = chunking or Chunking()
+    staged = tuple(staged)
+    keys = [s.key for s in staged]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise SchemaError(f"duplicate sequence keys: {dup[:5]}")
+    for s in staged:
+        if subset not in s.subsets:
+            raise SchemaError(f"sequence {s.key!r} is not staged for subset {subset} (has {s.subsets})")
+
+    full_attrs: dict[str, Any] = {
+        "schema_name": schema.name,
+        "schema_version": schema.version,
+        "dynaset_version": __version__,
+        "created_by": f"dynaset {__version__} (pipeline.store.writer)",
+    }
+    for k, v in attrs.items():
+        if k in ("schema_name", "schema_version") and v != full_attrs[k]:
+            raise SchemaError(f"attr {k}={v!r} contradicts the schema ({full_attrs[k]!r})")
+        full_attrs[k] = v
+    missing = [a for a in schema.required_attrs if a not in full_attrs]
+    if missing:
+        raise SchemaError(f"store attrs lack required {missing}")
+    try:
+        full_attrs = json.loads(json.dumps(full_attrs, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise SchemaError(f"store attrs are not JSON-serialisable: {exc}") from exc
+
+    unknown = sorted(set(coords) - set(schema.coords))
+    if unknown:
+        raise SchemaError(f"unknown coordinates {unknown} for schema {schema.name}")
+    full_coords: dict[str, tuple[Any, ...]] = {}
+    for name, spec in schema.coords.items():
+        given = tuple(v.item() if isinstance(v, np.generic) else v for v in coords[name]) if name in coords else None
+        if spec.values is not None and given is not None and given != spec.values:
+            raise SchemaError(f"coordinate {name} {list(given)} differs from the schema's {list(spec.values)}")
+        value = given if given is not None else spec.values
+        if value is None:
+            raise SchemaError(f"coordinate {name} must be given (the schema does not fix it)")
+        if len(set(value)) != len(value):
+            raise SchemaError(f"coordinate {name} has duplicate values")
+        full_coords[name] = value
+
+    f_counts = tuple(s.n_frames for s in staged)
+    w_counts = tuple(s.n_windows for s in staged)
+    n_frames, n_windows = sum(f_counts), sum(w_counts)
+    return StorePlan(
+        subset=schema.name,
+        schema_version=schema.version,
+        staged=staged,
+        attrs=full_attrs,
+        coords=full_coords,
+        chunking=chunking,
+        frame_offsets=_offsets(f_counts),
+        frame_counts=f_counts,
+        window_offsets=_offsets(w_counts),
+        window_counts=w_counts,
+        n_frames=n_frames,
+        n_windows=n_windows,
+        frame_regions=_regions(n_frames, chunking.frame_shard * chunking.shards_per_region),
+        window_regions=_regions(n_windows, chunking.window_shard * chunking.shards_per_region),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _compressors(spec: ArraySpec) -> Any:
+    import zarr.codecs
+
+    if spec.is_str:
+        return zarr.codecs.ZstdCodec(level=5)
+    return zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+
+
+def _dim_size(plan: StorePlan, schema: Schema, dim: str) -> int:
+    if dim == "frame":
+        return plan.n_frames
+    if dim == "window":
+        return plan.n_windows
+    if dim == "sequence":
+        return plan.n_sequences
+    fixed = schema.dims[dim].size
+    return fixed if fixed is not None else len(plan.coords[dim])
+
+
+def _cast(name: str, value: Any, spec: ArraySpec) -> np.ndarray:
+    """``value`` as ``spec``'s dtype; integer targets are range-checked (no silent wrap-around)."""
+    if spec.is_str:
+        return np.asarray(value, dtype=object)
+    arr = np.asarray(value)
+    target = np.dtype(spec.dtype)
+    if target.kind in "iu" and arr.size and arr.dtype.kind in "iu":
+        info = np.iinfo(target)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < info.min or hi > info.max:
+            raise SchemaError(f"{name}: values [{lo}, {hi}] do not fit {spec.dtype}")
+    return arr.astype(target, copy=False)
+
+
+def _sequence_row(schema: Schema, staged: StagedSequence) -> dict[str, np.ndarray]:
+    """The staged per-sequence values as (1, ...) arrays, padded vectors NaN-padded."""
+    row: dict[str, np.ndarray] = {}
+    for name, value in staged.sequence_values().items():
+        arr = np.asarray(value)
+        spec = schema.arrays.get(name)
+        if spec is not None and arr.ndim == 1 and len(spec.dims) == 2:
+            dim = schema.dims[spec.dims[1]]
+            if dim.padded and dim.size is not None and arr.shape[0] < dim.size:
+                arr = np.concatenate([arr.astype(np.float64), np.full(dim.size - arr.shape[0], np.nan)])
+        row[name] = arr[None]
+    return row
+
+
+def _validate_staged(plan: StorePlan, schema: Schema) -> None:
+    """Raise ``SchemaError`` naming the first staged sequence that does not match the schema."""
+    staged_frame = [n for n in schema.frame_arrays if n not in WRITER_DERIVED]
+    staged_window = [n for n in schema.window_arrays if n not in WRITER_DERIVED]
+    staged_seq = [n for n in schema.sequence_arrays if n not in WRITER_DERIVED]
+    fixed = {d: len(v) for d, v in plan.coords.items()}
+    for s in plan.staged:
+        where = f"staged sequence {s.key!r} ({s.path})"
+        try:
+            frames = {n: s.frame_array(n) for n in staged_frame}
+            windows = {n: s.window_array(n) for n in staged_window}
+            row = _sequence_row(schema, s)
+        except (OSError, ValueError) as exc:
+            raise SchemaError(f"{where}: cannot read staged arrays: {exc}") from exc
+        problems = validate_arrays(
+            schema, frames, {**fixed, "frame": s.n_frames}, required=staged_frame
+        )
+        problems += validate_arrays(
+            schema, windows, {**fixed, "window": s.n_windows}, required=staged_window
+        )
+        problems += validate_arrays(
+            schema, {n: v for n, v in row.items() if n in schema.arrays}, {**fixed, "sequence": 1},
+            required=staged_seq,
+        )
+        if not problems and s.n_windows:
+            start = np.asarray(windows["window_start"])
+            if start.min() < 0 or start.max() >= s.n_frames:
+                problems.append(f"window_start (local) outside [0, {s.n_frames})")
+        for name, spec in schema.arrays.items():
+            if spec.allowed_values is not None and name in row:
+                bad = set(row[name].tolist()) - set(spec.allowed_values)
+                if bad:
+                    problems.append(f"{name}={sorted(bad)} not in {list(spec.allowed_values)}")
+        if problems:
+            raise SchemaError(f"{where} does not match schema {schema.name} {schema.version}: " + "; ".join(problems))
+
+
+def _open(tmp_path: Path, mode: str):  # -> zarr.Group
+    import zarr
+
+    return zarr.open_group(str(tmp_path), mode=mode, zarr_format=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+
+def temporary_path(final_path: Path) -> Path:
+    """A fresh temporary store path next to ``final_path``: ``.{name}.tmp-<uuid>``."""
+    final_path = Path(final_path)
+    return final_path.with_name(f".{final_path.name}.tmp-{uuid.uuid4().hex}")
+
+
+def create_store(plan: StorePlan, tmp_path: Path) -> None:
+    """Validate every staged sequence, then create the store at ``tmp_path`` (must not exist):
+    group attrs, coordinates, all schema arrays (NaN/-1/255/"" filled) and the per-sequence arrays."""
+    schema = plan.schema
+    _validate_staged(plan, schema)
+    ch = plan.chunking
+    group = _open(Path(tmp_path), "w-")
+    group.attrs.update(plan.attrs)
+
+    for name, spec in schema.coords.items():
+        values = _cast(name, list(plan.coords[name]), spec)
+        arr = group.create_array(
+            name, shape=values.shape, chunks=(max(1, values.shape[0]),), dtype=spec.np_dtype if not spec.is_str else str,
+            dimension_names=list(spec.dims), compressors=_compressors(spec), fill_value=spec.fill_value,
+            attributes=spec.store_attrs(),
+        )
+        if values.size:
+            arr[:] = values
+
+    seq_chunk = min(max(plan.n_sequences, 1), ch.sequence_chunk_max)
+    for name, spec in schema.arrays.items():
+        shape = tuple(_dim_size(plan, schema, d) for d in spec.dims)
+        inner = shape[1:]
+        lead = spec.dims[0]
+        if lead == "frame":
+            chunks, shards = (ch.frame_chunk, *inner), (ch.frame_shard, *inner)
+        elif lead == "window":
+            chunks, shards = (ch.window_chunk, *inner), (ch.window_shard, *inner)
+        else:
+            chunks, shards = (seq_chunk, *inner), None
+        chunks = tuple(max(1, c) for c in chunks)
+        shards = None if shards is None else tuple(max(1, c) for c in shards)
+        group.create_array(
+            name, shape=shape, chunks=chunks, shards=shards, dtype=str if spec.is_str else spec.np_dtype,
+            dimension_names=list(spec.dims), compressors=_compressors(spec), fill_value=spec.fill_value,
+            attributes=spec.store_attrs(),
+        )
+
+    columns: dict[str, list[np.ndarray]] = {n: [] for n in schema.sequence_arrays}
+    for s in plan.staged:
+        row = _sequence_row(schema, s)
+        for name in columns:
+            if name not in WRITER_DERIVED:
+                columns[name].append(row[name])
+    derived = {
+        "seq_frame_offset": plan.frame_offsets,
+        "seq_frame_count": plan.frame_counts,
+        "seq_window_offset": plan.window_offsets,
+        "seq_window_count": plan.window_counts,
+    }
+    if plan.n_sequences == 0:
+        return
+    for name in columns:
+        spec = schema.arrays[name]
+        value = np.asarray(derived[name], dtype=np.int64) if name in derived else np.concatenate(columns[name])
+        group[name][...] = _cast(name, value, spec)
+
+
+def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int) -> None:
+    schema = plan.schema
+    offsets = np.asarray(plan.frame_offsets if dim == "frame" else plan.window_offsets, dtype=np.int64)
+    counts = np.asarray(plan.frame_counts if dim == "frame" else plan.window_counts, dtype=np.int64)
+    ends = offsets + counts
+    first = int(np.searchsorted(ends, a, side="right"))
+    overlaps: list[tuple[int, int, int]] = []  # (sequence index, lo, hi) global, clipped to [a, b)
+    for i in range(first, len(offsets)):
+        if offsets[i] >= b:
+            break
+        lo, hi = max(a, int(offsets[i])), min(b, int(ends[i]))
+        if hi > lo:
+            overlaps.append((i, lo, hi))
+    group = _open(Path(tmp_path), "r+")
+    for name in schema.arrays_along(dim):
+        spec = schema.arrays[name]
+        arr = group[name]
+        block = np.full((b - a, *arr.shape[1:]), spec.fill_value, dtype=spec.np_dtype)
+        for i, lo, hi in overlaps:
+            if name in ("frame_sequence", "window_sequence"):
+                block[lo - a : hi - a] = i
+                continue
+            s = plan.staged[i]
+            src = s.frame_array(name) if dim == "frame" else s.window_array(name)
+            part = src[lo - offsets[i] : hi - offsets[i]]
+            if name == "window_start":
+                part = np.asarray(part, dtype=np.int64) + plan.frame_offsets[i]
+            block[lo - a : hi - a] = _cast(f"{name} of {s.key!r}", part, spec)
+        arr[a:b] = block
+
+
+def write_frame_region(plan: StorePlan, tmp_path: Path, region_index: int) -> None:
+    """Write every per-frame array over ``plan.frame_regions[region_index]`` from the staged
+    sequences (memory-mapped). Regions are shard-aligned: safe to run concurrently in processes."""
+    a, b = plan.frame_regions[region_index]
+    _write_region(plan, tmp_path, "frame", a, b)
+
+
+def write_window_region(plan: StorePlan, tmp_path: Path, region_index: int) -> None:
+    """Write every per-window array over ``plan.window_regions[region_index]``; ``window_start``
+    becomes a global frame index. Safe to run concurrently with other regions."""
+    a, b = plan.window_regions[region_index]
+    _write_region(plan, tmp_path, "window", a, b)
+
+
+def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path) -> Path:
+    """Validate the store at ``tmp_path``, consolidate its metadata and move it to ``final_path``.
+
+    An existing store at ``final_path`` is renamed to a sibling ``.{name}.trash-<uuid>``, the new
+    one renamed into place, then the old one deleted (restored if the rename fails). ``tmp_path``
+    must be on the same filesystem (use ``temporary_path``). Raises ``SchemaError`` if invalid.
+    """
+    import zarr
+
+    tmp_path, final_path = Path(tmp_path), Path(final_path)
+    problems = validate_store(tmp_path)
+    if problems:
+        raise SchemaError(f"store {final_path.name} ({plan.subset}) is invalid: " + "; ".join(problems))
+    got = zarr.open_group(str(tmp_path), mode="r", zarr_format=3).attrs.get("schema_name")
+    if got != plan.subset:
+        raise SchemaError(f"{tmp_path} holds a {got} store, plan is for {plan.subset}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # consolidated metadata is not in the v3 spec
+        zarr.consolidate_metadata(str(tmp_path), zarr_format=3)
+    if tmp_path.parent.resolve() != final_path.parent.resolve():
+        raise SchemaError(f"temporary store {tmp_path} must sit next to {final_path}")
+    trash = None
+    if final_path.exists():
+        trash = final_path.with_name(f".{final_path.name}.trash-{uuid.uuid4().hex}")
+        os.rename(final_path, trash)
+    try:
+        os.rename(tmp_path, final_path)
+    except BaseException:
+        if trash is not None:
+            os.rename(trash, final_path)
+        raise
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return final_path
+
+
+def write_store(plan: StorePlan, final_path: Path) -> Path:
+    """All steps serially; on any error the temporary store is deleted and ``final_path`` untouched."""
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(final_path)
+    try:
+        create_store(plan, tmp)
+        for i in range(len(plan.frame_regions)):
+            write_frame_region(plan, tmp, i)
+        for i in range(len(plan.window_regions)):
+            write_window_region(plan, tmp, i)
+        return finalize_store(plan, tmp, final_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,368 @@
+"""Staging + region-parallel atomic writer: round trips, shard-aligned regions, parallel = serial,
+crash safety. ``stage_synthetic``/``build`` are shared with the other store tests."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import multiprocessing
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from pipeline.skeleton import BONE_NAMES
+from pipeline.store import (
+    Chunking,
+    SchemaError,
+    create_store,
+    finalize_store,
+    load_schema,
+    load_staged,
+    plan_store,
+    stage_sequence,
+    temporary_path,
+    validate_store,
+    write_frame_region,
+    write_store,
+    write_window_region,
+)
+from pipeline.store import writer as writer_mod
+
+MARKERS = ("C7", "CLAV", "LASI", "RASI", "LHEE")
+ATTRS = {"fps_hz": 60.0, "frame_convention": "world: z up, metres; joint 0 global axis-angle, others local"}
+COORDS = {"marker": MARKERS}
+WINDOW = 8  # frames per synthetic window
+SMALL = Chunking(frame_chunk=64, frame_shard=256, window_chunk=16, window_shard=64, shards_per_region=2)
+SUBSET_FRAME_EXTRA = {
+    "motion": (),
+    "contact": ("contact",),
+    "ground_reaction": ("contact", "grf_n", "grm_nm", "cop_m", "grf_total_n"),
+    "torque": ("contact", "grf_n", "grm_nm", "cop_m", "grf_total_n", "joint_torque_nm"),
+}
+
+
+def synthetic_arrays(key: str, n: int, subset: str = "motion", seed: int = 0) -> tuple[dict, dict, dict]:
+    """(frame_arrays, window_arrays, sequence_values) of a smooth random motion of ``n`` frames."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / ATTRS["fps_hz"]
+    phase = rng.uniform(0, 2 * np.pi, size=(1, 24, 3))
+    freq = rng.uniform(0.3, 2.0, size=(1, 24, 3))
+    joint_pos = np.sin(2 * np.pi * freq * t[:, None, None] + phase) * 0.3 + rng.normal(0, 1e-3, (n, 24, 3))
+    frame = {
+        "time_s": t,  # float64 on purpose: the writer casts to float32
+        "root_pos_m": joint_pos[:, 0].copy(),
+        "joint_rot_aa_rad": np.cos(2 * np.pi * freq * t[:, None, None] + phase) * 0.5,
+        "joint_pos_m": joint_pos.astype(np.float32),
+        "marker_pos_m": joint_pos[:, : len(MARKERS)] + 0.05,
+    }
+    if "contact" in SUBSET_FRAME_EXTRA[subset]:
+        frame["contact"] = (rng.random((n, 4)) < 0.5)  # bool: stored as uint8 0/1
+    if "grf_n" in SUBSET_FRAME_EXTRA[subset]:
+        frame["grf_n"] = rng.normal(0, 300, (n, 2, 3)).astype(np.float32)
+        frame["grm_nm"] = rng.normal(0, 10, (n, 2, 3)).astype(np.float32)
+        frame["cop_m"] = rng.normal(0, 0.1, (n, 2, 3)).astype(np.float32)
+        frame["grf_total_n"] = frame["grf_n"].sum(axis=1)
+    if subset == "torque":
+        frame["joint_torque_nm"] = rng.normal(0, 20, (n, 23, 3)).astype(np.float32)
+    starts = np.arange(0, n, WINDOW, dtype=np.int64)
+    nw = starts.size
+    window = {
+        "window_start": starts,
+        "joint_pos_coef_m": rng.normal(size=(nw, 4, 24, 3)).astype(np.float32),
+        "joint_pos_fit_rmse_m": rng.random(nw).astype(np.float32),
+        "joint_rot_coef_rad": rng.normal(size=(nw, 4, 24, 3)).astype(np.float32),
+        "joint_rot_fit_rmse_rad": rng.random(nw).astype(np.float32),
+    }
+    if subset in ("ground_reaction", "torque"):
+        window["grf_coef_n"] = rng.normal(size=(nw, 4, 2, 3)).astype(np.float32)
+        window["grm_coef_nm"] = rng.normal(size=(nw, 4, 2, 3)).astype(np.float32)
+        window["grf_fit_rmse_n"] = rng.random(nw).astype(np.float32)
+    if subset == "torque":
+        window["torque_coef_nm"] = rng.normal(size=(nw, 2, 23, 3)).astype(np.float32)
+        window["torque_fit_rmse_nm"] = rng.random(nw).astype(np.float32)
+    source, dataset, subject, name = key.split("/")
+    values = {
+        "seq_id": key, "seq_source": source, "seq_dataset": dataset, "seq_subject": subject,
+        "seq_name": name, "seq_path": f"{dataset}/{subject}/{name}_poses.npz",
+        "seq_sha256": hashlib.sha256(key.encode()).hexdigest(), "seq_split": ("train", "val", "test")[seed % 3],
+        "seq_gender": "female", "seq_skeleton": "anthropometric", "seq_height_m": 1.6 + 0.01 * seed,
+        "seq_mass_kg": 60.0 + seed, "seq_ground_offset_m": -0.01 * seed, "seq_source_fps_hz": 120.0,
+        "seq_duration_s": (n - 1) / ATTRS["fps_hz"],
+        "seq_betas": rng.normal(size=10).astype(np.float32),  # 10 < 16: NaN-padded by the writer
+        "seq_bone_length_m": rng.uniform(0.05, 0.5, size=len(BONE_NAMES)),
+    }
+    return frame, window, values
+
+
+def stage_synthetic(root: Path, key: str, n: int, subset: str = "motion", seed: int = 0):
+    """Stage a synthetic sequence; returns (StagedSequence, (frame, window, values))."""
+    arrays = synthetic_arrays(key, n, subset, seed)
+    return stage_sequence(root, key, *arrays), arrays
+
+
+LENGTHS = (5000, 37, 3000)
+
+
+def build(tmp_path: Path, subset: str = "motion", chunking: Chunking | None = None, lengths=LENGTHS):
+    """Stage ``lengths`` synthetic sequences and write a store; returns (path, plan, raw arrays)."""
+    staged, raw = [], []
+    for i, n in enumerate(lengths):
+        s, arrays = stage_synthetic(tmp_path / "staging", f"amass/CMU/{i:02d}/seq_{i}", n, subset, seed=i)
+        staged.append(s)
+        raw.append(arrays)
+    plan = plan_store(subset, staged, ATTRS, COORDS, chunking)
+    path = write_store(plan, tmp_path / f"{subset}.zarr")
+    return path, plan, raw
+
+
+def tree_bytes(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_staging_roundtrip_and_mmap(tmp_path):
+    s, (frame, window, values) = stage_synthetic(tmp_path, "amass/CMU/01/01_01", 100, "contact")
+    assert s.n_frames == 100 and s.n_windows == 13
+    assert s.subsets == ("motion", "contact")
+    again = load_staged(s.path)
+    assert again == s
+    jp = again.frame_array("joint_pos_m")
+    assert isinstance(jp, np.memmap) and not jp.flags.writeable
+    np.testing.assert_array_equal(jp, frame["joint_pos_m"])
+    seqv = again.sequence_values()
+    assert seqv["seq_id"] == "amass/CMU/01/01_01" and seqv["seq_source_fps_hz"] == 120.0
+    np.testing.assert_array_equal(seqv["seq_betas"], values["seq_betas"])
+    # restaging replaces atomically, no leftovers
+    s2, _ = stage_synthetic(tmp_path, "amass/CMU/01/01_01", 50, "motion")
+    assert s2.path == s.path and load_staged(s.path).n_frames == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == [s.path.name]
+
+
+def test_staging_rejects_inconsistent_and_derived(tmp_path):
+    frame, window, values = synthetic_arrays("a/b/c/d", 20)
+    with pytest.raises(SchemaError, match="disagree"):
+        stage_sequence(tmp_path, "k", {**frame, "time_s": frame["time_s"][:10]}, window, values)
+    with pytest.raises(SchemaError, match="computed by the writer"):
+        stage_sequence(tmp_path, "k", {**frame, "frame_sequence": np.zeros(20, np.int32)}, window, values)
+    with pytest.raises(SchemaError, match="lacks required"):
+        stage_sequence(tmp_path, "k", frame, window, values, subsets=("torque",))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_regions_are_shard_aligned(tmp_path):
+    staged = [stage_synthetic(tmp_path, f"a/b/c/{i}", n, seed=i)[0] for i, n in enumerate(LENGTHS)]
+    plan = plan_store("motion", staged, ATTRS, COORDS, SMALL)
+    assert plan.frame_offsets == (0, 5000, 5037) and plan.n_frames == 8037
+    assert plan.window_counts == (625, 5, 375) and plan.window_offsets == (0, 625, 630)
+    size = SMALL.frame_shard * SMALL.shards_per_region
+    assert plan.frame_regions[0] == (0, size) and plan.frame_regions[-1][1] == 8037
+    assert all(a % SMALL.frame_shard == 0 for a, _ in plan.frame_regions)
+    assert all(b1 == a2 for (_, b1), (a2, _) in zip(plan.frame_regions, plan.frame_regions[1:]))
+    assert all(a % SMALL.window_shard == 0 for a, _ in plan.window_regions)
+    assert pickle.loads(pickle.dumps(plan)) == plan
+    default = plan_store("motion", staged, ATTRS, COORDS)
+    assert default.frame_regions == ((0, 8037),) and default.chunking == Chunking()
+    with pytest.raises(SchemaError, match="marker"):
+        plan_store("motion", staged, ATTRS, {})
+    with pytest.raises(SchemaError, match="frame_convention"):
+        plan_store("motion", staged, {"fps_hz": 60.0}, COORDS)
+    with pytest.raises(SchemaError, match="not staged for subset contact"):
+        plan_store("contact", staged, ATTRS, COORDS)
+    with pytest.raises(SchemaError, match="differs from the schema"):
+        plan_store("motion", staged, ATTRS, {**COORDS, "xyz": ("x", "y", "w")})
+    with pytest.raises(ValueError, match="multiple"):
+        Chunking(frame_chunk=100, frame_shard=250)
+
+
+@pytest.mark.parametrize("chunking", [None, SMALL], ids=["default", "small"])
+def test_roundtrip_exact(tmp_path, chunking):
+    path, plan, raw = build(tmp_path, "contact", chunking)
+    assert validate_store(path) == []
+    g = zarr.open_group(str(path), mode="r")
+    assert g.attrs["schema_name"] == "contact" and g.attrs["schema_version"] == "1.0.0"
+    ch = chunking or Chunking()
+    assert g["joint_pos_m"].shards == (ch.frame_shard, 24, 3) and g["joint_pos_m"].chunks == (ch.frame_chunk, 24, 3)
+    assert g["joint_pos_coef_m"].shards == (ch.window_shard, 4, 24, 3)
+    assert g["seq_id"].chunks == (3,)
+    np.testing.assert_array_equal(g["seq_frame_offset"][:], [0, 5000, 5037])
+    np.testing.assert_array_equal(g["seq_frame_count"][:], LENGTHS)
+    np.testing.assert_array_equal(g["seq_window_offset"][:], [0, 625, 630])
+    np.testing.assert_array_equal(g["frame_sequence"][:], np.repeat([0, 1, 2], LENGTHS))
+    for i, (frame, window, values) in enumerate(raw):
+        f0, nf = plan.frame_offsets[i], plan.frame_counts[i]
+        w0, nw = plan.window_offsets[i], plan.window_counts[i]
+        for name, value in frame.items():
+            got = g[name][f0 : f0 + nf]
+            assert got.dtype == np.dtype(load_schema("contact").arrays[name].dtype)
+            np.testing.assert_array_equal(got, np.asarray(value).astype(got.dtype), err_msg=name)
+        for name, value in window.items():
+            got = g[name][w0 : w0 + nw]
+            expect = value + f0 if name == "window_start" else value
+            np.testing.assert_array_equal(got, expect, err_msg=name)
+        assert g["seq_id"][i] == values["seq_id"] and g["seq_split"][i] == values["seq_split"]
+        assert g["seq_source_fps_hz"][i] == 120.0 and g["seq_source_fps_hz"].dtype == np.float64
+        betas = g["seq_betas"][i]
+        np.testing.assert_array_equal(betas[:10], values["seq_betas"])
+        assert np.isnan(betas[10:]).all() and betas.shape == (16,)
+        np.testing.assert_array_equal(g["seq_bone_length_m"][i], values["seq_bone_length_m"].astype(np.float32))
+    # per-array attrs from the schema
+    assert g["joint_pos_m"].attrs["units"] == "m" and g["grm_nm" if "grm_nm" in g else "time_s"].attrs["units"]
+    assert g["contact"].attrs["flag_values"] == [0, 1]
+    assert list(g["marker"][:]) == list(MARKERS) and list(g["xyz"][:]) == ["x", "y", "z"]
+    # nothing but the store remains next to it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["contact.zarr", "staging"]
+
+
+def test_plain_xarray_opens_without_warnings(tmp_path):
+    path, _, raw = build(tmp_path, "motion", SMALL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(path)
+        assert ds.attrs["schema_version"] == "1.0.0"
+        assert ds.sizes["frame"] == 8037 and ds.sizes["marker"] == len(MARKERS)
+        assert ds["joint_pos_m"].dims == ("frame", "joint", "xyz")
+        assert ds["joint_pos_m"].attrs["units"] == "m"
+        assert list(ds["joint"].values[:2]) == ["pelvis", "left_hip"]
+        np.testing.assert_array_equal(ds["cubic_power"].values, [0, 1, 2, 3])
+        np.testing.assert_array_equal(ds["root_pos_m"][5000:5037].values, raw[1][0]["root_pos_m"].astype(np.float32))
+        assert ds["time_s"].dtype == np.float32  # not decoded as timedelta
+
+
+@pytest.mark.parametrize("subset", ["ground_reaction", "torque"])
+def test_empty_store_is_valid_and_opens(tmp_path, subset):
+    plan = plan_store(subset, [], ATTRS, COORDS)
+    path = write_store(plan, tmp_path / f"{subset}.zarr")
+    assert validate_store(path) == []
+    schema = load_schema(subset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(path)
+    assert set(schema.arrays) <= set(ds.data_vars)
+    assert ds.sizes["frame"] == 0 and ds.sizes["window"] == 0 and ds.sizes["sequence"] == 0
+    assert ds["grf_n"].dims == ("frame", "foot", "xyz") and ds.sizes["foot"] == 2
+    if subset == "torque":
+        assert ds.sizes["actuated_joint"] == 23 and ds["torque_coef_nm"].shape == (0, 2, 23, 3)
+
+
+def test_every_subset_roundtrips(tmp_path):
+    for subset in ("motion", "ground_reaction", "torque"):
+        path, _, raw = build(tmp_path / subset, subset, SMALL, lengths=(300, 1))
+        assert validate_store(path) == [], subset
+        g = zarr.open_group(str(path), mode="r")
+        assert set(load_schema(subset).arrays) <= set(g.array_keys())
+        if subset == "torque":
+            np.testing.assert_array_equal(g["joint_torque_nm"][300], raw[1][0]["joint_torque_nm"][0])
+
+
+def test_schema_mismatch_names_sequence(tmp_path):
+    frame, window, values = synthetic_arrays("a/b/c/bad", 40, seed=1)
+    frame["joint_pos_m"] = frame["joint_pos_m"][:, :23]  # 23 joints
+    bad = stage_sequence(tmp_path / "st", "a/b/c/bad", frame, window, values)
+    good, _ = stage_synthetic(tmp_path / "st", "a/b/c/good", 40)
+    plan = plan_store("motion", [good, bad], ATTRS, COORDS)
+    with pytest.raises(SchemaError, match=r"'a/b/c/bad'.*joint_pos_m: dim joint has size 23"):
+        write_store(plan, tmp_path / "m.zarr")
+    frame, window, values = synthetic_arrays("a/b/c/bad2", 40, seed=1)
+    frame["joint_rot_aa_rad"] = frame["joint_rot_aa_rad"].astype(np.complex64)
+    values["seq_split"] = "holdout"
+    bad2 = stage_sequence(tmp_path / "st", "a/b/c/bad2", frame, window, values)
+    with pytest.raises(SchemaError, match=r"'a/b/c/bad2'.*complex64.*seq_split=\['holdout'\]"):
+        write_store(plan_store("motion", [bad2], ATTRS, COORDS), tmp_path / "m.zarr")
+    assert not (tmp_path / "m.zarr").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]
+
+
+def _write_region_job(args):
+    kind, plan, tmp, i = args
+    (write_frame_region if kind == "frame" else write_window_region)(plan, tmp, i)
+    return kind, i
+
+
+def test_parallel_regions_equal_serial(tmp_path):
+    path, plan, _ = build(tmp_path / "serial", "contact", SMALL)
+    assert len(plan.frame_regions) == 16 and len(plan.window_regions) == 8
+    final = tmp_path / "parallel" / "contact.zarr"
+    final.parent.mkdir()
+    tmp = temporary_path(final)
+    create_store(plan, tmp)
+    jobs = [("frame", plan, tmp, i) for i in range(len(plan.frame_regions))]
+    jobs += [("window", plan, tmp, i) for i in range(len(plan.window_regions))]
+    jobs = jobs[::-1]  # reverse order: last (partial) shards first
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        done = list(pool.map(_write_region_job, jobs))
+    assert len(done) == len(jobs)
+    finalize_store(plan, tmp, final)
+    assert tree_bytes(final) == tree_bytes(path)
+    assert not tmp.exists()
+
+
+def test_unwritten_region_fails_validation(tmp_path):
+    s, _ = stage_synthetic(tmp_path / "st", "a/b/c/d", 1000)
+    plan = plan_store("motion", [s], ATTRS, COORDS, SMALL)
+    final = tmp_path / "m.zarr"
+    tmp = temporary_path(final)
+    create_store(plan, tmp)
+    for i in range(len(plan.frame_regions) - 1):  # skip the last frame region
+        write_frame_region(plan, tmp, i)
+    for i in range(len(plan.window_regions)):
+        write_window_region(plan, tmp, i)
+    with pytest.raises(SchemaError, match=r"frame_sequence\[512\] = -1"):
+        finalize_store(plan, tmp, final)
+    assert not final.exists()
+
+
+def test_crash_leaves_no_store_and_keeps_old(tmp_path, monkeypatch):
+    old_path, old_plan, _ = build(tmp_path, "motion", SMALL, lengths=(100,))
+    before = tree_bytes(old_path)
+    staged = [stage_synthetic(tmp_path / "st2", f"a/b/c/{i}", n, seed=i)[0] for i, n in enumerate(LENGTHS)]
+    plan = plan_store("motion", staged, ATTRS, COORDS, SMALL)
+    real = writer_mod._write_region
+    calls = []
+
+    def crashing(plan_, tmp_, dim, a, b):
+        calls.append((dim, a))
+        if dim == "frame" and a >= 2048:
+            raise RuntimeError("simulated worker crash")
+        return real(plan_, tmp_, dim, a, b)
+
+    monkeypatch.setattr(writer_mod, "_write_region", crashing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        write_store(plan, old_path)  # existing store: must stay intact
+    with pytest.raises(RuntimeError, match="simulated"):
+        write_store(plan, tmp_path / "fresh.zarr")  # no store yet: none may appear
+    assert len(calls) == 10
+    assert tree_bytes(old_path) == before and validate_store(old_path) == []
+    assert not (tmp_path / "fresh.zarr").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["motion.zarr", "st2", "staging"]
+    # and a successful rewrite replaces the old store in place, leaving no trash behind
+    monkeypatch.setattr(writer_mod, "_write_region", real)
+    write_store(plan, old_path)
+    assert zarr.open_group(str(old_path), mode="r")["seq_frame_count"].shape == (3,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["motion.zarr", "st2", "staging"]
+
+
+def test_failed_swap_restores_old_store(tmp_path, monkeypatch):
+    old_path, _, _ = build(tmp_path, "motion", SMALL, lengths=(100,))
+    before = tree_bytes(old_path)
+    s, _ = stage_synthetic(tmp_path / "st2", "a/b/c/new", 300)
+    plan = plan_store("motion", [s], ATTRS, COORDS, SMALL)
+    real_rename = writer_mod.os.rename
+
+    def flaky_rename(src, dst):
+        if ".tmp-" in Path(src).name:
+            raise OSError("simulated rename failure")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(writer_mod.os, "rename", flaky_rename)
+    with pytest.raises(OSError, match="simulated"):
+        write_store(plan, old_path)
+    assert tree_bytes(old_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["motion.zarr", "st2", "staging"]
