@@ -60,7 +60,6 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-@task(name="ingest-file", cache_policy=NO_CACHE, retries=0)
 def process_file(spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig) -> FileOutcome:
     """Read one source file, run the pure stages, stage its arrays; never raises for bad data."""
     src = get_source(spec.kind)
@@ -100,6 +99,24 @@ def process_file(spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig
             path=f"{spec.kind}:{rel}", stage=_failed_stage(stage, seconds), reason=f"unexpected error: {tb}"
         )
     return FileOutcome(spec.kind, rel, (), entry, seconds)
+
+
+@task(name="ingest-files", cache_policy=NO_CACHE, retries=0)
+def process_files(jobs: list[tuple[SourceSpec, str]], staging_dir: str, cfg: BuildConfig) -> list[FileOutcome]:
+    """ingest → canonicalize → contact → fit → split → stage for a batch of files, one at a time.
+
+    Files are independent: a bad file is quarantined and the batch goes on. Batching only
+    amortizes Prefect's per-task-run bookkeeping (several API calls per task run).
+    """
+    return [process_file(spec, path, staging_dir, cfg) for spec, path in jobs]
+
+
+def batch_jobs(jobs: list, workers: int, max_batch: int = 16) -> list[list]:
+    """Split jobs into contiguous batches: ~8 batches per worker, at most ``max_batch`` files each."""
+    if not jobs:
+        return []
+    size = max(1, min(max_batch, -(-len(jobs) // (8 * max(1, workers)))))
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
 def _failed_stage(stage: str, seconds: dict) -> str:
@@ -155,8 +172,12 @@ def build(
     out_dir: str,
     cfg: BuildConfig = BuildConfig(),
     chunking: Chunking | None = None,
+    workers: int = 2,
 ) -> dict:
-    """Build every subset store under ``out_dir`` from the given sources; returns the summary."""
+    """Build every subset store under ``out_dir`` from the given sources; returns the summary.
+
+    ``workers`` is the number of parallel task slots, used to size the file batches.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     build_id = uuid.uuid4().hex[:12]
@@ -173,19 +194,18 @@ def build(
         _say(f"[discover] {spec.kind}: {len(files)} files under {spec.root}")
         jobs.extend((spec, str(p)) for p in files)
 
-    # ingest → canonicalize → contact → fit → split → stage, one task per file
-    futures = [process_file.submit(spec, path, str(staging), cfg) for spec, path in jobs]
+    # ingest → canonicalize → contact → fit → split → stage, in parallel batches of files
+    batches = batch_jobs(jobs, workers)
+    futures = [process_files.submit(batch, str(staging), cfg) for batch in batches]
     outcomes: list[FileOutcome] = []
-    step = max(1, len(futures) // 20)
-    for k, fut in enumerate(as_completed(futures), start=1):
-        o = fut.result()
-        outcomes.append(o)
-        if o.quarantine is not None:
-            q = o.quarantine
-            _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
-            quarantine.append(q)
-        if k % step == 0 or k == len(futures):
-            _say(f"[process] {k}/{len(futures)} files done, {len(quarantine)} quarantined")
+    for fut in as_completed(futures):
+        for o in fut.result():
+            outcomes.append(o)
+            if o.quarantine is not None:
+                q = o.quarantine
+                _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
+                quarantine.append(q)
+        _say(f"[process] {len(outcomes)}/{len(jobs)} files done, {len(quarantine)} quarantined")
     t_process = time.perf_counter() - t_start
 
     staged = sorted((s for o in outcomes for s in o.staged), key=lambda s: s.key)

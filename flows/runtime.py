@@ -51,6 +51,11 @@ def prefect_api() -> Iterator[str]:
         server.stop()
 
 
+def default_workers() -> int:
+    """Local Dask worker processes when none are asked for: ``min(cpu count, 4)``."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 def dask_task_runner(workers: int | None = None, address: str | None = None):
     """A ``DaskTaskRunner``: an existing scheduler at ``address``, or a local process cluster.
 
@@ -61,7 +66,7 @@ def dask_task_runner(workers: int | None = None, address: str | None = None):
 
     if address:
         return DaskTaskRunner(address=address)
-    n = workers or max(1, min(os.cpu_count() or 1, 4))
+    n = workers or default_workers()
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={

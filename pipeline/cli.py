@@ -53,11 +53,12 @@ def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None) -> 
 
     prefect_environment(out / ".prefect")
     from flows.build import build
-    from flows.runtime import dask_task_runner, prefect_api
+    from flows.runtime import dask_task_runner, default_workers, prefect_api
 
     with prefect_api():
         runner = dask_task_runner(workers=workers, address=scheduler_address)
-        return build.with_options(task_runner=runner)(sources=list(sources), out_dir=str(out), cfg=cfg)
+        n = workers or default_workers()
+        return build.with_options(task_runner=runner)(sources=list(sources), out_dir=str(out), cfg=cfg, workers=n)
 
 
 def _print_summary(summary: dict) -> None:
