@@ -183,6 +183,14 @@ def build(
     build_id = uuid.uuid4().hex[:12]
     staging = out / ".staging" / build_id
     staging.mkdir(parents=True)
+    try:
+        return _build(sources, out, cfg, chunking, workers, build_id, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        _cleanup_empty(out / ".staging")
+
+
+def _build(sources, out: Path, cfg: BuildConfig, chunking, workers: int, build_id: str, staging: Path) -> dict:
     t_start = time.perf_counter()
 
     # discover
@@ -208,10 +216,10 @@ def build(
         _say(f"[process] {len(outcomes)}/{len(jobs)} files done, {len(quarantine)} quarantined")
     t_process = time.perf_counter() - t_start
 
-    staged = sorted((s for o in outcomes for s in o.staged), key=lambda s: s.key)
-    dup = _duplicates([s.key for s in staged])
-    if dup:
-        raise ValueError(f"duplicate sequence ids across sources: {dup[:5]}")
+    staged, dup_entries = _dedupe(outcomes)
+    for q in dup_entries:
+        _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
+    quarantine.extend(dup_entries)
 
     # write: every subset's regions in parallel, then finalize each store atomically
     attrs, coords = store_attrs(cfg)
@@ -239,8 +247,6 @@ def build(
         stores[subset] = str(finalize_store(plan, tmp, out / f"{subset}.zarr"))
         _say(f"[write] {subset}: {plan.n_sequences} sequences, {plan.n_frames} frames -> {stores[subset]}")
     t_total = time.perf_counter() - t_start
-    shutil.rmtree(staging, ignore_errors=True)
-    _cleanup_empty(out / ".staging")
 
     summary = _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build_id)
     summary["task_seconds"]["write_regions"] = write_seconds
@@ -249,13 +255,26 @@ def build(
     return summary
 
 
-def _duplicates(keys: list[str]) -> list[str]:
-    seen, dup = set(), []
-    for k in keys:
-        if k in seen:
-            dup.append(k)
-        seen.add(k)
-    return dup
+def _dedupe(outcomes: list[FileOutcome]) -> tuple[list[StagedSequence], list[QuarantineEntry]]:
+    """Staged sequences sorted by id; a file whose sequence id another file already has is quarantined.
+
+    Files are considered in (source, path) order, so the first file keeps the id.
+    """
+    owner: dict[str, str] = {}
+    keep: list[StagedSequence] = []
+    entries: list[QuarantineEntry] = []
+    for o in sorted(outcomes, key=lambda o: (o.source, o.path)):
+        clash = [s.key for s in o.staged if s.key in owner]
+        if clash:
+            entries.append(QuarantineEntry(
+                path=f"{o.source}:{o.path}", stage="split",
+                reason=f"duplicate sequence id {clash[0]!r} (already built from {owner[clash[0]]})",
+            ))
+            continue
+        for s in o.staged:
+            owner[s.key] = f"{o.source}:{o.path}"
+            keep.append(s)
+    return sorted(keep, key=lambda s: s.key), entries
 
 
 def _cleanup_empty(path: Path) -> None:
@@ -283,7 +302,7 @@ def _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build
         "build_id": build_id,
         "dynaset_version": __version__,
         "files": len(outcomes),
-        "files_built": sum(1 for o in outcomes if o.quarantine is None),
+        "files_built": len(outcomes) - len(quarantine),
         "files_quarantined": len(quarantine),
         "frames_in": sum(o.frames_in for o in outcomes),
         "frames_out": sum(o.frames_out for o in outcomes),

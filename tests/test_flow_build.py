@@ -1,0 +1,134 @@
+"""End to end: a generated AMASS corpus with bad files → `dynaset build` (Prefect + Dask) → stores.
+
+One build per test session (Prefect's ephemeral API and a 2-worker local Dask cluster start once).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.cli import main as cli_main
+from pipeline.demo import generate_corpus, write_bad_files
+from pipeline.process import BuildConfig, process_motion
+from pipeline.sources.amass import read_amass
+from pipeline.split import SUBSETS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    from flows.runtime import prefect_api
+
+    root = tmp_path_factory.mktemp("e2e")
+    corpus = root / "corpus"
+    files = generate_corpus(corpus, n_subjects=3, seed=1)
+    bad = write_bad_files(corpus)
+    # a second file with the same sequence id (AMASS SMPL-X naming) is quarantined, not built twice
+    first = files[0]
+    twin = first.with_name(first.name.replace("_poses.npz", "_stageii.npz"))
+    shutil.copyfile(first, twin)
+    bad[twin.relative_to(corpus).as_posix()] = "duplicate sequence id"
+    out = root / "out"
+    with prefect_api():
+        rc = cli_main(["build", "--source", f"amass={corpus}", "--out", str(out), "--workers", "2"])
+    assert rc == 0
+    return {"corpus": corpus, "out": out, "files": files, "bad": bad}
+
+
+def test_good_files_built_and_bad_files_quarantined(built):
+    out = built["out"]
+    summary = json.loads((out / "build.json").read_text())
+    quarantine = json.loads((out / "quarantine.json").read_text())
+    listed = {q["path"].removeprefix("amass:"): q for q in quarantine}
+    assert set(listed) == set(built["bad"])
+    for rel, keyword in built["bad"].items():
+        assert keyword.lower() in listed[rel]["reason"].lower(), (rel, listed[rel])
+        assert listed[rel]["stage"]
+    assert summary["files_built"] == len(built["files"])
+    assert summary["files_quarantined"] == len(built["bad"])
+
+
+def test_stores_open_with_plain_xarray_and_no_dynaset_import(built):
+    code = textwrap.dedent(
+        f"""
+        import sys, warnings
+        warnings.simplefilter("error")
+        import xarray as xr
+        for subset in {list(SUBSETS)!r}:
+            ds = xr.open_zarr({str(built["out"])!r} + "/" + subset + ".zarr")
+            assert ds.attrs["schema_name"] == subset, ds.attrs
+            assert ds.attrs["schema_version"].startswith("1."), ds.attrs
+            print(subset, ds.sizes["sequence"], ds.sizes["frame"])
+        assert not any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert res.returncode == 0, res.stderr
+    counts = {line.split()[0]: tuple(map(int, line.split()[1:])) for line in res.stdout.splitlines()}
+    assert counts["motion"][0] == len(built["files"])
+    assert counts["contact"] == counts["motion"]
+    assert counts["ground_reaction"] == (0, 0) and counts["torque"] == (0, 0)
+
+
+def test_validate_command(built, tmp_path, capsys):
+    stores = [str(built["out"] / f"{s}.zarr") for s in SUBSETS]
+    assert cli_main(["validate", *stores]) == 0
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(stores[0], broken)
+    shutil.rmtree(broken / "joint_pos_m")
+    capsys.readouterr()
+    assert cli_main(["validate", str(broken)]) == 1
+    assert "joint_pos_m" in capsys.readouterr().out
+
+
+def test_store_content_equals_the_pure_stages(built):
+    import xarray as xr
+
+    ds = xr.open_zarr(built["out"] / "contact.zarr")
+    ids = list(ds.seq_id.values)
+    cfg = BuildConfig()
+    for path in built["files"][:: max(1, len(built["files"]) // 3)]:
+        raw = read_amass(path, built["corpus"])
+        p = process_motion(raw, cfg)
+        i = ids.index(p.motion.provenance.sequence_id)
+        a, n = int(ds.seq_frame_offset[i]), int(ds.seq_frame_count[i])
+        assert n == p.motion.n_frames
+        sl = ds.isel(frame=slice(a, a + n))
+        np.testing.assert_allclose(sl.joint_pos_m.values, p.motion.joint_pos_m, atol=1e-5)
+        np.testing.assert_allclose(sl.marker_pos_m.values, p.motion.marker_pos_m, atol=1e-5)
+        np.testing.assert_array_equal(sl.contact.values, p.contact.astype(np.uint8))
+        np.testing.assert_array_equal(sl.frame_sequence.values, i)
+        np.testing.assert_allclose(sl.time_s.values, np.arange(n) / 30.0, atol=1e-6)
+        wa, wn = int(ds.seq_window_offset[i]), int(ds.seq_window_count[i])
+        w = ds.isel(window=slice(wa, wa + wn))
+        np.testing.assert_array_equal(w.window_start.values, a + p.window_start)
+        np.testing.assert_allclose(w.joint_pos_coef_m.values, p.joint_pos_fit.coef, atol=1e-4)
+        assert str(ds.seq_sha256.values[i]) == raw.provenance.sha256
+        assert str(ds.seq_split.values[i]) == p.split
+        assert float(ds.seq_source_fps_hz[i]) == raw.fps_hz
+
+
+def test_splits_are_subject_wise_and_rates_mixed(built):
+    import xarray as xr
+
+    ds = xr.open_zarr(built["out"] / "motion.zarr")
+    by_subject: dict[str, set] = {}
+    for subj, split in zip(ds.seq_subject.values, ds.seq_split.values):
+        by_subject.setdefault(str(subj), set()).add(str(split))
+    assert all(len(s) == 1 for s in by_subject.values())
+    assert {60.0, 100.0, 120.0, 250.0} <= set(np.unique(ds.seq_source_fps_hz.values).tolist())
+
+
+def test_no_half_written_leftovers(built):
+    names = sorted(p.name for p in built["out"].iterdir())
+    assert names == sorted([".prefect", "build.json", "quarantine.json", *[f"{s}.zarr" for s in SUBSETS]]) or \
+        names == sorted(["build.json", "quarantine.json", *[f"{s}.zarr" for s in SUBSETS]])
