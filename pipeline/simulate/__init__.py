@@ -1,0 +1,37 @@
+"""Physics imitation engine: a MuJoCo humanoid tracks canonical motions and records dynamics.
+
+Public entry point::
+
+    from pipeline.simulate import SimConfig, simulate
+    results = simulate(motions, SimConfig(), pass_index=0, backend="cpu")
+
+See docs/simulation.md for the humanoid, the controller and every recorded convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.records import CanonicalMotion
+from pipeline.simulate.backends import get_backend
+from pipeline.simulate.controller import ContactQP, Gains
+from pipeline.simulate.engine import SimConfig, SimulationResult, simulate_motion
+from pipeline.simulate.humanoid import HumanoidParams, build_humanoid, skeleton_from_motion
+
+__all__ = [
+    "ContactQP", "Gains", "HumanoidParams", "SimConfig", "SimulationResult", "build_humanoid", "simulate",
+    "simulate_motion", "skeleton_from_motion",
+]
+
+
+def simulate(motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int = 0, backend: str = "cpu"
+             ) -> list[SimulationResult]:
+    """Imitate a batch of motions once (pass ``pass_index``); one result per motion, in order.
+
+    ``pass_index`` ∈ [0, cfg.passes) selects the deterministic variation (engine.pass_variation);
+    ``backend``: ``"cpu"`` (MuJoCo, implemented), ``"gpu"`` (MuJoCo Warp/MJX, needs a GPU),
+    ``"isaacgym"`` (not available).
+    """
+    if not 0 <= int(pass_index) < cfg.passes:
+        raise ValueError(f"pass_index {pass_index} outside [0, {cfg.passes})")
+    return get_backend(backend).simulate(list(motions), cfg, int(pass_index))

@@ -1,0 +1,375 @@
+"""Imitation engine: simulate canonical motions with the tracking controller and record dynamics.
+
+Timing: output frame ``i`` (the motion's ``fps_hz``, 30 FPS) is the state at ``t_i = i/fps``;
+its *interval* quantities (torques, contact forces, residual) cover ``[t_i, t_{i+1})``:
+``control_hz/fps`` control ticks (2 at 60 Hz), each held (zero-order hold) over
+``1/(control_hz·physics_dt)`` physics steps (8 at 1/480 s). The last frame's interval tracks the
+reference spline extrapolated by one frame, so every frame has defined values.
+
+See docs/simulation.md for every recorded convention.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+from pipeline import markers as mk
+from pipeline import rotations as rot
+from pipeline import skeleton as sk
+from pipeline.records import CanonicalMotion
+from pipeline.simulate.controller import ContactQP, Gains, TrackingController, cross
+from pipeline.simulate.humanoid import GRAVITY_MPS2, Humanoid, HumanoidParams, build_humanoid, skeleton_from_motion
+from pipeline.simulate.reference import Reference, build_reference
+
+LEFT_FOOT_BODIES = (7, 10)
+RIGHT_FOOT_BODIES = (8, 11)
+COP_MIN_FZ_N = 20.0
+"""Centre of pressure / free moment are NaN and the foot is not in contact below this |Fz|, N."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Settings of the imitation engine (all deterministic).
+
+    Attributes:
+        control_hz: control rate, Hz (integer multiple of the motion's fps).
+        physics_dt_s: physics step, s (``1/control_hz`` must be an integer number of steps).
+        gains: PD natural frequencies / damping (``controller.Gains``).
+        contact: contact-force distribution settings (``controller.ContactQP``).
+        residual: apply the root residual wrench (residual force control); off = pure torques.
+        residual_force_limit_bw: the applied residual force is capped at this × body weight
+            (the uncapped demand is recorded in the metrics); ``inf`` = uncapped.
+        residual_torque_limit_nm_per_kg: cap of the applied residual torque, N·m per kg.
+        torque_limits: clip joint torques to ``humanoid.TORQUE_LIMIT_NM_PER_KG × mass``.
+        reset_root_height_err_m: reset when |z_pelvis − z_pelvis,ref| exceeds this, m.
+        reset_mpjpe_m: reset when the mean joint position error (world) exceeds this, m.
+        passes: how many passes (``pass_index`` 0..passes−1) the build runs per motion.
+        pass_gain_range: pass ``p ≥ 1`` scales all ω by a log-uniform factor in this range.
+        pass_joint_noise_rad: pass ``p ≥ 1`` perturbs the initial ball-joint rotations (σ, rad).
+        pass_root_vel_noise_mps: pass ``p ≥ 1`` perturbs the initial pelvis velocity (σ, m/s).
+        humanoid: MJCF contact/joint parameters.
+    """
+
+    control_hz: float = 60.0
+    physics_dt_s: float = 1.0 / 480.0
+    gains: Gains = field(default_factory=Gains)
+    contact: ContactQP = field(default_factory=ContactQP)
+    residual: bool = True
+    residual_force_limit_bw: float = 0.05
+    residual_torque_limit_nm_per_kg: float = float("inf")
+    torque_limits: bool = True
+    reset_root_height_err_m: float = 0.25
+    reset_mpjpe_m: float = 0.30
+    passes: int = 1
+    pass_gain_range: tuple[float, float] = (0.8, 1.25)
+    pass_joint_noise_rad: float = 0.02
+    pass_root_vel_noise_mps: float = 0.03
+    humanoid: HumanoidParams = field(default_factory=HumanoidParams)
+
+    def __post_init__(self) -> None:
+        if not self.control_hz > 0 or not self.physics_dt_s > 0:
+            raise ValueError("control_hz and physics_dt_s must be > 0")
+        sub = 1.0 / (self.control_hz * self.physics_dt_s)
+        if abs(sub - round(sub)) > 1e-6 or round(sub) < 1:
+            raise ValueError(f"1/control_hz must be a whole number of physics steps, got {sub:.4f}")
+        if self.passes < 1:
+            raise ValueError("passes must be >= 1")
+
+    @property
+    def substeps(self) -> int:
+        return int(round(1.0 / (self.control_hz * self.physics_dt_s)))
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What one pass over one motion recorded (N output frames at ``fps_hz``).
+
+    States at ``t_i`` (simulated; the reference is the ``CanonicalMotion`` itself):
+        sim_root_pos_m (N, 3), sim_joint_rot_aa_rad (N, 24, 3) (joint 0 global, others local),
+        sim_joint_pos_m (N, 24, 3), sim_marker_pos_m (N, M, 3), sim_com_pos_m (N, 3),
+        sim_com_vel_mps (N, 3) — world frame.
+    Interval quantities over ``[t_i, t_{i+1})``:
+        joint_torque_nm (N, 23, 3): mean torque of ball joints 1..23, child-body (joint-local)
+            frame, applied by the parent on the child.
+        imposed_angmom_nms (N, 23, 3): torque summed over the physics steps × step length
+            (= mean × 1/fps; ImDy's τ_am), N·m·s.
+        body_contact_force_n (N, 24, 3): mean floor force on each body, world frame.
+        grf_n (N, 2, 3): per foot (left, right = ankle + foot bodies), world, mean.
+        cop_m (N, 2, 3): centre of pressure on the floor plane (z = 0), NaN when Fz < 20 N.
+        free_moment_nm (N, 2): vertical moment about the COP, NaN when Fz < 20 N.
+        grm_nm (N, 2, 3): moment of the foot's floor forces about its ankle joint centre at t_i.
+        grf_total_n (N, 3): sum of the floor forces on all bodies.
+        foot_contact (N, 2): mean Fz ≥ 20 N.
+        residual_wrench (N, 6): mean root residual [force N, world; torque N·m about the
+            pelvis joint, world].
+        residual_demand_wrench (N, 6): the root wrench the contacts could not supply (same frames);
+            the applied residual is this capped by ``SimConfig.residual_*_limit``.
+        mpjpe_m (N,): mean joint position error vs the reference at ``t_i`` (world, not aligned).
+        mpjpe_root_relative_m (N,): the same after subtracting each pose's pelvis position.
+        reset (N,): a reset to the reference happened in ``[t_i, t_{i+1})``.
+    Plus ``metrics`` (see ``sequence_metrics``), ``pass_index``, ``sequence_id``, ``fps_hz``,
+    ``mass_kg``.
+    """
+
+    sequence_id: str
+    pass_index: int
+    fps_hz: float
+    mass_kg: float
+    sim_root_pos_m: np.ndarray
+    sim_root_quat: np.ndarray
+    sim_joint_rot_aa_rad: np.ndarray
+    sim_joint_pos_m: np.ndarray
+    sim_marker_pos_m: np.ndarray
+    sim_com_pos_m: np.ndarray
+    sim_com_vel_mps: np.ndarray
+    joint_torque_nm: np.ndarray
+    imposed_angmom_nms: np.ndarray
+    body_contact_force_n: np.ndarray
+    grf_n: np.ndarray
+    cop_m: np.ndarray
+    free_moment_nm: np.ndarray
+    grm_nm: np.ndarray
+    grf_total_n: np.ndarray
+    foot_contact: np.ndarray
+    residual_wrench: np.ndarray
+    residual_demand_wrench: np.ndarray
+    mpjpe_m: np.ndarray
+    mpjpe_root_relative_m: np.ndarray
+    reset: np.ndarray
+    metrics: dict
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.mpjpe_m.shape[0])
+
+
+def _seed(sequence_id: str, pass_index: int) -> list[int]:
+    h = int.from_bytes(hashlib.sha256(sequence_id.encode()).digest()[:8], "little")
+    return [h, int(pass_index)]
+
+
+def pass_variation(cfg: SimConfig, sequence_id: str, pass_index: int) -> tuple[float, np.ndarray, np.ndarray]:
+    """(gain scale, initial ball-joint rotation-vector noise (23, 3), root velocity noise (3,)).
+
+    Pass 0 is nominal (1, 0, 0). Pass ``p ≥ 1`` draws from ``numpy.random.default_rng([sha256(
+    sequence_id)[:8], p])``: a log-uniform gain scale in ``cfg.pass_gain_range`` and Gaussian
+    initial-state noise — deterministic per (sequence, pass).
+    """
+    if pass_index == 0:
+        return 1.0, np.zeros((23, 3)), np.zeros(3)
+    rng = np.random.default_rng(_seed(sequence_id, pass_index))
+    lo, hi = cfg.pass_gain_range
+    s = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    jn = rng.normal(0.0, cfg.pass_joint_noise_rad, size=(23, 3))
+    rv = rng.normal(0.0, cfg.pass_root_vel_noise_mps, size=3)
+    return s, jn, rv
+
+
+def _ref_joint_positions(ref: Reference, offsets: np.ndarray) -> np.ndarray:
+    q = ref.qpos[:, 3:].reshape(-1, 24, 4)
+    _, pos = sk.forward_kinematics(rot.quat_to_rotmat(q), ref.qpos[:, :3], offsets)
+    return pos
+
+
+def _set_state(m: mujoco.MjModel, d: mujoco.MjData, qpos: np.ndarray, qvel: np.ndarray) -> None:
+    d.qpos[:] = qpos
+    d.qvel[:] = qvel
+    d.qacc_warmstart[:] = 0.0
+    d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number = 0
+    mujoco.mj_forward(m, d)
+
+
+def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
+                    humanoid: Humanoid | None = None) -> SimulationResult:
+    """Imitate one motion (one pass) on the CPU with MuJoCo; see the module docstring."""
+    skel = skeleton_from_motion(motion)
+    hum = humanoid or build_humanoid(skel, motion.mass_kg, motion.gender, cfg.humanoid, cfg.physics_dt_s)
+    # private copy: dof_damping is set per run (gains vary per pass); the cached model stays pristine
+    # and concurrent runs (threads of a Dask worker) never share mutable model fields
+    m = copy.copy(hum.model)
+    d = mujoco.MjData(m)
+    ref = build_reference(motion, cfg.control_hz)
+    spf, nsub = ref.steps_per_frame, cfg.substeps
+    n = motion.n_frames
+    seq_id = motion.provenance.sequence_id
+    scale, jnoise, rvnoise = pass_variation(cfg, seq_id, pass_index)
+    ctrl = TrackingController(
+        hum, cfg.gains.scaled(scale), cfg.contact, cfg.residual, cfg.torque_limits, model=m,
+        residual_force_max_n=cfg.residual_force_limit_bw * hum.weight_n,
+        residual_torque_max_nm=cfg.residual_torque_limit_nm_per_kg * hum.mass_kg)
+    ref_pos = _ref_joint_positions(ref, skel.offsets_m)  # (K, 24, 3)
+    body_ids = hum.body_ids
+    root_body = int(body_ids[0])
+
+    rq, rv, ra = hum.qpos_to_mj(ref.qpos), hum.dof_to_mj(ref.qvel), hum.dof_to_mj(ref.qacc)  # MuJoCo layout
+
+    # initial state: reference at t0 (+ pass perturbation)
+    q0 = ref.qpos[0].copy()
+    if pass_index:
+        balls = q0[7:].reshape(23, 4)
+        q0[7:] = rot.quat_mul(balls, rot.aa_to_quat(jnoise)).reshape(-1)
+    v0 = ref.qvel[0].copy()
+    v0[:3] += rvnoise
+    _set_state(m, d, hum.qpos_to_mj(q0), hum.dof_to_mj(v0))
+    # joint D-term as MuJoCo dof damping (integrated implicitly by the Euler integrator); the
+    # damper torque is part of the recorded joint torque
+    m.dof_damping[:] = ctrl.joint_damping(d)
+
+    nsens = m.nsensordata
+    qpos_rec = np.empty((n + 1, m.nq))
+    com_rec = np.empty((n + 1, 3))
+    comv_rec = np.empty((n + 1, 3))
+    tau_sum = np.zeros((n, 69))
+    res_sum = np.zeros((n, 6))
+    dem_sum = np.zeros((n, 6))
+    f_sum = np.zeros((n, 24, 3))
+    mo_sum = np.zeros((n, 24, 3))  # moment about the world origin of each body's floor forces
+    reset = np.zeros(n, dtype=bool)
+    buf = np.empty((nsub, nsens))
+    damp = np.empty((nsub, m.nv - 6))
+    total_steps = n * spf
+    for k in range(total_steps + 1):
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        mujoco.mj_comVel(m, d)
+        # fall / divergence check against the reference at t_k
+        err = np.linalg.norm(d.xpos[body_ids] - ref_pos[k], axis=-1).mean()
+        if k < total_steps and (abs(d.qpos[2] - rq[k, 2]) > cfg.reset_root_height_err_m
+                                or err > cfg.reset_mpjpe_m or not np.isfinite(d.qpos[2])):
+            _set_state(m, d, rq[k], rv[k])
+            reset[k // spf] = True
+        if k % spf == 0:
+            i = k // spf
+            qpos_rec[i] = d.qpos
+            com_rec[i] = d.subtree_com[0]
+            mujoco.mj_subtreeVel(m, d)
+            comv_rec[i] = d.subtree_linvel[0]
+        if k == total_steps:
+            break
+        a_ff = 0.5 * (ra[k] + ra[k + 1])
+        tau, residual = ctrl.compute(d, rq[k], rv[k], a_ff)
+        i = k // spf
+        tau_sum[i] += tau
+        res_sum[i, :3] += residual[:3]
+        # pelvis-frame generalized torque → world (orientation at the tick; held over the tick)
+        Rr = d.xmat[root_body].reshape(3, 3)
+        res_sum[i, 3:] += Rr @ residual[3:]
+        dem = ctrl.last_residual_demand
+        dem_sum[i, :3] += dem[:3]
+        dem_sum[i, 3:] += Rr @ dem[3:]
+        d.qfrc_applied[6:] = tau
+        d.qfrc_applied[:6] = residual
+        t_before = d.time
+        for s in range(nsub):
+            mujoco.mj_step(m, d)
+            buf[s] = d.sensordata
+            damp[s] = d.qfrc_damper[6:]
+        if d.time < t_before + 0.5 * nsub * cfg.physics_dt_s:
+            # MuJoCo detected a diverging acceleration and reset the data itself (time → 0): flag
+            # the interval and restart from the reference at the next tick
+            reset[i] = True
+            _set_state(m, d, rq[k + 1], rv[k + 1])
+            d.time = t_before + nsub * cfg.physics_dt_s
+        tau_sum[i] += damp.mean(axis=0)
+        sd = buf.reshape(nsub, 24, 10)
+        F = sd[..., 1:4]
+        f_sum[i] += F.sum(axis=0) / nsub
+        mo_sum[i] += (sd[..., 4:7] + cross(sd[..., 7:10], F)).sum(axis=0) / nsub
+
+    return _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau_sum / spf,
+                   res_sum / spf, dem_sum / spf, f_sum / spf, mo_sum / spf, reset)
+
+
+def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau, res, dem, fbody, mbody, reset
+            ) -> SimulationResult:
+    n = motion.n_frames
+    fps = float(motion.fps_hz)
+    qp = hum.qpos_from_mj(qpos_rec[:n])
+    tau75 = np.zeros((n, 75))
+    tau75[:, 6:] = tau
+    tau = hum.dof_from_mj(tau75)[:, 6:]
+    quats = qp[:, 3:].reshape(n, 24, 4)
+    glob, joints = sk.forward_kinematics(rot.quat_to_rotmat(quats), qp[:, :3], skel.offsets_m)
+    markers = mk.marker_positions(glob, joints, skel)
+    torque = tau.reshape(n, 23, 3)
+    angmom = torque / fps
+    grf = np.stack([fbody[:, list(LEFT_FOOT_BODIES)].sum(1), fbody[:, list(RIGHT_FOOT_BODIES)].sum(1)], axis=1)
+    mo = np.stack([mbody[:, list(LEFT_FOOT_BODIES)].sum(1), mbody[:, list(RIGHT_FOOT_BODIES)].sum(1)], axis=1)
+    fz = grf[..., 2]
+    contact = fz >= COP_MIN_FZ_N
+    safe = np.where(contact, fz, 1.0)
+    cop = np.stack([-mo[..., 1] / safe, mo[..., 0] / safe, np.zeros_like(fz)], axis=-1)
+    free = mo[..., 2] - (cop[..., 0] * grf[..., 1] - cop[..., 1] * grf[..., 0])
+    cop = np.where(contact[..., None], cop, np.nan)
+    free = np.where(contact, free, np.nan)
+    ankle = joints[:, [7, 8]]
+    grm = mo - np.cross(ankle, grf)
+    grf_total = fbody.sum(axis=1)
+    mpjpe = np.linalg.norm(joints - motion.joint_pos_m, axis=-1).mean(axis=1)
+    rel_sim = joints - joints[:, :1]
+    rel_ref = motion.joint_pos_m - motion.joint_pos_m[:, :1]
+    mpjpe_rel = np.linalg.norm(rel_sim - rel_ref, axis=-1).mean(axis=1)
+    result_arrays = dict(
+        sim_root_pos_m=qp[:, :3].copy(), sim_root_quat=qp[:, 3:7].copy(),
+        sim_joint_rot_aa_rad=rot.quat_to_aa(quats), sim_joint_pos_m=joints, sim_marker_pos_m=markers,
+        sim_com_pos_m=com_rec[:n].copy(), sim_com_vel_mps=comv_rec[:n].copy(),
+        joint_torque_nm=torque, imposed_angmom_nms=angmom, body_contact_force_n=fbody, grf_n=grf, cop_m=cop,
+        free_moment_nm=free, grm_nm=grm, grf_total_n=grf_total, foot_contact=contact, residual_wrench=res,
+        residual_demand_wrench=dem, mpjpe_m=mpjpe, mpjpe_root_relative_m=mpjpe_rel, reset=reset,
+    )
+    metrics = sequence_metrics(result_arrays, comv_rec, hum.mass_kg, fps)
+    for v in result_arrays.values():
+        v.setflags(write=False)
+    return SimulationResult(
+        sequence_id=motion.provenance.sequence_id, pass_index=int(pass_index), fps_hz=fps, mass_kg=hum.mass_kg,
+        metrics=metrics, **result_arrays,
+    )
+
+
+def newton_euler_imbalance(grf_total: np.ndarray, residual_force: np.ndarray, com_vel: np.ndarray, mass_kg: float,
+                           fps: float) -> np.ndarray:
+    """(N,) |Σ floor forces + residual force + m·g − m·Δv_com·fps| per interval, N.
+
+    ``com_vel`` has N + 1 rows (the state after the last interval included): over an interval the
+    mean external force equals the momentum change divided by its duration.
+    """
+    g = np.array([0.0, 0.0, -GRAVITY_MPS2])
+    ma = mass_kg * np.diff(com_vel, axis=0) * fps
+    return np.linalg.norm(grf_total + residual_force + mass_kg * g - ma, axis=-1)
+
+
+def sequence_metrics(a: dict, com_vel_full: np.ndarray, mass_kg: float, fps: float) -> dict:
+    """Per-sequence quality metrics (plain floats/ints/bools; see docs/simulation.md)."""
+    bw = mass_kg * GRAVITY_MPS2
+    reset = a["reset"]
+    rf = np.linalg.norm(a["residual_wrench"][:, :3], axis=-1) / bw
+    rt = np.linalg.norm(a["residual_wrench"][:, 3:], axis=-1)
+    imb = newton_euler_imbalance(a["grf_total_n"], a["residual_wrench"][:, :3], com_vel_full, mass_kg, fps) / bw
+    ok = ~reset
+    imb_ok = imb[ok] if ok.any() else imb
+    mp = a["mpjpe_m"] * 1000.0
+    rd = np.linalg.norm(a["residual_demand_wrench"][:, :3], axis=-1) / bw
+    return {
+        "success": bool(not reset.any()),
+        "reset_count": int(reset.sum()),
+        "frames_without_reset_frac": float(ok.mean()),
+        "mpjpe_median_mm": float(np.median(mp)),
+        "mpjpe_p95_mm": float(np.percentile(mp, 95)),
+        "residual_force_le_5pct_bw_frac": float(np.mean(rf <= 0.05)),
+        "residual_force_median_bw": float(np.median(rf)),
+        "residual_force_p95_bw": float(np.percentile(rf, 95)),
+        "residual_force_demand_le_5pct_bw_frac": float(np.mean(rd <= 0.05)),
+        "residual_force_demand_median_bw": float(np.median(rd)),
+        "residual_force_saturated_frac": float(np.mean(rd > rf + 1e-9)),
+        "residual_torque_median_nm": float(np.median(rt)),
+        "residual_torque_p95_nm": float(np.percentile(rt, 95)),
+        "mpjpe_root_relative_median_mm": float(np.median(a["mpjpe_root_relative_m"]) * 1000.0),
+        "newton_euler_imbalance_median_bw": float(np.median(imb_ok)),
+        "newton_euler_imbalance_p95_bw": float(np.percentile(imb_ok, 95)),
+        "body_weight_n": float(bw),
+    }
