@@ -23,8 +23,16 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed, wait
 
 from pipeline import __version__, markers, skeleton
-from pipeline.process import BuildConfig, process_motion, stage_payload
+from pipeline.process import (
+    BuildConfig, process_motion, simulated_key, simulated_payload, stage_payload,
+)
+from pipeline.quality import Thresholds, build_report, evaluate_flags
+from pipeline.quality.flags import apply_flags, excluded_ids, write_quality_outputs
+from pipeline.quality.integration import sequence_metrics
+from pipeline.quality.metrics import inputs_from_payload, metrics_row
 from pipeline.records import QuarantineEntry
+from pipeline.simulate import simulate
+from pipeline.store.canonical_io import load_canonical, save_canonical
 from pipeline.sources.base import SourceError, SourceSpec, get_source
 from pipeline.split import SUBSETS
 from pipeline.store import (
@@ -54,14 +62,32 @@ class FileOutcome:
     seconds: dict = field(default_factory=dict)
     frames_in: int = 0
     frames_out: int = 0
+    metrics: tuple[dict, ...] = ()
+    to_simulate: tuple[tuple[str, str, str], ...] = ()
+    """(sequence id, canonical motion file, split) of sequences the simulate stage imitates."""
+
+
+@dataclass(frozen=True)
+class SimOutcome:
+    """What a simulate task sends back for one motion: staged passes, metrics rows, or an error."""
+
+    sequence_id: str
+    staged: tuple[StagedSequence, ...] = ()
+    metrics: tuple[dict, ...] = ()
+    quarantine: QuarantineEntry | None = None
+    seconds: float = 0.0
+    frames: int = 0
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def process_file(spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig) -> FileOutcome:
-    """Read one source file, run the pure stages, stage its arrays; never raises for bad data."""
+def process_file(
+    spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig, thresholds: Thresholds | None = None
+) -> FileOutcome:
+    """Read one source file, run the pure stages and the quality metrics, stage its arrays; never
+    raises for bad data. Sequences that a quality rule excludes are not handed to simulation."""
     src = get_source(spec.kind)
     root = Path(spec.root)
     rel = Path(path).relative_to(root).as_posix()
@@ -72,23 +98,32 @@ def process_file(spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig
         raws = src.read(Path(path), root)
         seconds["ingest"] = time.perf_counter() - t0
         staged: list[StagedSequence] = []
+        rows: list[dict] = []
+        to_simulate: list[tuple[str, str, str]] = []
         frames_in = frames_out = 0
         for raw in raws:
             stage = "process"
             processed = process_motion(raw, cfg, seconds)
+            key = processed.motion.provenance.sequence_id
+            payload = stage_payload(processed)
+            stage = "quality"
+            t0 = time.perf_counter()
+            row = sequence_metrics(processed, payload=payload)
+            excluded = any(f.level == "exclude" for f in evaluate_flags(row, thresholds))
+            seconds["quality"] = seconds.get("quality", 0.0) + time.perf_counter() - t0
             stage = "stage"
             t0 = time.perf_counter()
-            frame_arrays, window_arrays, seq_values = stage_payload(processed)
-            staged.append(
-                stage_sequence(
-                    Path(staging_dir), processed.motion.provenance.sequence_id,
-                    frame_arrays, window_arrays, seq_values, subsets=processed.subsets,
-                )
-            )
+            staged.append(stage_sequence(Path(staging_dir), key, *payload, subsets=processed.subsets))
+            if cfg.simulate is not None and not excluded:
+                canon = save_canonical(processed.motion, Path(staging_dir) / "canonical" / f"{staged[-1].path.name}.npz")
+                to_simulate.append((key, str(canon), processed.split))
             seconds["stage"] = seconds.get("stage", 0.0) + time.perf_counter() - t0
+            rows.append(row)
             frames_in += raw.n_frames
             frames_out += processed.motion.n_frames
-        return FileOutcome(spec.kind, rel, tuple(staged), None, seconds, frames_in, frames_out)
+        return FileOutcome(
+            spec.kind, rel, tuple(staged), None, seconds, frames_in, frames_out, tuple(rows), tuple(to_simulate)
+        )
     except SourceError as exc:
         entry = QuarantineEntry(path=f"{spec.kind}:{rel}", stage=_failed_stage(stage, seconds), reason=exc.problem)
     except (ValueError, FloatingPointError, ArithmeticError) as exc:
@@ -102,13 +137,48 @@ def process_file(spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig
 
 
 @task(name="ingest-files", cache_policy=NO_CACHE, retries=0)
-def process_files(jobs: list[tuple[SourceSpec, str]], staging_dir: str, cfg: BuildConfig) -> list[FileOutcome]:
+def process_files(
+    jobs: list[tuple[SourceSpec, str]], staging_dir: str, cfg: BuildConfig, thresholds: Thresholds | None = None
+) -> list[FileOutcome]:
     """ingest → canonicalize → contact → fit → split → stage for a batch of files, one at a time.
 
     Files are independent: a bad file is quarantined and the batch goes on. Batching only
     amortizes Prefect's per-task-run bookkeeping (several API calls per task run).
     """
-    return [process_file(spec, path, staging_dir, cfg) for spec, path in jobs]
+    return [process_file(spec, path, staging_dir, cfg, thresholds) for spec, path in jobs]
+
+
+def simulate_one(item: tuple[str, str, str], staging_dir: str, cfg: BuildConfig) -> SimOutcome:
+    """Imitate one canonical motion ``cfg.simulate.passes`` times; stage every pass as its own
+    sequence (ground_reaction + torque subsets) with its quality metrics row."""
+    key, canon_path, split = item
+    t0 = time.perf_counter()
+    try:
+        motion = load_canonical(Path(canon_path))
+        staged, rows = [], []
+        for p in range(cfg.simulate.passes):
+            result = simulate([motion], cfg.simulate, pass_index=p, backend=cfg.sim_backend)[0]
+            frame, window, values = simulated_payload(motion, result, split, cfg.windows)
+            sim_key = simulated_key(key, p)
+            extras = {"residual_wrench": result.residual_wrench}
+            arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
+            rows.append(metrics_row(arrays, meta))
+            staged.append(stage_sequence(
+                Path(staging_dir), sim_key, frame, window, values, subsets=("ground_reaction", "torque")
+            ))
+        return SimOutcome(key, tuple(staged), tuple(rows), None, time.perf_counter() - t0,
+                          motion.n_frames * cfg.simulate.passes)
+    except Exception as exc:  # one motion the simulator cannot handle never stops the batch
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        entry = QuarantineEntry(path=key, stage="simulate", reason=tb)
+        return SimOutcome(key, (), (), entry, time.perf_counter() - t0)
+
+
+@task(name="simulate", cache_policy=NO_CACHE, retries=0)
+def simulate_batch(items: list[tuple[str, str, str]], staging_dir: str, cfg: BuildConfig) -> list[SimOutcome]:
+    """The simulate stage for a batch of canonical motions (one Dask task, GPU-annotated when the
+    backend needs a GPU). The CPU backend imitates them one by one; batching amortizes scheduling."""
+    return [simulate_one(item, staging_dir, cfg) for item in items]
 
 
 def batch_jobs(jobs: list, workers: int, max_batch: int = 16) -> list[list]:
@@ -173,6 +243,7 @@ def build(
     cfg: BuildConfig = BuildConfig(),
     chunking: Chunking | None = None,
     workers: int = 2,
+    thresholds: Thresholds | None = None,
 ) -> dict:
     """Build every subset store under ``out_dir`` from the given sources; returns the summary.
 
@@ -184,13 +255,15 @@ def build(
     staging = out / ".staging" / build_id
     staging.mkdir(parents=True)
     try:
-        return _build(sources, out, cfg, chunking, workers, build_id, staging)
+        return _build(sources, out, cfg, chunking, workers, build_id, staging, thresholds or Thresholds.default())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         _cleanup_empty(out / ".staging")
 
 
-def _build(sources, out: Path, cfg: BuildConfig, chunking, workers: int, build_id: str, staging: Path) -> dict:
+def _build(
+    sources, out: Path, cfg: BuildConfig, chunking, workers: int, build_id: str, staging: Path, thresholds: Thresholds
+) -> dict:
     t_start = time.perf_counter()
 
     # discover
@@ -202,31 +275,64 @@ def _build(sources, out: Path, cfg: BuildConfig, chunking, workers: int, build_i
         _say(f"[discover] {spec.kind}: {len(files)} files under {spec.root}")
         jobs.extend((spec, str(p)) for p in files)
 
-    # ingest → canonicalize → contact → fit → split → stage, in parallel batches of files
+    # ingest → canonicalize → contact → fit → split → quality → stage, in parallel batches of
+    # files; each finished batch's motions go on to the simulate stage right away
     batches = batch_jobs(jobs, workers)
-    futures = [process_files.submit(batch, str(staging), cfg) for batch in batches]
+    futures = [process_files.submit(batch, str(staging), cfg, thresholds) for batch in batches]
     outcomes: list[FileOutcome] = []
+    sim_futures = []
+    n_sim = 0
     for fut in as_completed(futures):
+        batch_items = []
         for o in fut.result():
             outcomes.append(o)
+            batch_items.extend(o.to_simulate)
             if o.quarantine is not None:
                 q = o.quarantine
                 _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
                 quarantine.append(q)
         _say(f"[process] {len(outcomes)}/{len(jobs)} files done, {len(quarantine)} quarantined")
+        if batch_items:
+            n_sim += len(batch_items)
+            with _annotate(cfg):
+                sim_futures.append(simulate_batch.submit(batch_items, str(staging), cfg))
     t_process = time.perf_counter() - t_start
+    sims: list[SimOutcome] = []
+    for fut in as_completed(sim_futures):
+        for so in fut.result():
+            sims.append(so)
+            if so.quarantine is not None:
+                q = so.quarantine
+                _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
+                quarantine.append(q)
+        _say(f"[simulate] {len(sims)}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
+    t_simulate = time.perf_counter() - t_start - t_process
 
     staged, dup_entries = _dedupe(outcomes)
     for q in dup_entries:
         _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
     quarantine.extend(dup_entries)
+    kept_ids = {s.key for s in staged}
+    sim_staged = [s for so in sims if so.sequence_id in kept_ids for s in so.staged]
+    staged = sorted(staged + sim_staged, key=lambda s: s.key)
+
+    # quality: flag every sequence (motion and simulated passes); excluded ones stay out of the stores
+    rows = [r for o in outcomes for r in o.metrics if r.get("seq_id") in kept_ids]
+    rows += [r for so in sims if so.sequence_id in kept_ids for r in so.metrics]
+    table, exclusions = apply_flags(rows, thresholds)
+    drop = excluded_ids(exclusions)
+    # a motion excluded by quality takes its simulated passes with it
+    drop |= {s.key for s in sim_staged if s.key.split("#pass")[0] in drop}
+    write_quality_outputs(out, table, exclusions, staged=[s for s in staged if s.key in drop])
+    if drop:
+        _say(f"[quality] {len(drop)} sequences excluded by quality rules (exclusions.json)")
 
     # write: every subset's regions in parallel, then finalize each store atomically
     attrs, coords = store_attrs(cfg)
     plans = {}
     region_futures = []
     for subset in SUBSETS:
-        members = [s for s in staged if subset in s.subsets]
+        members = [s for s in staged if subset in s.subsets and s.key not in drop]
         declared = load_schema(subset).coords
         plan = plan_store(subset, members, attrs, {k: v for k, v in coords.items() if k in declared}, chunking)
         tmp = out / f".{subset}.zarr.tmp-{build_id}"
@@ -250,9 +356,29 @@ def _build(sources, out: Path, cfg: BuildConfig, chunking, workers: int, build_i
 
     summary = _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build_id)
     summary["task_seconds"]["write_regions"] = write_seconds
+    summary["task_seconds"]["simulate"] = sum(so.seconds for so in sims)
+    summary["wall_seconds"]["simulate"] = t_simulate
+    summary["frames_simulated"] = sum(so.frames for so in sims)
+    summary["sequences_excluded"] = len(drop)
     (out / QUARANTINE_FILE).write_text(json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    try:
+        report = build_report(out)
+        _say(f"[report] {report}")
+    except Exception as exc:  # the stores are complete; a report failure must not hide that
+        _say(f"[report] failed: {type(exc).__name__}: {exc}")
     return summary
+
+
+def _annotate(cfg: BuildConfig):
+    """Dask annotation pinning simulate tasks to GPU workers when a GPU backend is selected."""
+    import contextlib
+
+    import dask
+
+    if cfg.sim_backend == "gpu":
+        return dask.annotate(resources={"GPU": 1})
+    return contextlib.nullcontext()
 
 
 def _dedupe(outcomes: list[FileOutcome]) -> tuple[list[StagedSequence], list[QuarantineEntry]]:

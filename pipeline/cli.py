@@ -28,6 +28,12 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-stride", type=int, default=None, help="polynomial window stride, frames")
     p.add_argument("--smpl-model-dir", default=None,
                    help="folder with SMPL/SMPL-H/SMPL-X model npz files (needs the [smpl] extra)")
+    p.add_argument("--no-simulate", action="store_true",
+                   help="skip the physics imitation stage (ground_reaction/torque stay empty)")
+    p.add_argument("--passes", type=int, default=1, help="imitation passes per motion (default 1)")
+    p.add_argument("--sim-backend", choices=["cpu", "gpu", "isaacgym"], default="cpu",
+                   help="simulator backend: cpu (MuJoCo), gpu (MuJoCo Warp/MJX on GPU workers)")
+    p.add_argument("--thresholds", default=None, help="quality thresholds file (TOML/JSON), see docs/quality.md")
     p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default min(cpus, 4))")
     p.add_argument("--scheduler-address", default=None, help="use an existing Dask scheduler instead")
 
@@ -44,10 +50,17 @@ def _build_config(args: argparse.Namespace):
         windows = replace(windows, length=args.window_length)
     if args.window_stride is not None:
         windows = replace(windows, stride=args.window_stride)
-    return replace(cfg, canonical=canonical, windows=windows)
+    sim = None if args.no_simulate else replace(cfg.simulate, passes=args.passes)
+    return replace(cfg, canonical=canonical, windows=windows, simulate=sim, sim_backend=args.sim_backend)
 
 
-def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None) -> dict:
+def _thresholds(args: argparse.Namespace):
+    from pipeline.quality import Thresholds
+
+    return Thresholds.load(args.thresholds) if args.thresholds else None
+
+
+def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None, thresholds=None) -> dict:
     """Run the Prefect ``build`` flow on a Dask task runner with one Prefect API for all processes."""
     from flows.runtime import prefect_environment
 
@@ -58,13 +71,17 @@ def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None) -> 
     with prefect_api():
         runner = dask_task_runner(workers=workers, address=scheduler_address)
         n = workers or default_workers()
-        return build.with_options(task_runner=runner)(sources=list(sources), out_dir=str(out), cfg=cfg, workers=n)
+        return build.with_options(task_runner=runner)(
+            sources=list(sources), out_dir=str(out), cfg=cfg, workers=n, thresholds=thresholds
+        )
 
 
 def _print_summary(summary: dict) -> None:
     print(f"files: {summary['files']} ({summary['files_built']} built, {summary['files_quarantined']} quarantined)")
-    print(f"frames: {summary['frames_in']} source -> {summary['frames_out']} canonical; "
-          f"wall {summary['wall_seconds']['total']:.1f} s")
+    print(f"frames: {summary['frames_in']} source -> {summary['frames_out']} canonical, "
+          f"{summary.get('frames_simulated', 0)} simulated; wall {summary['wall_seconds']['total']:.1f} s")
+    if summary.get("sequences_excluded"):
+        print(f"excluded by quality rules: {summary['sequences_excluded']} sequences (exclusions.json)")
     print(f"{'subset':<16}{'sequences':>10}{'frames':>10}{'hours':>8}  store")
     for name, s in summary["subsets"].items():
         print(f"{name:<16}{s['sequences']:>10}{s['frames']:>10}{s['hours']:>8.3f}  {s['store']}")
@@ -72,7 +89,8 @@ def _print_summary(summary: dict) -> None:
 
 def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve()
-    summary = run_build(args.source, out, _build_config(args), args.workers, args.scheduler_address)
+    summary = run_build(args.source, out, _build_config(args), args.workers, args.scheduler_address,
+                        _thresholds(args))
     _print_summary(summary)
     if summary["files_quarantined"]:
         print(f"quarantine list: {out / 'quarantine.json'}")
@@ -97,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     files = generate_corpus(corpus, n_subjects=args.subjects, hours=args.hours, seed=args.seed)
     print(f"[demo] generated {len(files)} AMASS-format npz files (60/100/120/250 Hz) under {corpus}")
     summary = run_build([SourceSpec("amass", corpus)], out / "stores", _build_config(args),
-                        args.workers, args.scheduler_address)
+                        args.workers, args.scheduler_address, _thresholds(args))
     _print_summary(summary)
     print("open a store with plain xarray:  python -c \"import xarray as xr; "
           f"print(xr.open_zarr('{summary['subsets']['motion']['store']}'))\"")
@@ -148,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output folder for the stores")
     _add_build_options(p)
     p.set_defaults(func=cmd_build)
+
+    from pipeline.quality import add_report_parser
+
+    add_report_parser(sub)
 
     p = sub.add_parser("validate", help="check stores against their schemas")
     p.add_argument("stores", nargs="+")

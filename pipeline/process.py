@@ -16,6 +16,7 @@ from pipeline.canonical import CanonicalConfig, canonicalize
 from pipeline.contact import ContactConfig, contact_labels
 from pipeline.records import CanonicalMotion, RawMotion
 from pipeline.rotations import aa_continuous
+from pipeline.simulate import SimConfig, SimulationResult
 from pipeline.split import Availability, SplitConfig, assign_split, subsets_for
 
 N_BETAS = 16
@@ -30,6 +31,10 @@ class BuildConfig:
     contact: ContactConfig = field(default_factory=ContactConfig)
     windows: fit.WindowConfig = field(default_factory=fit.WindowConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    simulate: SimConfig | None = field(default_factory=SimConfig)
+    """Imitation engine settings; ``None`` skips simulation (no ground_reaction/torque data)."""
+    sim_backend: str = "cpu"
+    """``cpu`` (MuJoCo), ``gpu`` (MuJoCo Warp/MJX on a GPU worker) or ``isaacgym``."""
 
 
 @dataclass(frozen=True)
@@ -132,3 +137,95 @@ def stage_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
         "seq_bone_length_m": m.bone_length_m.astype(f32),
     }
     return frame_arrays, window_arrays, sequence_values
+
+
+SIM_CONTACT_THRESHOLD_N = 20.0
+"""Vertical floor force on a body above which its sole point counts as in contact, N."""
+
+_SOLE_BODIES = (7, 10, 8, 11)  # left_heel→left_ankle, left_toe→left_foot, right_heel→right_ankle, right_toe→right_foot
+
+
+def simulated_key(sequence_id: str, pass_index: int) -> str:
+    """Staging/metrics key of a simulated pass: ``<sequence id>#pass<k>``."""
+    return f"{sequence_id}#pass{int(pass_index)}"
+
+
+def simulated_payload(
+    motion: CanonicalMotion, result: SimulationResult, split: str, windows: fit.WindowConfig
+) -> tuple[dict, dict, dict]:
+    """(frame arrays, window arrays, sequence values) of one simulated pass, named as in the
+    ground_reaction/torque schemas (1.1.0).
+
+    The observed arrays (``root_pos_m``, ``joint_*``, ``marker_pos_m``) are the simulator's
+    states, so torques and forces are consistent with them; ``ref_*`` hold the tracked canonical
+    motion. ``contact`` comes from the simulator's floor forces: a heel (toe) point is in contact
+    when its ankle (foot) body carries ≥ ``SIM_CONTACT_THRESHOLD_N`` vertically. Windows: cubic
+    for kinematics and GRF/moments, linear for torques.
+    """
+    from pipeline.simulate.engine import GRAVITY_MPS2
+
+    f32 = np.float32
+    n = motion.n_frames
+    if result.n_frames != n:
+        raise ValueError(f"simulation of {motion.provenance.sequence_id} has {result.n_frames} frames, motion {n}")
+    body_fz = result.body_contact_force_n[:, list(_SOLE_BODIES), 2]
+    frame_arrays = {
+        "time_s": motion.time_s.astype(f32),
+        "root_pos_m": result.sim_root_pos_m.astype(f32),
+        "joint_rot_aa_rad": result.sim_joint_rot_aa_rad.astype(f32),
+        "joint_pos_m": result.sim_joint_pos_m.astype(f32),
+        "marker_pos_m": result.sim_marker_pos_m.astype(f32),
+        "contact": (body_fz >= SIM_CONTACT_THRESHOLD_N).astype(np.uint8),
+        "grf_n": result.grf_n.astype(f32),
+        "grm_nm": result.grm_nm.astype(f32),
+        "cop_m": result.cop_m.astype(f32),
+        "grf_total_n": result.grf_total_n.astype(f32),
+        "joint_torque_nm": result.joint_torque_nm.astype(f32),
+        "ref_root_pos_m": motion.root_pos_m.astype(f32),
+        "ref_joint_rot_aa_rad": motion.joint_rot_aa_rad.astype(f32),
+        "ref_joint_pos_m": motion.joint_pos_m.astype(f32),
+        "ref_marker_pos_m": motion.marker_pos_m.astype(f32),
+        "body_contact_force_n": result.body_contact_force_n.astype(f32),
+        "free_moment_nm": result.free_moment_nm.astype(f32),
+        "foot_contact": np.asarray(result.foot_contact).astype(np.uint8),
+        "residual_force_n": result.residual_wrench[:, :3].astype(f32),
+        "residual_torque_nm": result.residual_wrench[:, 3:].astype(f32),
+        "mpjpe_m": result.mpjpe_m.astype(f32),
+        "reset": np.asarray(result.reset).astype(np.uint8),
+        "imposed_angmom_nms": result.imposed_angmom_nms.astype(f32),
+    }
+    starts = fit.window_starts(n, windows.length, windows.stride)
+    L = windows.length
+    pos = fit.fit_windows(result.sim_joint_pos_m, starts, L, fit.KINEMATICS_DEGREE)
+    rot = fit.fit_windows(aa_continuous(result.sim_joint_rot_aa_rad, axis=0), starts, L, fit.KINEMATICS_DEGREE)
+    grf = fit.fit_windows(result.grf_n, starts, L, fit.GRF_DEGREE)
+    grm = fit.fit_windows(result.grm_nm, starts, L, fit.GRF_DEGREE)
+    tau = fit.fit_windows(result.joint_torque_nm, starts, L, fit.TORQUE_DEGREE)
+    window_arrays = {
+        "window_start": starts.astype(np.int64),
+        "joint_pos_coef_m": pos.coef.astype(f32),
+        "joint_pos_fit_rmse_m": pos.rmse.astype(f32),
+        "joint_rot_coef_rad": rot.coef.astype(f32),
+        "joint_rot_fit_rmse_rad": rot.rmse.astype(f32),
+        "grf_coef_n": grf.coef.astype(f32),
+        "grm_coef_nm": grm.coef.astype(f32),
+        "grf_fit_rmse_n": grf.rmse.astype(f32),
+        "torque_coef_nm": tau.coef.astype(f32),
+        "torque_fit_rmse_nm": tau.rmse.astype(f32),
+    }
+    _, _, seq = stage_payload(
+        ProcessedSequence(motion, np.zeros((n, 4), bool), starts, pos, rot, split, ())
+    )
+    m = result.metrics
+    seq.update({
+        "seq_pass": int(result.pass_index),
+        "seq_sim_resets": int(m["reset_count"]),
+        "seq_sim_mpjpe_median_m": float(m["mpjpe_median_mm"]) / 1000.0,
+        "seq_sim_mpjpe_p95_m": float(m["mpjpe_p95_mm"]) / 1000.0,
+        "seq_sim_residual_force_p95_bw": float(np.percentile(
+            np.linalg.norm(result.residual_demand_wrench[:, :3], axis=-1) / (motion.mass_kg * GRAVITY_MPS2), 95
+        )),
+        "seq_sim_residual_le_5pct_bw_frac": float(m["residual_force_demand_le_5pct_bw_frac"]),
+        "seq_sim_newton_euler_imbalance_p95_bw": float(m["newton_euler_imbalance_p95_bw"]),
+    })
+    return frame_arrays, window_arrays, seq

@@ -44,9 +44,9 @@ EXPECTED = {
 def test_schema_files(subset):
     raw = json.loads((SCHEMA_DIR / subset / "1.0.0.json").read_text(encoding="utf-8"))
     assert raw["name"] == subset and raw["version"] == "1.0.0"
-    s = load_schema(subset)
+    s = load_schema(subset, "1.0.0")
     assert s.version == "1.0.0" and s.major == SUPPORTED_MAJOR[subset] == 1
-    assert available_versions(subset) == ["1.0.0"]
+    assert available_versions(subset)[0] == "1.0.0"
     assert set(s.arrays) == EXPECTED[subset]
     assert all(a.required for a in s.arrays.values())
     assert set(s.required_attrs) == {"schema_name", "schema_version", "dynaset_version", "fps_hz",
@@ -81,9 +81,27 @@ def test_schema_files(subset):
         assert s.arrays["joint_torque_nm"].units == "N·m"
 
 
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_minor_versions_only_add_optional_arrays(subset):
+    """Schema policy: a minor version keeps every array of the previous one (dtype, dims, units,
+    required) and only adds optional arrays, so readers of the older version keep working."""
+    versions = available_versions(subset)
+    assert load_schema(subset).version == versions[-1]
+    for old_v, new_v in zip(versions, versions[1:]):
+        old, new = load_schema(subset, old_v), load_schema(subset, new_v)
+        if new.major != old.major:
+            continue
+        for name, spec in old.arrays.items():
+            got = new.arrays[name]
+            assert (got.dtype, got.dims, got.units, got.required) == (spec.dtype, spec.dims, spec.units, spec.required)
+        for name in set(new.arrays) - set(old.arrays):
+            assert not new.arrays[name].required, (subset, new_v, name)
+        assert set(old.required_attrs) <= set(new.required_attrs)
+
+
 def test_schemas_nest():
-    """Each subset extends the previous one with the same definitions."""
-    chain = [load_schema(s) for s in SUBSETS]
+    """Each subset extends the previous one with the same definitions (first versions)."""
+    chain = [load_schema(s, "1.0.0") for s in SUBSETS]
     for small, big in zip(chain, chain[1:]):
         for name, spec in small.arrays.items():
             assert big.arrays[name] == spec, (small.name, big.name, name)

@@ -94,6 +94,16 @@ def _load_store(subset: str, path: Path) -> _Store:
     )
 
 
+def _unset(x: np.ndarray, fill: Any) -> bool:
+    """True when a sequence's slice of an (optional) array holds only the fill value: the
+    sequence does not have that array (e.g. simulation arrays of a measured sequence)."""
+    if x.size == 0:
+        return False
+    if isinstance(fill, float) and np.isnan(fill):
+        return bool(np.isnan(x).all())
+    return bool(np.all(x == fill))
+
+
 class BuildReader:
     """Per-sequence access to every store of a build folder."""
 
@@ -137,12 +147,12 @@ class BuildReader:
                     values[n] = v.item() if isinstance(v, np.generic) else v
             fa, fn = int(st.f_off[i]), int(st.f_cnt[i])
             wa, wn = int(st.w_off[i]), int(st.w_cnt[i])
-            for n in st.frame_names:
-                if n not in arrays and (want is None or n in want):
-                    arrays[n] = st.read(n, fa, fa + fn)
-            for n in st.window_names:
-                if n not in arrays and (want is None or n in want):
-                    arrays[n] = st.read(n, wa, wa + wn)
+            for names, a, n_rows in ((st.frame_names, fa, fn), (st.window_names, wa, wn)):
+                for n in names:
+                    if n not in arrays and (want is None or n in want):
+                        x = st.read(n, a, a + n_rows)
+                        if not _unset(x, st.group[n].fill_value):
+                            arrays[n] = x
         if fps is None:
             raise KeyError(f"sequence {seq_id!r} is in none of the stores under {self.out_dir}")
         values["fps_hz"] = fps

@@ -434,9 +434,11 @@ def _check_index(group: Any, schema: Schema, sizes: Mapping[str, int]) -> list[s
         if flags is not None and spec.name in group:
             arr = group[spec.name]
             row = int(np.prod(arr.shape[1:], dtype=np.int64))
+            # an optional array keeps its fill value where a sequence does not provide it
+            allowed = list(flags) if spec.required else [*flags, spec.fill_value]
             for a, b in _blocks(arr.shape[0], row):
                 got = np.asarray(arr[a:b])
-                bad = ~np.isin(got, flags)
+                bad = ~np.isin(got, allowed)
                 if bad.any():
                     i = a + int(np.argwhere(bad)[0][0])
                     problems.append(f"{spec.name} frame {i} has values outside flag_values {flags}")

@@ -248,17 +248,24 @@ def _sequence_row(schema: Schema, staged: StagedSequence) -> dict[str, np.ndarra
     return row
 
 
+def _optional_present(schema: Schema, s: StagedSequence, dim: str) -> list[str]:
+    have = set(s.frame_names() if dim == "frame" else s.window_names())
+    return [n for n in schema.arrays_along(dim) if not schema.arrays[n].required and n in have]
+
+
 def _validate_staged(plan: StorePlan, schema: Schema) -> None:
     """Raise ``SchemaError`` naming the first staged sequence that does not match the schema."""
-    staged_frame = [n for n in schema.frame_arrays if n not in WRITER_DERIVED]
-    staged_window = [n for n in schema.window_arrays if n not in WRITER_DERIVED]
-    staged_seq = [n for n in schema.sequence_arrays if n not in WRITER_DERIVED]
+    # optional arrays (``required: false``, added by minor schema versions) may be absent from a
+    # staged sequence: the store keeps their fill value there
+    staged_frame = [n for n in schema.frame_arrays if n not in WRITER_DERIVED and schema.arrays[n].required]
+    staged_window = [n for n in schema.window_arrays if n not in WRITER_DERIVED and schema.arrays[n].required]
+    staged_seq = [n for n in schema.sequence_arrays if n not in WRITER_DERIVED and schema.arrays[n].required]
     fixed = {d: len(v) for d, v in plan.coords.items()}
     for s in plan.staged:
         where = f"staged sequence {s.key!r} ({s.path})"
         try:
-            frames = {n: s.frame_array(n) for n in staged_frame}
-            windows = {n: s.window_array(n) for n in staged_window}
+            frames = {n: s.frame_array(n) for n in (*staged_frame, *_optional_present(schema, s, "frame"))}
+            windows = {n: s.window_array(n) for n in (*staged_window, *_optional_present(schema, s, "window"))}
             row = _sequence_row(schema, s)
         except (OSError, ValueError) as exc:
             raise SchemaError(f"{where}: cannot read staged arrays: {exc}") from exc
@@ -343,8 +350,13 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
     for s in plan.staged:
         row = _sequence_row(schema, s)
         for name in columns:
-            if name not in WRITER_DERIVED:
-                columns[name].append(row[name])
+            if name in WRITER_DERIVED:
+                continue
+            if name not in row and not schema.arrays[name].required:
+                spec = schema.arrays[name]
+                shape = (1, *[len(plan.coords[d]) if d in plan.coords else schema.dims[d].size for d in spec.dims[1:]])
+                row[name] = np.full(shape, spec.fill_value, dtype=object if spec.is_str else spec.np_dtype)
+            columns[name].append(row[name])
     derived = {
         "seq_frame_offset": plan.frame_offsets,
         "seq_frame_count": plan.frame_counts,
@@ -373,6 +385,10 @@ def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int) -> 
         if hi > lo:
             overlaps.append((i, lo, hi))
     group = _open(Path(tmp_path), "r+")
+    present = {
+        i: set(plan.staged[i].frame_names() if dim == "frame" else plan.staged[i].window_names())
+        for i, _, _ in overlaps
+    }
     for name in schema.arrays_along(dim):
         spec = schema.arrays[name]
         arr = group[name]
@@ -382,6 +398,8 @@ def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int) -> 
                 block[lo - a : hi - a] = i
                 continue
             s = plan.staged[i]
+            if not spec.required and name not in present[i]:
+                continue  # optional array this sequence does not have: keep the fill value
             src = s.frame_array(name) if dim == "frame" else s.window_array(name)
             part = src[lo - offsets[i] : hi - offsets[i]]
             if name == "window_start":
