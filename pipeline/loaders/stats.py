@@ -1,0 +1,369 @@
+"""Normalization statistics of a store (``stats.json``), computed by streaming over blocks.
+
+``compute_stats(store)`` returns, per channel (every element after the record dim), the count of
+finite values, mean, population standard deviation (ddof = 0, as ``numpy.nanstd``), min and max:
+
+* ``arrays``: every numeric frame / window / sequence array of the store, as stored (NaN-aware;
+  bookkeeping arrays — ``frame_sequence``, ``window_sequence``, ``window_start``,
+  ``seq_*_offset``/``count`` — are skipped). Per-sequence arrays count each sequence once.
+* ``canonical``: the per-frame ImDyS features in the canonical frame *of that same frame*
+  (heading and root of frame t; see ``pipeline.loaders.windows``): ``root_pos_m``,
+  ``marker_pos_m``, ``joint_pos_m``, ``joint_rot6d`` and their velocities ``<name>_vel``
+  (forward differences × fps, backward at a sequence's last frame), plus every world-frame
+  target (``grf_n``, ``grm_nm``, ``cop_m``, ``grf_total_n``, ``body_contact_force_n``) rotated
+  by −heading. Window states at offsets ≠ 0 are canonicalized with a neighbour's heading, so
+  these statistics describe them approximately (exactly at offset 0); the root's canonical x/y
+  are 0 by construction (std 0: such channels are only centred by the loaders).
+
+Frames are read in shard-aligned blocks (default 4096 frames), so memory is bounded by one block
+of every frame array whatever the store size; accumulators merge blocks with Chan et al.'s
+parallel update (float64). ``write_stats(store, out_json)`` stores the result under
+``subsets/<subset>`` of ``stats.json`` next to the stores (other subsets in the file are kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import __version__
+
+from .windows import (
+    ROOT_POS,
+    ROOT_ROT,
+    WORLD_POINT,
+    WORLD_VECTOR,
+    canonicalize_points,
+    canonicalize_rot6d,
+    heading_from_root_aa,
+    rot6d_from_aa,
+    rotate_vectors,
+    target_kind,
+)
+from .xarray_api import STATS_FILE, resolve_store
+
+STATS_FORMAT = "dynaset-stats/1"
+
+BOOKKEEPING = frozenset(
+    {
+        "frame_sequence", "window_sequence", "window_start", "seq_frame_offset", "seq_frame_count",
+        "seq_window_offset", "seq_window_count",
+    }
+)
+"""Index arrays whose statistics mean nothing; skipped."""
+
+STATE_POSITIONS = ("marker_pos_m", "joint_pos_m")
+NOT_TARGETS = frozenset({"time_s", ROOT_POS, ROOT_ROT, "contact", *STATE_POSITIONS})
+
+DEFAULT_BLOCK = 4096
+
+
+class RunningStats:
+    """NaN-aware per-channel count / mean / M2 / min / max, merged block by block (float64)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.count = np.zeros(shape, dtype=np.int64)
+        self.mean = np.zeros(shape, dtype=np.float64)
+        self.m2 = np.zeros(shape, dtype=np.float64)
+        self.min = np.full(shape, np.inf)
+        self.max = np.full(shape, -np.inf)
+
+    def update(self, x: np.ndarray) -> None:
+        """Add records ``x`` (n, *shape); non-finite values are ignored."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[0] == 0:
+            return
+        finite = np.isfinite(x)
+        n_b = finite.sum(axis=0)
+        xs = np.where(finite, x, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_b = np.where(n_b > 0, xs.sum(axis=0) / np.maximum(n_b, 1), 0.0)
+            d = np.where(finite, x - mean_b, 0.0)
+            m2_b = (d * d).sum(axis=0)
+            n = self.count + n_b
+            delta = mean_b - self.mean
+            frac = np.where(n > 0, n_b / np.maximum(n, 1), 0.0)
+            self.mean = self.mean + delta * frac
+            self.m2 = self.m2 + m2_b + delta * delta * self.count * frac
+        self.count = n
+        self.min = np.minimum(self.min, np.where(finite, x, np.inf).min(axis=0))
+        self.max = np.maximum(self.max, np.where(finite, x, -np.inf).max(axis=0))
+
+    def to_dict(self, dims: tuple[str, ...] = (), units: str | None = None) -> dict[str, Any]:
+        have = self.count > 0
+        std = np.sqrt(np.where(have, self.m2 / np.maximum(self.count, 1), np.nan))
+
+        def clean(a: np.ndarray) -> Any:
+            return _nan_to_none(np.where(have, a, np.nan))
+
+        out: dict[str, Any] = {"dims": list(dims), "shape": list(self.count.shape)}
+        if units is not None:
+            out["units"] = units
+        out.update(
+            count=self.count.tolist(), mean=clean(self.mean), std=clean(std), min=clean(self.min), max=clean(self.max)
+        )
+        return out
+
+
+def _nan_to_none(a: np.ndarray) -> Any:
+    if a.ndim == 0:
+        v = float(a)
+        return None if not np.isfinite(v) else v
+    return [_nan_to_none(x) for x in a]
+
+
+def _open_group(path: str):
+    import zarr
+
+    return zarr.open_group(path, mode="r", zarr_format=3)
+
+
+def _dims(arr) -> tuple[str, ...]:
+    return tuple(arr.metadata.dimension_names or ())
+
+
+def _numeric(arr) -> bool:
+    return np.dtype(arr.dtype).kind in "biuf"
+
+
+def _block_len(arrays: list, default: int) -> int:
+    """About ``default`` records, a multiple of every array's shard length (of its chunk length
+    when ``default`` is smaller than a shard), so that blocks never split a chunk."""
+    def lcm(lengths) -> int:
+        step = 1
+        for n in lengths:
+            step = int(np.lcm(step, int(n)))
+        return step
+
+    shard = lcm(a.shards[0] if getattr(a, "shards", None) else a.chunks[0] for a in arrays)
+    step = shard if shard <= default else lcm(a.chunks[0] for a in arrays)
+    return max(step, (default // step) * step)
+
+
+def _canonical_frame_features(
+    blk: Mapping[str, np.ndarray], a0: int, g: np.ndarray, gf: np.ndarray, gb: np.ndarray, fps: float,
+    targets: Mapping[str, str],
+) -> dict[str, np.ndarray]:
+    """Own-frame canonical features of global frames ``g`` from a block starting at ``a0``;
+    ``gf``/``gb`` are the forward-difference end frames (global)."""
+    i, i0, i1 = g - a0, gf - a0, gb - a0
+    yaw = heading_from_root_aa(blk[ROOT_ROT][i, 0])
+    origin = np.asarray(blk[ROOT_POS][i, :2], dtype=np.float64)
+    fps32 = np.float32(fps)
+    out: dict[str, np.ndarray] = {}
+    for name in (ROOT_POS, *STATE_POSITIONS):
+        if name not in blk:
+            continue
+        x = blk[name]
+        out[name] = canonicalize_points(x[i], origin, yaw)
+        out[f"{name}_vel"] = rotate_vectors((x[i1].astype(np.float32) - x[i0].astype(np.float32)) * fps32, yaw)
+    d6 = rot6d_from_aa(blk[ROOT_ROT])
+    out["joint_rot6d"] = canonicalize_rot6d(d6[i], yaw)
+    out["joint_rot6d_vel"] = canonicalize_rot6d((d6[i1] - d6[i0]) * fps32, yaw)
+    for name, kind in targets.items():
+        x = blk[name][i]
+        out[name] = rotate_vectors(x, yaw) if kind == WORLD_VECTOR else canonicalize_points(x, origin, yaw)
+    return out
+
+
+def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, block_frames: int = DEFAULT_BLOCK) -> dict:
+    """Statistics of one store (see the module docs); reads it block by block.
+
+    Args:
+        store_path: the store (``<subset>.zarr``) or a URL.
+        canonical: also compute the own-frame canonical ImDyS feature statistics.
+        block_frames: records per block (rounded to a multiple of the shard length).
+
+    Returns:
+        JSON-ready dict: store info, ``arrays`` and ``canonical`` sections of per-channel
+        ``count``/``mean``/``std``/``min``/``max`` (``None`` where a channel has no finite value).
+    """
+    t0 = time.perf_counter()
+    store = resolve_store(store_path)
+    group = _open_group(store)
+    attrs = dict(group.attrs)
+    fps = float(attrs.get("fps_hz", 30.0))
+    arrays = {n: group[n] for n in group.array_keys()}
+    by_dim: dict[str, list[str]] = {"frame": [], "window": [], "sequence": []}
+    for n, a in sorted(arrays.items()):
+        dims = _dims(a)
+        if dims and dims[0] in by_dim and n not in BOOKKEEPING and _numeric(a):
+            by_dim[dims[0]].append(n)
+    result: dict[str, Any] = {
+        "format": STATS_FORMAT,
+        "schema_name": attrs.get("schema_name"),
+        "schema_version": attrs.get("schema_version"),
+        "store": Path(store).name if "://" not in store else store,
+        "fps_hz": fps,
+        "dynaset_version": __version__,
+        "std": "population standard deviation (ddof=0) over finite values",
+        "n_frames": int(arrays["frame_sequence"].shape[0]) if "frame_sequence" in arrays else 0,
+        "n_windows": int(arrays["window_sequence"].shape[0]) if "window_sequence" in arrays else 0,
+        "n_sequences": int(arrays["seq_frame_count"].shape[0]) if "seq_frame_count" in arrays else 0,
+        "arrays": {},
+        "canonical": {},
+    }
+    acc = {n: RunningStats(tuple(arrays[n].shape[1:])) for names in by_dim.values() for n in names}
+
+    # frame arrays (and canonical features) in one pass
+    frame_names = by_dim["frame"]
+    can_ok = canonical and ROOT_POS in arrays and ROOT_ROT in arrays and result["n_frames"] > 0
+    targets = {
+        n: target_kind(n, dict(arrays[n].attrs)) for n in frame_names if n not in NOT_TARGETS
+    }
+    targets = {n: k for n, k in targets.items() if k in (WORLD_VECTOR, WORLD_POINT)}
+    can_acc: dict[str, RunningStats] = {}
+    can_units: dict[str, str] = {}
+    n_frames = result["n_frames"]
+    if frame_names and n_frames:
+        f_off = np.asarray(arrays["seq_frame_offset"][...], dtype=np.int64)
+        f_cnt = np.asarray(arrays["seq_frame_count"][...], dtype=np.int64)
+        read = sorted(set(frame_names) | ({ROOT_POS, ROOT_ROT} if can_ok else set()))
+        step = _block_len([arrays[n] for n in read], block_frames)
+        for a in range(0, n_frames, step):
+            b = min(n_frames, a + step)
+            a0, b1 = (max(0, a - 1), min(n_frames, b + 1)) if can_ok else (a, b)
+            blk = {n: np.asarray(arrays[n][a0:b1]) for n in read}
+            for n in frame_names:
+                acc[n].update(blk[n][a - a0 : b - a0])
+            if not can_ok:
+                continue
+            g = np.arange(a, b, dtype=np.int64)
+            j = np.searchsorted(f_off, g, side="right") - 1
+            t, cnt = g - f_off[j], f_cnt[j]
+            base = np.clip(np.minimum(t, cnt - 2), 0, None)
+            gf = f_off[j] + base
+            gb = f_off[j] + np.minimum(base + 1, cnt - 1)
+            feats = _canonical_frame_features(blk, a0, g, gf, gb, fps, targets)
+            for n, x in feats.items():
+                if n not in can_acc:
+                    can_acc[n] = RunningStats(tuple(x.shape[1:]))
+                can_acc[n].update(x)
+        for n, st in can_acc.items():
+            src = n[: -len("_vel")] if n.endswith("_vel") else n
+            src_arr = arrays.get(ROOT_ROT if src == "joint_rot6d" else src)
+            unit = "1" if src == "joint_rot6d" else str(src_arr.attrs.get("units", "")) if src_arr is not None else ""
+            can_units[n] = f"{unit}/s" if n.endswith("_vel") else unit
+            dims = ("joint", "rot6d") if src == "joint_rot6d" else _dims(arrays[src])[1:]
+            result["canonical"][n] = st.to_dict(dims, can_units[n])
+
+    for dim in ("window", "sequence"):
+        names = by_dim[dim]
+        if not names:
+            continue
+        n_rec = int(arrays[names[0]].shape[0])
+        step = _block_len([arrays[n] for n in names], block_frames) if dim == "window" else max(n_rec, 1)
+        for a in range(0, n_rec, step):
+            b = min(n_rec, a + step)
+            for n in names:
+                acc[n].update(np.asarray(arrays[n][a:b]))
+    for names in by_dim.values():
+        for n in names:
+            result["arrays"][n] = acc[n].to_dict(_dims(arrays[n])[1:], str(arrays[n].attrs.get("units", "")))
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def write_stats(store_path: str | os.PathLike, out_json: str | os.PathLike | None = None, **kwargs) -> Path:
+    """Compute a store's statistics and store them as ``subsets/<schema_name>`` in ``out_json``
+    (default: ``stats.json`` next to the store), keeping the other subsets already in the file.
+    The file is replaced atomically. Returns its path."""
+    store = resolve_store(store_path)
+    stats = compute_stats(store, **kwargs)
+    out = Path(out_json) if out_json is not None else Path(store).parent / STATS_FILE
+    doc: dict[str, Any] = {"format": STATS_FORMAT, "subsets": {}}
+    if out.is_file():
+        try:
+            old = json.loads(out.read_text(encoding="utf-8"))
+            if old.get("format") == STATS_FORMAT:
+                doc["subsets"].update(old.get("subsets", {}))
+        except (OSError, ValueError):
+            pass
+    doc["subsets"][str(stats["schema_name"])] = stats
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def load_stats(path: str | os.PathLike | Mapping, subset: str | None = None) -> dict:
+    """One store's statistics from a ``stats.json`` file, a release directory or a store path
+    (``stats.json`` next to it; the subset is then the store's name), or an already loaded
+    document (whole file or one subset's entry)."""
+    if isinstance(path, Mapping):
+        doc = dict(path)
+    else:
+        p = Path(path)
+        if p.suffix == ".zarr" or (p / "zarr.json").is_file():
+            if subset is None and p.suffix == ".zarr":
+                subset = p.name[: -len(".zarr")]
+            p = p.parent / STATS_FILE
+        elif p.is_dir():
+            p = p / STATS_FILE
+        if not p.is_file():
+            raise FileNotFoundError(f"no statistics file {p} (write one with pipeline.loaders.write_stats)")
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    if "subsets" in doc:
+        if subset is None:
+            if len(doc["subsets"]) != 1:
+                raise ValueError(f"statistics of several subsets {sorted(doc['subsets'])}; give the subset")
+            subset = next(iter(doc["subsets"]))
+        if subset not in doc["subsets"]:
+            raise KeyError(f"no statistics for subset {subset!r} (have {sorted(doc['subsets'])})")
+        return doc["subsets"][subset]
+    return doc
+
+
+class Normalizer:
+    """``(x - mean) / std`` per channel for named batch entries, from a store's statistics.
+
+    Args:
+        stats: one store's statistics (``load_stats``).
+        mapping: batch key → list of (section, stats name); several names are concatenated along
+            the last axis (e.g. Zell's ``gamma_f`` = grf ‖ grm coefficients).
+        min_std: channels whose std is below this (or that have no finite value) are only centred.
+    """
+
+    def __init__(self, stats: Mapping, mapping: Mapping[str, list[tuple[str, str]]], min_std: float = 1e-6):
+        self.mean: dict[str, np.ndarray] = {}
+        self.scale: dict[str, np.ndarray] = {}
+        for key, parts in mapping.items():
+            means, scales = [], []
+            for section, name in parts:
+                try:
+                    entry = stats[section][name]
+                except KeyError:
+                    raise KeyError(f"statistics lack {section}/{name} (needed for {key!r})") from None
+                mean = np.array(entry["mean"], dtype=np.float64)
+                std = np.array(entry["std"], dtype=np.float64)
+                mean = np.where(np.isfinite(mean), mean, 0.0)
+                std = np.where(np.isfinite(std) & (std >= min_std), std, 1.0)
+                means.append(mean)
+                scales.append(std)
+            self.mean[key] = np.concatenate(means, axis=-1).astype(np.float32)
+            self.scale[key] = np.concatenate(scales, axis=-1).astype(np.float32)
+
+    def __call__(self, batch: dict) -> dict:
+        """Normalize the mapped entries of a numpy batch in place (returns it)."""
+        for key, mean in self.mean.items():
+            if key in batch:
+                batch[key] = ((batch[key] - mean) / self.scale[key]).astype(np.float32, copy=False)
+        return batch
+
+    def invert(self, key: str, x):
+        """Undo the normalization of entry ``key`` (numpy array or torch tensor)."""
+        mean, scale = self.mean[key], self.scale[key]
+        if hasattr(x, "new_tensor"):
+            return x * x.new_tensor(scale) + x.new_tensor(mean)
+        return x * scale + mean
+
+
+__all__ = ["Normalizer", "RunningStats", "compute_stats", "load_stats", "write_stats"]
