@@ -195,6 +195,14 @@ def _failed_stage(stage: str, seconds: dict) -> str:
     return next((s for s in ("canonicalize", "contact", "fit") if s not in seconds), "split")
 
 
+@task(name="stats", cache_policy=NO_CACHE, retries=0)
+def store_stats(store_path: str) -> dict:
+    """Normalization statistics of one finished store (streamed block by block)."""
+    from pipeline.loaders.stats import compute_stats
+
+    return compute_stats(store_path)
+
+
 @task(name="write-frame-region", cache_policy=NO_CACHE, retries=1)
 def write_frames(plan, tmp_path: str, region: int) -> float:
     t0 = time.perf_counter()
@@ -352,6 +360,13 @@ def _build(
     for subset, (plan, tmp) in plans.items():
         stores[subset] = str(finalize_store(plan, tmp, out / f"{subset}.zarr"))
         _say(f"[write] {subset}: {plan.n_sequences} sequences, {plan.n_frames} frames -> {stores[subset]}")
+    # normalization statistics per subset, computed once here and shipped with the build
+    from pipeline.loaders.stats import STATS_FILE, STATS_FORMAT
+
+    stats_futures = {subset: store_stats.submit(path) for subset, path in stores.items()}
+    stats = {"format": STATS_FORMAT, "subsets": {k: f.result() for k, f in stats_futures.items()}}
+    (out / STATS_FILE).write_text(json.dumps(stats, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    _say(f"[stats] normalization statistics -> {out / STATS_FILE}")
     t_total = time.perf_counter() - t_start
 
     summary = _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build_id)

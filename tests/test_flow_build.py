@@ -134,7 +134,8 @@ def test_splits_are_subject_wise_and_rates_mixed(built):
 
 def test_no_half_written_leftovers(built):
     names = {p.name for p in built["out"].iterdir()} - {".prefect", "quality_previews"}
-    expected = {"build.json", "quarantine.json", "metrics.parquet", "flags.json", "exclusions.json", "report.html"}
+    expected = {"build.json", "quarantine.json", "metrics.parquet", "flags.json", "exclusions.json", "report.html",
+                "stats.json"}
     assert names == expected | {f"{s}.zarr" for s in SUBSETS}
 
 
@@ -164,3 +165,15 @@ def test_simulated_subsets_are_physically_consistent(built):
         ma = int(motion.seq_frame_offset[j])
         np.testing.assert_allclose(sl.ref_joint_pos_m.values, motion.joint_pos_m.values[ma:ma + n], atol=1e-6)
         assert np.median(sl.mpjpe_m.values) < 0.08
+
+
+def test_stats_shipped_with_the_build_match_numpy(built):
+    import xarray as xr
+
+    stats = json.loads((built["out"] / "stats.json").read_text())
+    ds = xr.open_zarr(built["out"] / "motion.zarr")
+    got = stats["subsets"]["motion"]["arrays"]["joint_pos_m"]
+    x = ds.joint_pos_m.values.reshape(ds.sizes["frame"], -1).astype(np.float64)
+    np.testing.assert_allclose(np.asarray(got["mean"], float).reshape(-1), x.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got["max"], float).reshape(-1), x.max(0), rtol=1e-6)
+    assert set(stats["subsets"]) == set(SUBSETS)
