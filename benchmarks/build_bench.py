@@ -71,6 +71,7 @@ def main() -> int:
     ap.add_argument("--baseline-files", type=int, default=40, help="files in the serial baseline sample")
     ap.add_argument("--workdir", default=None, help="keep corpus and stores here (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--no-simulate", action="store_true", help="skip the imitation stage (kinematic subsets only)")
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dynaset-bench-"))
@@ -96,7 +97,7 @@ def main() -> int:
     print(f"corpus: {len(files)} files under {corpus} (generated in {t_gen:.1f} s)")
 
     # Baseline: the pure stages in a serial loop over a sample (every k-th file), same config.
-    cfg = BuildConfig()
+    cfg = BuildConfig(simulate=None) if args.no_simulate else BuildConfig()
     sample = files[:: max(1, len(files) // args.baseline_files)][: args.baseline_files]
     t0 = time.perf_counter()
     base_frames = 0
@@ -118,6 +119,9 @@ def main() -> int:
     ts = summary["task_seconds"]
     f_in, f_out = summary["frames_in"], summary["frames_out"]
     hours = f_out / cfg.canonical.fps_hz / 3600
+    if "simulate" in ts and summary.get("frames_simulated"):
+        print(f"  simulate: {summary['frames_simulated']:,} frames in {ts['simulate']:.1f} s of task time "
+              f"= {summary['frames_simulated'] / 30.0 / ts['simulate']:.1f} s of motion per second per worker")
     rates = {
         "ingest": f_in / ts["ingest"],
         "canonicalize": f_out / ts["canonicalize"],

@@ -33,6 +33,7 @@ from pipeline.quality.metrics import inputs_from_payload, metrics_row
 from pipeline.records import QuarantineEntry
 from pipeline.simulate import simulate
 from pipeline.store.canonical_io import load_canonical, save_canonical
+from pipeline.store.staging import safe_key
 from pipeline.sources.base import SourceError, SourceSpec, get_source
 from pipeline.split import SUBSETS
 from pipeline.store import (
@@ -41,6 +42,7 @@ from pipeline.store import (
     create_store,
     finalize_store,
     load_schema,
+
     plan_store,
     stage_sequence,
     write_frame_region,
@@ -72,6 +74,8 @@ class SimOutcome:
     """What a simulate task sends back for one motion: staged passes, metrics rows, or an error."""
 
     sequence_id: str
+    origin: str = ""
+    """The canonical motion file it imitated (identifies the source file's sequence)."""
     staged: tuple[StagedSequence, ...] = ()
     metrics: tuple[dict, ...] = ()
     quarantine: QuarantineEntry | None = None
@@ -91,6 +95,8 @@ def process_file(
     src = get_source(spec.kind)
     root = Path(spec.root)
     rel = Path(path).relative_to(root).as_posix()
+    # every file stages under its own folder: two files claiming one sequence id never collide
+    file_staging = Path(staging_dir) / "files" / safe_key(f"{spec.kind}:{rel}")
     seconds: dict[str, float] = {}
     stage = "ingest"
     try:
@@ -113,9 +119,9 @@ def process_file(
             seconds["quality"] = seconds.get("quality", 0.0) + time.perf_counter() - t0
             stage = "stage"
             t0 = time.perf_counter()
-            staged.append(stage_sequence(Path(staging_dir), key, *payload, subsets=processed.subsets))
+            staged.append(stage_sequence(file_staging, key, *payload, subsets=processed.subsets))
             if cfg.simulate is not None and not excluded:
-                canon = save_canonical(processed.motion, Path(staging_dir) / "canonical" / f"{staged[-1].path.name}.npz")
+                canon = save_canonical(processed.motion, file_staging / "canonical" / f"{staged[-1].path.name}.npz")
                 to_simulate.append((key, str(canon), processed.split))
             seconds["stage"] = seconds.get("stage", 0.0) + time.perf_counter() - t0
             rows.append(row)
@@ -164,14 +170,15 @@ def simulate_one(item: tuple[str, str, str], staging_dir: str, cfg: BuildConfig)
             arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
             rows.append(metrics_row(arrays, meta))
             staged.append(stage_sequence(
-                Path(staging_dir), sim_key, frame, window, values, subsets=("ground_reaction", "torque")
+                Path(canon_path).parent.parent / "sim", sim_key, frame, window, values,
+                subsets=("ground_reaction", "torque"),
             ))
-        return SimOutcome(key, tuple(staged), tuple(rows), None, time.perf_counter() - t0,
+        return SimOutcome(key, canon_path, tuple(staged), tuple(rows), None, time.perf_counter() - t0,
                           motion.n_frames * cfg.simulate.passes)
     except Exception as exc:  # one motion the simulator cannot handle never stops the batch
         tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
         entry = QuarantineEntry(path=key, stage="simulate", reason=tb)
-        return SimOutcome(key, (), (), entry, time.perf_counter() - t0)
+        return SimOutcome(key, canon_path, (), (), entry, time.perf_counter() - t0)
 
 
 @task(name="simulate", cache_policy=NO_CACHE, retries=0)
@@ -321,12 +328,16 @@ def _build(
         _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
     quarantine.extend(dup_entries)
     kept_ids = {s.key for s in staged}
-    sim_staged = [s for so in sims if so.sequence_id in kept_ids for s in so.staged]
+    # simulations of the kept files only (a quarantined duplicate's motion may have been imitated too)
+    kept_files = {f"{o.source}:{o.path}" for o in outcomes} - {q.path for q in dup_entries}
+    kept_origins = {c[1] for o in outcomes if f"{o.source}:{o.path}" in kept_files for c in o.to_simulate}
+    sims = [so for so in sims if so.origin in kept_origins]
+    sim_staged = [s for so in sims for s in so.staged]
     staged = sorted(staged + sim_staged, key=lambda s: s.key)
 
     # quality: flag every sequence (motion and simulated passes); excluded ones stay out of the stores
     rows = [r for o in outcomes for r in o.metrics if r.get("seq_id") in kept_ids]
-    rows += [r for so in sims if so.sequence_id in kept_ids for r in so.metrics]
+    rows += [r for so in sims for r in so.metrics]
     table, exclusions = apply_flags(rows, thresholds)
     drop = excluded_ids(exclusions)
     # a motion excluded by quality takes its simulated passes with it
@@ -338,23 +349,27 @@ def _build(
     # write: every subset's regions in parallel, then finalize each store atomically
     attrs, coords = store_attrs(cfg)
     plans = {}
-    region_futures = []
-    for subset in SUBSETS:
+    for subset in SUBSETS:  # plan (and validate) every store before writing any
         members = [s for s in staged if subset in s.subsets and s.key not in drop]
         declared = load_schema(subset).coords
         plan = plan_store(subset, members, attrs, {k: v for k, v in coords.items() if k in declared}, chunking)
-        tmp = out / f".{subset}.zarr.tmp-{build_id}"
-        create_store(plan, tmp)
-        plans[subset] = (plan, tmp)
-        region_futures += [write_frames.submit(plan, str(tmp), i) for i in range(len(plan.frame_regions))]
-        region_futures += [write_windows.submit(plan, str(tmp), i) for i in range(len(plan.window_regions))]
-    _say(f"[write] {len(region_futures)} shard-aligned regions over {len(SUBSETS)} stores")
-    done = wait(region_futures)
-    failed = [f for f in done.done if f.state.is_failed()]
-    if failed:
+        plans[subset] = (plan, out / f".{subset}.zarr.tmp-{build_id}")
+    region_futures = []
+    try:
+        for plan, tmp in plans.values():
+            create_store(plan, tmp)
+            region_futures += [write_frames.submit(plan, str(tmp), i) for i in range(len(plan.frame_regions))]
+            region_futures += [write_windows.submit(plan, str(tmp), i) for i in range(len(plan.window_regions))]
+        _say(f"[write] {len(region_futures)} shard-aligned regions over {len(SUBSETS)} stores")
+        done = wait(region_futures)
+        failed = [f for f in done.done if f.state.is_failed()]
+        if failed:
+            failed[0].result()  # re-raise the first failure; earlier stores stay untouched
+    except BaseException:
+        wait(region_futures)  # no writer may still read the staging folder when it is deleted
         for _, tmp in plans.values():
             shutil.rmtree(tmp, ignore_errors=True)
-        failed[0].result()  # re-raise the first failure; earlier stores stay untouched
+        raise
     write_seconds = sum(f.result() for f in region_futures)
     stores = {}
     for subset, (plan, tmp) in plans.items():
@@ -426,6 +441,7 @@ def _cleanup_empty(path: Path) -> None:
 
 
 def _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build_id) -> dict:
+    quarantined = {q.path for q in quarantine}
     stage_seconds: dict[str, float] = {}
     for o in outcomes:
         for k, v in o.seconds.items():
@@ -445,8 +461,8 @@ def _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build
         "files": len(outcomes),
         "files_built": len(outcomes) - len(quarantine),
         "files_quarantined": len(quarantine),
-        "frames_in": sum(o.frames_in for o in outcomes),
-        "frames_out": sum(o.frames_out for o in outcomes),
+        "frames_in": sum(o.frames_in for o in outcomes if f"{o.source}:{o.path}" not in quarantined),
+        "frames_out": sum(o.frames_out for o in outcomes if f"{o.source}:{o.path}" not in quarantined),
         "task_seconds": stage_seconds,
         "wall_seconds": {"process": t_process, "total": t_total},
         "subsets": subsets,

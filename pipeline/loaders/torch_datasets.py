@@ -418,8 +418,15 @@ def make_loader(
     not depend on ``num_workers``. Extra keyword arguments go to ``DataLoader`` (``pin_memory``,
     ``persistent_workers``, ``prefetch_factor``, ``multiprocessing_context``, ...). Call
     ``loader.sampler.set_epoch(e)`` to pin an epoch (else each pass advances it).
+
+    Workers start with ``multiprocessing_context="forkserver"`` unless told otherwise: a plain
+    fork copies whatever threads and event loops the parent runs (Dask, Prefect, asyncio), which
+    can kill workers; the dataset opens its store handles lazily in each worker anyway.
     """
     import torch
+
+    if num_workers > 0:
+        kwargs.setdefault("multiprocessing_context", "forkserver")
 
     if chunk_shuffle:
         base = ChunkShuffleSampler(dataset, seed=seed, group_chunks=group_chunks)
