@@ -354,14 +354,16 @@ def test_failed_swap_restores_old_store(tmp_path, monkeypatch):
     before = tree_bytes(old_path)
     s, _ = stage_synthetic(tmp_path / "st2", "a/b/c/new", 300)
     plan = plan_store("motion", [s], ATTRS, COORDS, SMALL)
-    real_rename = writer_mod.os.rename
+    import pipeline.store.staging as staging_mod
+
+    real_rename = staging_mod.os.rename
 
     def flaky_rename(src, dst):
         if ".tmp-" in Path(src).name:
             raise OSError("simulated rename failure")
         return real_rename(src, dst)
 
-    monkeypatch.setattr(writer_mod.os, "rename", flaky_rename)
+    monkeypatch.setattr(staging_mod.os, "rename", flaky_rename)
     with pytest.raises(OSError, match="simulated"):
         write_store(plan, old_path)
     assert tree_bytes(old_path) == before

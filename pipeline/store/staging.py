@@ -190,14 +190,14 @@ def stage_sequence(
             "sequence_values": scalars,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
-        _replace_dir(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return StagedSequence(key, final, n_frames, n_windows, tuple(subsets))
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
+def replace_dir(src: Path, dst: Path) -> None:
     """Rename directory ``src`` to ``dst``; an existing ``dst`` is moved aside then deleted."""
     trash = None
     if dst.exists():

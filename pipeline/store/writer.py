@@ -15,7 +15,6 @@ Regions are whole shards, so concurrent region writers never touch the same file
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 import warnings
@@ -28,7 +27,7 @@ import numpy as np
 
 from .. import __version__
 from .schema import ArraySpec, Schema, SchemaError, load_schema, validate_arrays, validate_store
-from .staging import WRITER_DERIVED, StagedSequence
+from .staging import WRITER_DERIVED, StagedSequence, replace_dir
 
 
 @dataclass(frozen=True)
@@ -443,18 +442,7 @@ def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path) -> Path:
         zarr.consolidate_metadata(str(tmp_path), zarr_format=3)
     if tmp_path.parent.resolve() != final_path.parent.resolve():
         raise SchemaError(f"temporary store {tmp_path} must sit next to {final_path}")
-    trash = None
-    if final_path.exists():
-        trash = final_path.with_name(f".{final_path.name}.trash-{uuid.uuid4().hex}")
-        os.rename(final_path, trash)
-    try:
-        os.rename(tmp_path, final_path)
-    except BaseException:
-        if trash is not None:
-            os.rename(trash, final_path)
-        raise
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    replace_dir(tmp_path, final_path)
     return final_path
 
 
