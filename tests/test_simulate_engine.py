@@ -133,3 +133,32 @@ def test_batch_api_and_backends():
         simulate(mos, SimConfig(), backend="tpu")
     with pytest.raises(ValueError):
         SimConfig(control_hz=60.0, physics_dt_s=1 / 500)
+
+
+def _exclusions(mo, r):
+    """The build's data-quality verdict on a simulated pass (as ``flows/build.py`` stores it)."""
+    from pipeline.process import BuildConfig, simulated_payload
+    from pipeline.quality import evaluate_flags
+    from pipeline.quality.metrics import inputs_from_payload, metrics_row
+
+    fa, wa, sv = simulated_payload(mo, r, "train", BuildConfig().windows)
+    arrays, meta = inputs_from_payload(fa, wa, sv, mo.fps_hz, {"residual_wrench": r.residual_wrench})
+    row = metrics_row(arrays, meta)
+    return row, [f.name for f in evaluate_flags(row) if f.level == "exclude"]
+
+
+@pytest.mark.parametrize("speed", [0.8, 1.2])
+def test_simulated_walk_is_not_excluded(walk, speed):
+    """A demo walk's simulated pass passes the build's quality rules: physiological GRF (< 3 BW),
+    no joint flips, feet that do not slide while loaded (issue 3 follow-up)."""
+    if speed == 1.2:
+        mo, r = walk
+    else:
+        mo = demo_motion("walk", speed, duration_s=3.0, subject=0)
+        r = simulate([mo], SimConfig())[0]
+    row, excluded = _exclusions(mo, r)
+    assert excluded == [], (excluded, row)
+    assert row["grf_peak_bw"] < 3.0, row["grf_peak_bw"]
+    assert row["joint_ang_vel_max_rad_s"] < 50.0, row["joint_ang_vel_max_rad_s"]
+    assert row["foot_skate_p95_m_s"] < 0.5, row["foot_skate_p95_m_s"]
+    assert r.metrics["reset_count"] == 0

@@ -1,6 +1,6 @@
 """Model-based tracking controller: PD-corrected inverse dynamics with contact-force distribution.
 
-At every control tick (default 60 Hz) for the current simulated state ``(q, v)``:
+At every control tick (default 120 Hz) for the current simulated state ``(q, v)``:
 
 1. **Desired acceleration** ``a* = a_ref + kp·e + kd·ė`` in MuJoCo's generalized coordinates:
    pelvis position error in the world frame; for the pelvis orientation and every ball joint the
@@ -14,7 +14,8 @@ At every control tick (default 60 Hz) for the current simulated state ``(q, v)``
 3. **Contact distribution**: the 6 root components of ``τ`` (the wrench the floating base needs)
    must come from the floor. The candidate contact points are MuJoCo's own body–floor contacts at
    the tick (``mj_collision``; box–plane contacts are the sole-box corners within the contact
-   margin), except on the light toe bodies (``ContactQP.exclude_bodies``). Each point's force is a
+   margin), restricted to feet the reference has in stance over the interval
+   (``ContactQP.stance_gate_height_m``) and minus ``ContactQP.exclude_bodies``. Each point's force is a
    non-negative combination of the 4 edges of a linearised friction pyramid (coefficient ``mu``),
    so ``min ‖W (A β − τ_root)‖² + λ‖β‖², β ≥ 0`` is an NNLS (``scipy.optimize.nnls``): unilateral
    contact and friction cones are exact constraints and the centre of pressure stays inside the
@@ -76,16 +77,25 @@ class ContactQP:
         torque_weight: weight of the root-torque rows relative to the force rows, 1/m.
         regularization: λ (the weighted columns have norms ≈ 1–2), spreads the load.
         exclude_bodies: bodies whose floor contacts are never planned (their contact forces
-            still act in the simulation and are recorded). Default: the toe bodies — planning
-            force on the light (≈0.2 kg) toe segment under a 60 Hz zero-order hold made the
-            toe/ankle chain diverge whenever a toe contact broke within a control interval.
+            still act in the simulation and are recorded). Default: none. (The 60 Hz controller
+            used to exclude the ≈0.2 kg toe bodies because their chain diverged under a 60 Hz
+            zero-order hold; at 120 Hz with joint armature, the stance gate and the toe spring
+            (``SimConfig.stiff_joints``) planning toe contacts is stable, and without it the
+            humanoid had no planned support during push-off and fell onto the next heel strike.)
+        stance_gate_height_m: a foot's (ankle + toe body) contacts are planned over a control
+            interval only if the *reference* says that foot is in stance at both ends of it:
+            its lowest sole point (``skeleton.sole_points`` of the reference pose) is below this
+            height, m. Planning force on a foot the reference is lifting leaves a large ankle
+            torque acting on a free foot for the rest of the interval (joint flips); planning on a
+            landing swing foot slams it down. ``inf`` disables the gate.
     """
 
     mu: float = 0.8
     contact_dist_m: float = np.inf
     torque_weight: float = 0.5
     regularization: float = 1e-4
-    exclude_bodies: tuple[str, ...] = ("left_foot", "right_foot")
+    exclude_bodies: tuple[str, ...] = ()
+    stance_gate_height_m: float = 0.02
 
 
 def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -132,6 +142,14 @@ class TrackingController:
         self.damping = np.zeros(self.m.nv)
         nv = self.m.nv
         self._tau = np.zeros(nv)
+        self._err = np.zeros(nv)
+        g = gains
+        self._kp = np.full(nv, g.joint_omega**2)
+        # joint D-term: MuJoCo's implicit dof damping (set by ``joint_damping``) realises it at every
+        # physics step; only the pelvis keeps an explicit D-term
+        self._kd = np.full(nv, 0.0 if implicit_damping else 2 * g.zeta * g.joint_omega)
+        self._kp[:3], self._kd[:3] = g.root_pos_omega**2, 2 * g.zeta * g.root_pos_omega
+        self._kp[3:6], self._kd[3:6] = g.root_rot_omega**2, 2 * g.zeta * g.root_rot_omega
         self._qfrc_c = np.zeros(nv)
         self._M = np.zeros((nv, nv))
         mu = qp.mu
@@ -174,23 +192,14 @@ class TrackingController:
                              a_ref: np.ndarray) -> np.ndarray:
         """``a*`` (MuJoCo dof layout) from the reference ``q_ref``, ``v_ref``, ``a_ref`` (MuJoCo
         qpos/dof layouts: the root block comes first, then the ball joints depth-first)."""
-        g = self.gains
-        qpos, qvel = d.qpos, d.qvel
-        a = np.empty(self.m.nv)
-        kp_p, kd_p = g.root_pos_omega**2, 2 * g.zeta * g.root_pos_omega
-        a[:3] = a_ref[:3] + kp_p * (q_ref[:3] - qpos[:3]) + kd_p * (v_ref[:3] - qvel[:3])
-        e = quat_log_error(qpos[3:].reshape(24, 4), q_ref[3:].reshape(24, 4))  # (24, 3)
-        ev = v_ref[3:].reshape(24, 3) - qvel[3:].reshape(24, 3)
-        kp = np.full((24, 1), g.joint_omega**2)
-        # joint D-term: MuJoCo's implicit dof damping (set by ``joint_damping``) realises it at
-        # every physics step; only the pelvis keeps an explicit D-term
-        kd = np.full((24, 1), 0.0 if self.implicit_damping else 2 * g.zeta * g.joint_omega)
-        kp[0], kd[0] = g.root_rot_omega**2, 2 * g.zeta * g.root_rot_omega
-        a[3:] = a_ref[3:] + (kp * e + kd * ev).reshape(-1)
-        return a
+        # position errors of every joint in one call: pelvis position (world), then rotation
+        # vectors log(q* ⊗ q_ref) in the body frames (free-joint and ball-joint conventions of qvel)
+        e = self._err
+        mujoco.mj_differentiatePos(self.m, e, 1.0, d.qpos, q_ref)
+        return a_ref + self._kp * e + self._kd * (v_ref - d.qvel)
 
-    def compute(self, d: mujoco.MjData, q_ref: np.ndarray, v_ref: np.ndarray, a_ref: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def compute(self, d: mujoco.MjData, q_ref: np.ndarray, v_ref: np.ndarray, a_ref: np.ndarray,
+                plannable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Joint torques (69,) (ball dofs in MuJoCo order, child frames) and the root residual (6,)
         generalized force. References are in MuJoCo layout (``Humanoid.qpos_to_mj``).
 
@@ -211,7 +220,7 @@ class TrackingController:
             floor_first = geom[:, 0] == self._floor
             other = np.where(floor_first, geom[:, 1], geom[:, 0])
             keep = (floor_first | (geom[:, 1] == self._floor)) & (con.dist < self.qp.contact_dist_m)
-            keep &= self._plannable[m.geom_bodyid[other]]
+            keep &= (self._plannable if plannable is None else plannable)[m.geom_bodyid[other]]
             pts = con.pos[keep]
             bodies = m.geom_bodyid[other[keep]]
         else:

@@ -2,8 +2,8 @@
 
 Timing: output frame ``i`` (the motion's ``fps_hz``, 30 FPS) is the state at ``t_i = i/fps``;
 its *interval* quantities (torques, contact forces, residual) cover ``[t_i, t_{i+1})``:
-``control_hz/fps`` control ticks (2 at 60 Hz), each held (zero-order hold) over
-``1/(control_hz·physics_dt)`` physics steps (8 at 1/480 s). The last frame's interval tracks the
+``control_hz/fps`` control ticks (4 at 120 Hz), each held (zero-order hold) over
+``1/(control_hz·physics_dt)`` physics steps (4 at 1/480 s). The last frame's interval tracks the
 reference spline extrapolated by one frame, so every frame has defined values.
 
 See docs/simulation.md for every recorded convention.
@@ -53,9 +53,20 @@ class SimConfig:
         pass_joint_noise_rad: pass ``p ≥ 1`` perturbs the initial ball-joint rotations (σ, rad).
         pass_root_vel_noise_mps: pass ``p ≥ 1`` perturbs the initial pelvis velocity (σ, m/s).
         humanoid: MJCF contact/joint parameters.
+        stiff_joints: ball joints that also get a physics-rate spring toward the reference
+            (MuJoCo joint stiffness, ``qpos_spring`` set to the reference at every control tick)
+            plus at least ``stiff_joint_damping`` of implicit damping. Default: the toes, whose
+            ≈0.2 kg segment carries up to ~1 BW at push-off; a zero-order-hold P-term alone lets
+            them fold under the load. The spring and damper torques are part of the recorded
+            joint torque.
+        stiff_joint_stiffness_nm_per_rad_per_kg: spring stiffness, N·m/rad per kg body mass
+            (× gain scale² on passes ≥ 1).
+        stiff_joint_damping_nms_per_rad_per_kg: minimum damping of those joints, N·m·s/rad per kg
+            (× gain scale); with implicit damping the spring is stable when
+            ``damping > physics_dt · stiffness / 2``.
     """
 
-    control_hz: float = 60.0
+    control_hz: float = 120.0
     physics_dt_s: float = 1.0 / 480.0
     gains: Gains = field(default_factory=Gains)
     contact: ContactQP = field(default_factory=ContactQP)
@@ -70,6 +81,9 @@ class SimConfig:
     pass_joint_noise_rad: float = 0.02
     pass_root_vel_noise_mps: float = 0.03
     humanoid: HumanoidParams = field(default_factory=HumanoidParams)
+    stiff_joints: tuple[str, ...] = ("left_foot", "right_foot")
+    stiff_joint_stiffness_nm_per_rad_per_kg: float = 6.0
+    stiff_joint_damping_nms_per_rad_per_kg: float = 0.03
 
     def __post_init__(self) -> None:
         if not self.control_hz > 0 or not self.physics_dt_s > 0:
@@ -198,11 +212,22 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     n = motion.n_frames
     seq_id = motion.provenance.sequence_id
     scale, jnoise, rvnoise = pass_variation(cfg, seq_id, pass_index)
+    body_ids_all = hum.body_ids
     ctrl = TrackingController(
         hum, cfg.gains.scaled(scale), cfg.contact, cfg.residual, cfg.torque_limits, model=m,
         residual_force_max_n=cfg.residual_force_limit_bw * hum.weight_n,
         residual_torque_max_nm=cfg.residual_torque_limit_nm_per_kg * hum.mass_kg)
-    ref_pos = _ref_joint_positions(ref, skel.offsets_m)  # (K, 24, 3)
+    ref_glob, ref_pos = sk.forward_kinematics(rot.quat_to_rotmat(ref.qpos[:, 3:].reshape(-1, 24, 4)), ref.qpos[:, :3],
+                                              skel.offsets_m)  # (K, 24, 3)
+    gate = None
+    if np.isfinite(cfg.contact.stance_gate_height_m):
+        sole_z = sk.sole_points(ref_glob, ref_pos, skel)[..., 2]  # (K, 4): l heel, l toe, r heel, r toe
+        st = np.stack([sole_z[:, :2].min(1), sole_z[:, 2:].min(1)], 1) < cfg.contact.stance_gate_height_m
+        st = st[:-1] & st[1:]
+        gate = np.repeat(ctrl._plannable[None], st.shape[0], 0)
+        for f, bodies in enumerate((LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)):
+            for j in bodies:
+                gate[:, body_ids_all[j]] &= st[:, f]
     body_ids = hum.body_ids
     root_body = int(body_ids[0])
 
@@ -218,7 +243,17 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     _set_state(m, d, hum.qpos_to_mj(q0), hum.dof_to_mj(v0))
     # joint D-term as MuJoCo dof damping (integrated implicitly by the Euler integrator); the
     # damper torque is part of the recorded joint torque
-    m.dof_damping[:] = ctrl.joint_damping(d)
+    b = ctrl.joint_damping(d)
+    spring_q = np.zeros(0, dtype=int)
+    if cfg.stiff_joints:
+        jids = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, nme) for nme in cfg.stiff_joints]
+        for jid in jids:
+            m.jnt_stiffness[jid] = cfg.stiff_joint_stiffness_nm_per_rad_per_kg * hum.mass_kg * scale**2
+            da = int(m.jnt_dofadr[jid])
+            b[da:da + 3] = np.maximum(b[da:da + 3], cfg.stiff_joint_damping_nms_per_rad_per_kg * hum.mass_kg * scale)
+        spring_q = np.concatenate([np.arange(m.jnt_qposadr[j], m.jnt_qposadr[j] + 4) for j in jids])
+    ctrl.damping = b
+    m.dof_damping[:] = b
 
     nsens = m.nsensordata
     qpos_rec = np.empty((n + 1, m.nq))
@@ -230,8 +265,10 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     f_sum = np.zeros((n, 24, 3))
     mo_sum = np.zeros((n, 24, 3))  # moment about the world origin of each body's floor forces
     reset = np.zeros(n, dtype=bool)
-    buf = np.empty((nsub, nsens))
-    damp = np.empty((nsub, m.nv - 6))
+    # per physics step: floor contact sensors and passive joint torques (damper + toe spring);
+    # reduced to interval means after the loop (cheaper than per tick)
+    buf = np.zeros((n, spf * nsub, nsens))
+    damp = np.zeros((n, spf * nsub, m.nv - 6))
     total_steps = n * spf
     for k in range(total_steps + 1):
         mujoco.mj_kinematics(m, d)
@@ -252,7 +289,7 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         if k == total_steps:
             break
         a_ff = 0.5 * (ra[k] + ra[k + 1])
-        tau, residual = ctrl.compute(d, rq[k], rv[k], a_ff)
+        tau, residual = ctrl.compute(d, rq[k], rv[k], a_ff, None if gate is None else gate[k])
         i = k // spf
         tau_sum[i] += tau
         res_sum[i, :3] += residual[:3]
@@ -263,24 +300,28 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         dem_sum[i, :3] += dem[:3]
         dem_sum[i, 3:] += Rr @ dem[3:]
         d.qfrc_applied[6:] = tau
+        if spring_q.size:
+            m.qpos_spring[spring_q] = rq[k, spring_q]
         d.qfrc_applied[:6] = residual
         t_before = d.time
-        for s in range(nsub):
+        s0 = (k % spf) * nsub
+        for s in range(s0, s0 + nsub):
             mujoco.mj_step(m, d)
-            buf[s] = d.sensordata
-            damp[s] = d.qfrc_damper[6:]
+            buf[i, s] = d.sensordata
+            damp[i, s] = d.qfrc_damper[6:]
+            damp[i, s] += d.qfrc_spring[6:]
         if d.time < t_before + 0.5 * nsub * cfg.physics_dt_s:
             # MuJoCo detected a diverging acceleration and reset the data itself (time → 0): flag
             # the interval and restart from the reference at the next tick
             reset[i] = True
             _set_state(m, d, rq[k + 1], rv[k + 1])
             d.time = t_before + nsub * cfg.physics_dt_s
-        tau_sum[i] += damp.mean(axis=0)
-        sd = buf.reshape(nsub, 24, 10)
-        F = sd[..., 1:4]
-        f_sum[i] += F.sum(axis=0) / nsub
-        mo_sum[i] += (sd[..., 4:7] + cross(sd[..., 7:10], F)).sum(axis=0) / nsub
 
+    tau_sum += damp.sum(axis=1) / nsub
+    sd = buf.reshape(n, spf * nsub, 24, 10)
+    F = sd[..., 1:4]
+    f_sum += F.sum(axis=1) / nsub
+    mo_sum += (sd[..., 4:7] + cross(sd[..., 7:10], F)).sum(axis=1) / nsub
     return _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau_sum / spf,
                    res_sum / spf, dem_sum / spf, f_sum / spf, mo_sum / spf, reset)
 
