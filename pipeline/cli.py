@@ -94,6 +94,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     _print_summary(summary)
     if summary["files_quarantined"]:
         print(f"quarantine list: {out / 'quarantine.json'}")
+    if (out / "report.html").exists():
+        print(f"data-quality report: {out / 'report.html'}")
     return 0
 
 
@@ -117,6 +119,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = run_build([SourceSpec("amass", corpus)], out / "stores", _build_config(args),
                         args.workers, args.scheduler_address, _thresholds(args))
     _print_summary(summary)
+    if (out / "stores" / "report.html").exists():
+        print(f"data-quality report: {out / 'stores' / 'report.html'}")
     print("open a store with plain xarray:  python -c \"import xarray as xr; "
           f"print(xr.open_zarr('{summary['subsets']['motion']['store']}'))\"")
     return 0
