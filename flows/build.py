@@ -44,6 +44,7 @@ from pipeline.store import (
     load_schema,
 
     plan_store,
+    region_plan,
     stage_sequence,
     write_frame_region,
     write_window_region,
@@ -202,6 +203,13 @@ def _failed_stage(stage: str, seconds: dict) -> str:
     return next((s for s in ("canonicalize", "contact", "fit") if s not in seconds), "split")
 
 
+@task(name="report", cache_policy=NO_CACHE, retries=0)
+def quality_report(out_dir: str) -> str:
+    """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
+    the flow process)."""
+    return str(build_report(Path(out_dir)))
+
+
 @task(name="stats", cache_policy=NO_CACHE, retries=0)
 def store_stats(store_path: str) -> dict:
     """Normalization statistics of one finished store (streamed block by block)."""
@@ -358,8 +366,11 @@ def _build(
     try:
         for plan, tmp in plans.values():
             create_store(plan, tmp)
-            region_futures += [write_frames.submit(plan, str(tmp), i) for i in range(len(plan.frame_regions))]
-            region_futures += [write_windows.submit(plan, str(tmp), i) for i in range(len(plan.window_regions))]
+            # each writer gets only its region's sequences (payload ∝ region, not corpus)
+            region_futures += [write_frames.submit(region_plan(plan, "frame", i), str(tmp), 0)
+                               for i in range(len(plan.frame_regions))]
+            region_futures += [write_windows.submit(region_plan(plan, "window", i), str(tmp), 0)
+                               for i in range(len(plan.window_regions))]
         _say(f"[write] {len(region_futures)} shard-aligned regions over {len(SUBSETS)} stores")
         done = wait(region_futures)
         failed = [f for f in done.done if f.state.is_failed()]
@@ -393,7 +404,7 @@ def _build(
     (out / QUARANTINE_FILE).write_text(json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     try:
-        report = build_report(out)
+        report = quality_report.submit(str(out)).result()
         _say(f"[report] {report}")
     except Exception as exc:  # the stores are complete; a report failure must not hide that
         _say(f"[report] failed: {type(exc).__name__}: {exc}")

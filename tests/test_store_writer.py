@@ -368,3 +368,23 @@ def test_failed_swap_restores_old_store(tmp_path, monkeypatch):
         write_store(plan, old_path)
     assert tree_bytes(old_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["motion.zarr", "st2", "staging"]
+
+
+def test_region_plans_write_the_same_store_as_the_whole_plan(tmp_path):
+    """Writers fed per-region plans (only the overlapping sequences) give identical bytes."""
+    from pipeline.store import create_store, finalize_store, region_plan, temporary_path
+    from pipeline.store.writer import _write_region
+
+    whole, plan, _ = build(tmp_path / "whole", "motion", SMALL, lengths=(5000, 37, 3000))
+    final = tmp_path / "parts" / "motion.zarr"
+    final.parent.mkdir()
+    tmp = temporary_path(final)
+    create_store(plan, tmp)
+    for dim, regions in (("frame", plan.frame_regions), ("window", plan.window_regions)):
+        for i in range(len(regions)):
+            sub = region_plan(plan, dim, i)
+            assert sub.n_sequences <= plan.n_sequences
+            a, b = sub.frame_regions[0] if dim == "frame" else sub.window_regions[0]
+            _write_region(sub, tmp, dim, a, b)
+    finalize_store(plan, tmp, final)
+    assert tree_bytes(final) == tree_bytes(whole)

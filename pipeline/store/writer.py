@@ -19,7 +19,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,8 @@ class StorePlan:
     n_windows: int
     frame_regions: tuple[tuple[int, int], ...] = field(default=())
     window_regions: tuple[tuple[int, int], ...] = field(default=())
+    sequence_base: int = 0
+    """Store index of ``staged[0]`` (non-zero in a ``region_plan``)."""
 
     @property
     def schema(self) -> Schema:
@@ -107,6 +109,32 @@ class StorePlan:
     @property
     def n_sequences(self) -> int:
         return len(self.staged)
+
+
+def region_plan(plan: StorePlan, dim: str, region_index: int) -> StorePlan:
+    """The part of ``plan`` one region writer needs: only the sequences overlapping region
+    ``region_index`` along ``dim`` (``frame`` or ``window``), which becomes region 0.
+
+    Sending this instead of the whole plan keeps each writer task's payload proportional to a
+    region, not to the corpus (the whole plan × every region grows quadratically).
+    """
+    regions = plan.frame_regions if dim == "frame" else plan.window_regions
+    a, b = regions[region_index]
+    offsets = plan.frame_offsets if dim == "frame" else plan.window_offsets
+    counts = plan.frame_counts if dim == "frame" else plan.window_counts
+    ends = np.asarray(offsets, dtype=np.int64) + np.asarray(counts, dtype=np.int64)
+    first = int(np.searchsorted(ends, a, side="right"))
+    last = int(np.searchsorted(np.asarray(offsets, dtype=np.int64), b, side="left"))
+    sl = slice(first, max(first, last))
+    return replace(
+        plan,
+        staged=plan.staged[sl],
+        frame_offsets=plan.frame_offsets[sl], frame_counts=plan.frame_counts[sl],
+        window_offsets=plan.window_offsets[sl], window_counts=plan.window_counts[sl],
+        frame_regions=((a, b),) if dim == "frame" else (),
+        window_regions=((a, b),) if dim == "window" else (),
+        sequence_base=plan.sequence_base + first,
+    )
 
 
 def _offsets(counts: Sequence[int]) -> tuple[int, ...]:
@@ -394,7 +422,7 @@ def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int) -> 
         block = np.full((b - a, *arr.shape[1:]), spec.fill_value, dtype=spec.np_dtype)
         for i, lo, hi in overlaps:
             if name in ("frame_sequence", "window_sequence"):
-                block[lo - a : hi - a] = i
+                block[lo - a : hi - a] = i + plan.sequence_base
                 continue
             s = plan.staged[i]
             if not spec.required and name not in present[i]:
