@@ -155,38 +155,73 @@ def process_files(
     return [process_file(spec, path, staging_dir, cfg, thresholds) for spec, path in jobs]
 
 
-def simulate_one(item: tuple[str, str, str], staging_dir: str, cfg: BuildConfig) -> SimOutcome:
-    """Imitate one canonical motion ``cfg.simulate.passes`` times; stage every pass as its own
-    sequence (ground_reaction + torque subsets) with its quality metrics row."""
-    key, canon_path, split = item
+def _sim_error(exc: BaseException) -> str:
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
+
+
+def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> list[SimOutcome]:
+    """Imitate a batch of canonical motions ``cfg.simulate.passes`` times.
+
+    Each pass runs the whole batch through the backend at once (a GPU backend batches across
+    sequences); if the batch fails, its motions are retried one by one so that a motion the
+    simulator cannot handle is quarantined alone. Every pass of every motion is staged as its own
+    sequence (ground_reaction + torque subsets) with its quality-metrics row.
+    """
     t0 = time.perf_counter()
-    try:
-        motion = load_canonical(Path(canon_path))
-        staged, rows = [], []
-        for p in range(cfg.simulate.passes):
-            result = simulate([motion], cfg.simulate, pass_index=p, backend=cfg.sim_backend)[0]
-            frame, window, values = simulated_payload(motion, result, split, cfg.windows)
-            sim_key = simulated_key(key, p)
-            extras = {"residual_wrench": result.residual_wrench}
-            arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
-            rows.append(metrics_row(arrays, meta))
-            staged.append(stage_sequence(
-                Path(canon_path).parent.parent / "sim", sim_key, frame, window, values,
-                subsets=("ground_reaction", "torque"),
-            ))
-        return SimOutcome(key, canon_path, tuple(staged), tuple(rows), None, time.perf_counter() - t0,
-                          motion.n_frames * cfg.simulate.passes)
-    except Exception as exc:  # one motion the simulator cannot handle never stops the batch
-        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        entry = QuarantineEntry(path=key, stage="simulate", reason=tb)
-        return SimOutcome(key, canon_path, (), (), entry, time.perf_counter() - t0)
+    loaded, failed = [], {}
+    for key, path, split in items:
+        try:
+            loaded.append((key, path, split, load_canonical(Path(path))))
+        except Exception as exc:  # an unreadable hand-over file: quarantine this motion only
+            failed[path] = _sim_error(exc)
+    staged: dict[str, list] = {path: [] for _, path, _, _ in loaded}
+    rows: dict[str, list] = {path: [] for _, path, _, _ in loaded}
+    for p in range(cfg.simulate.passes):
+        batch = [item for item in loaded if item[1] not in failed]
+        try:
+            results = simulate([m for *_, m in batch], cfg.simulate, pass_index=p, backend=cfg.sim_backend)
+        except Exception:
+            results = []
+            for key, path, _, motion in batch:
+                try:
+                    results.append(simulate([motion], cfg.simulate, pass_index=p, backend=cfg.sim_backend)[0])
+                except Exception as exc:
+                    failed[path] = _sim_error(exc)
+                    results.append(None)
+        for (key, path, split, motion), result in zip(batch, results):
+            if result is None:
+                continue
+            try:
+                frame, window, values = simulated_payload(motion, result, split, cfg.windows)
+                sim_key = simulated_key(key, p)
+                arrays, meta = inputs_from_payload(
+                    frame, window, values, motion.fps_hz, {"residual_wrench": result.residual_wrench}, seq_id=sim_key
+                )
+                rows[path].append(metrics_row(arrays, meta))
+                staged[path].append(stage_sequence(
+                    Path(path).parent.parent / "sim", sim_key, frame, window, values,
+                    subsets=("ground_reaction", "torque"),
+                ))
+            except Exception as exc:
+                failed[path] = _sim_error(exc)
+    share = (time.perf_counter() - t0) / max(1, len(items))
+    out = []
+    for key, path, _ in items:
+        if path in failed:
+            out.append(SimOutcome(key, path, quarantine=QuarantineEntry(path=key, stage="simulate", reason=failed[path]),
+                                  seconds=share))
+        else:
+            motion = next(m for k, pth, _, m in loaded if pth == path)
+            out.append(SimOutcome(key, path, tuple(staged[path]), tuple(rows[path]), None, share,
+                                  motion.n_frames * cfg.simulate.passes))
+    return out
 
 
 @task(name="simulate", cache_policy=NO_CACHE, retries=0)
-def simulate_batch(items: list[tuple[str, str, str]], staging_dir: str, cfg: BuildConfig) -> list[SimOutcome]:
-    """The simulate stage for a batch of canonical motions (one Dask task, GPU-annotated when the
-    backend needs a GPU). The CPU backend imitates them one by one; batching amortizes scheduling."""
-    return [simulate_one(item, staging_dir, cfg) for item in items]
+def simulate_batch(items: list[tuple[str, str, str]], cfg: BuildConfig) -> list[SimOutcome]:
+    """The simulate stage for a batch of canonical motions: one Dask task, annotated with a GPU
+    resource when the backend needs one (see ``simulate_motions``)."""
+    return simulate_motions(items, cfg)
 
 
 def batch_jobs(jobs: list, workers: int, max_batch: int = 16) -> list[list]:
@@ -318,7 +353,7 @@ def _build(
         if batch_items:
             n_sim += len(batch_items)
             with _annotate(cfg):
-                sim_futures.append(simulate_batch.submit(batch_items, str(staging), cfg))
+                sim_futures.append(simulate_batch.submit(batch_items, cfg))
     t_process = time.perf_counter() - t_start
     sims: list[SimOutcome] = []
     for fut in as_completed(sim_futures):
