@@ -247,7 +247,6 @@ def build_mjcf(
     if not np.isfinite(mass_kg) or mass_kg <= 0:
         raise ValueError(f"mass_kg must be finite and > 0, got {mass_kg!r}")
     H = float(skeleton.height_m)
-    rest = np.asarray(skeleton.rest_joints_m, float)
     off = skeleton.offsets_m
     masses = segment_masses(mass_kg, gender)
     feet = sk.foot_point_offsets(skeleton)  # (4,3): l_heel (ankle), l_toe (ball), r_heel, r_toe

@@ -40,7 +40,6 @@ def demo_motion(kind: str = "walk", speed_mps: float = 1.2, duration_s: float = 
 def static_motion(local_aa_rad: np.ndarray | None = None, duration_s: float = 2.0, height_m: float = 1.75,
                   mass_kg: float = 70.0, lift_m: float = 0.0, gender: str = "neutral") -> CanonicalMotion:
     """A motion holding one pose (default the T-pose, upright) with the soles on the floor + ``lift_m``."""
-    skel = sk.anthropometric_skeleton(height_m)
     local = np.zeros((sk.N_JOINTS, 3)) if local_aa_rad is None else np.asarray(local_aa_rad, float).copy()
     local[0] = _ROOT_UPRIGHT if local_aa_rad is None or not np.any(local[0]) else local[0]
     n = int(round(duration_s * 30.0)) + 1
