@@ -34,6 +34,8 @@ At every control tick (default 120 Hz) for the current simulated state ``(q, v)`
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import mujoco
@@ -133,6 +135,7 @@ class TrackingController:
         self.m = model if model is not None else humanoid.model
         self.gains = gains
         self.qp = qp
+        self._sqrt_reg = float(np.sqrt(qp.regularization))
         self.residual = residual
         self.torque_limits = torque_limits
         self.residual_force_max = float(residual_force_max_n)
@@ -155,6 +158,11 @@ class TrackingController:
         mu = qp.mu
         e = np.array([[mu, 0, 1], [-mu, 0, 1], [0, mu, 1], [0, -mu, 1]], float)
         self._edges = e / np.linalg.norm(e, axis=1, keepdims=True)  # (4, 3) world
+        ex, ey, ez = self._edges[:, 0], self._edges[:, 1], self._edges[:, 2]
+        zero = np.zeros(4)
+        # [e]ₓ with r × e = −[e]ₓ r, so (r × e)ᵀ = rᵀ [e]ₓ
+        self._edge_skew = np.stack([np.stack([zero, -ez, ey], -1), np.stack([ez, zero, -ex], -1),
+                                    np.stack([-ey, ex, zero], -1)], 1)  # (4, 3, 3)
         self._sole_body_ids = humanoid.body_ids[humanoid.sole_point_body.reshape(-1)]  # (12,)
         self._sole_local = humanoid.sole_points_local.reshape(-1, 3)  # (12, 3)
         # torque limits in MuJoCo's ball-joint order (blocks of 3 dofs after the free joint)
@@ -234,16 +242,17 @@ class TrackingController:
             root = d.qpos[:3]
             R = d.xmat[self.h.body_ids[0]].reshape(3, 3)
             r = pts[active] - root  # (k, 3)
-            # columns: for each active corner and each pyramid edge: [edge; Rᵀ (r × edge)]
-            E = np.broadcast_to(self._edges, (active.size, 4, 3))
-            mom = cross(r[:, None, :], E) @ R  # (k, 4, 3) = (Rᵀ (r×e))ᵀ
-            A = np.concatenate([E, mom], axis=-1).reshape(-1, 6).T  # (6, 4k)
-            Aw = A * self._w[:, None]
-            bw = demand * self._w
-            lam = np.sqrt(self.qp.regularization) * np.ones(A.shape[1])
-            A_aug = np.vstack([Aw, np.diag(lam)])
-            b_aug = np.concatenate([bw, np.zeros(A.shape[1])])
-            beta, _ = nnls(A_aug, b_aug, maxiter=20 * A.shape[1])
+            k4 = 4 * active.size
+            # columns: for each active corner and each pyramid edge: [edge; Rᵀ (r × edge)];
+            # (r × e)ᵀ R = rᵀ [e]ₓ R with [e]ₓ the (fixed) skew matrices of the 4 edges
+            A_aug = np.zeros((6 + k4, k4))
+            A_aug[:3] = np.tile(self._edges.T, active.size)
+            A_aug[3:6] = np.einsum("kb,jbc->ckj", r, self._edge_skew @ R).reshape(3, k4)
+            A_aug[:6] *= self._w[:, None]
+            A_aug[6:] = self._sqrt_reg * np.eye(k4)
+            b_aug = np.zeros(6 + k4)
+            b_aug[:6] = demand * self._w
+            beta, _ = nnls(A_aug, b_aug, maxiter=20 * k4)
             beta = beta.reshape(active.size, 4)
             f = beta @ self._edges  # (k, 3) world
             forces[active] = f
@@ -259,10 +268,10 @@ class TrackingController:
         residual = np.zeros(6)
         if self.residual:
             residual = demand.copy()
-            fn = float(np.linalg.norm(residual[:3]))
+            fn = math.sqrt(residual[0] ** 2 + residual[1] ** 2 + residual[2] ** 2)
             if fn > self.residual_force_max:
                 residual[:3] *= self.residual_force_max / fn
-            tn = float(np.linalg.norm(residual[3:]))
+            tn = math.sqrt(residual[3] ** 2 + residual[4] ** 2 + residual[5] ** 2)
             if tn > self.residual_torque_max:
                 residual[3:] *= self.residual_torque_max / tn
         shortfall = demand - residual
