@@ -162,3 +162,27 @@ def test_simulated_walk_is_not_excluded(walk, speed):
     assert row["joint_ang_vel_max_rad_s"] < 50.0, row["joint_ang_vel_max_rad_s"]
     assert row["foot_skate_p95_m_s"] < 0.5, row["foot_skate_p95_m_s"]
     assert r.metrics["reset_count"] == 0
+
+
+def test_force_plan_fast_path_equals_nnls():
+    """The closed-form branch of the contact-force plan is the exact bounded optimum when feasible,
+    and the NNLS branch handles the rest: both agree with a direct NNLS on the augmented system."""
+    from scipy.optimize import nnls
+
+    from pipeline.simulate.controller import solve_force_plan
+
+    rng = np.random.default_rng(0)
+    hits = {"fast": 0, "nnls": 0}
+    for trial in range(200):
+        n = 4 * rng.integers(1, 17)
+        A = rng.normal(size=(6, n))
+        A[2] = np.abs(A[2]) + 0.5  # vertical rows positive, as for friction-pyramid edges
+        b = A @ np.abs(rng.normal(size=n)) if trial % 2 else rng.normal(size=6)
+        reg = 1e-4
+        got = solve_force_plan(A, b, reg)
+        ref = nnls(np.vstack([A, np.sqrt(reg) * np.eye(n)]), np.concatenate([b, np.zeros(n)]), maxiter=50 * n)[0]
+        obj = lambda x: np.sum((A @ x - b) ** 2) + reg * np.sum(x ** 2)  # noqa: E731
+        assert got.min() >= 0
+        assert obj(got) <= obj(ref) + 1e-9 * max(1.0, obj(ref))
+        hits["fast" if np.all(A.T @ np.linalg.solve(A @ A.T + reg * np.eye(6), b) >= 0) else "nnls"] += 1
+    assert hits["fast"] > 0 and hits["nnls"] > 0

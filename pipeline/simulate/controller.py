@@ -107,6 +107,23 @@ def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
 
 
+def solve_force_plan(A: np.ndarray, b: np.ndarray, reg: float) -> np.ndarray:
+    """``argmin_{β ≥ 0} ||A β − b||² + reg ||β||²`` for a (6, n) ``A``.
+
+    The objective is strictly convex, so when the unconstrained minimizer
+    ``β = Aᵀ (A Aᵀ + reg I)⁻¹ b`` (one 6×6 solve) is non-negative it is the answer; otherwise the
+    bounded problem is solved by NNLS on the augmented system ``[A; √reg I] β ≈ [b; 0]``. Quiet
+    stance mostly takes the first branch, which is ~10× cheaper.
+    """
+    n = A.shape[1]
+    beta = A.T @ np.linalg.solve(A @ A.T + reg * np.eye(A.shape[0]), b)
+    if beta.min() >= 0.0:
+        return beta
+    A_aug = np.vstack([A, math.sqrt(reg) * np.eye(n)])
+    b_aug = np.concatenate([b, np.zeros(n)])
+    return nnls(A_aug, b_aug, maxiter=20 * n)[0]
+
+
 def quat_log_error(q: np.ndarray, q_ref: np.ndarray) -> np.ndarray:
     """Rotation vectors ``log(q* ⊗ q_ref)`` (..., 3), shortest path, in the frame of ``q``."""
     w1, x1, y1, z1 = q[..., 0], -q[..., 1], -q[..., 2], -q[..., 3]
@@ -135,7 +152,6 @@ class TrackingController:
         self.m = model if model is not None else humanoid.model
         self.gains = gains
         self.qp = qp
-        self._sqrt_reg = float(np.sqrt(qp.regularization))
         self.residual = residual
         self.torque_limits = torque_limits
         self.residual_force_max = float(residual_force_max_n)
@@ -245,14 +261,12 @@ class TrackingController:
             k4 = 4 * active.size
             # columns: for each active corner and each pyramid edge: [edge; Rᵀ (r × edge)];
             # (r × e)ᵀ R = rᵀ [e]ₓ R with [e]ₓ the (fixed) skew matrices of the 4 edges
-            A_aug = np.zeros((6 + k4, k4))
-            A_aug[:3] = np.tile(self._edges.T, active.size)
-            A_aug[3:6] = np.einsum("kb,jbc->ckj", r, self._edge_skew @ R).reshape(3, k4)
-            A_aug[:6] *= self._w[:, None]
-            A_aug[6:] = self._sqrt_reg * np.eye(k4)
-            b_aug = np.zeros(6 + k4)
-            b_aug[:6] = demand * self._w
-            beta, _ = nnls(A_aug, b_aug, maxiter=20 * k4)
+            Aw = np.empty((6, k4))
+            Aw[:3] = np.tile(self._edges.T, active.size)
+            Aw[3:] = np.einsum("kb,jbc->ckj", r, self._edge_skew @ R).reshape(3, k4)
+            Aw *= self._w[:, None]
+            bw = demand * self._w
+            beta = solve_force_plan(Aw, bw, self.qp.regularization)
             beta = beta.reshape(active.size, 4)
             f = beta @ self._edges  # (k, 3) world
             forces[active] = f
