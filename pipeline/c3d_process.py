@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import foot_assignment as fa
 from pipeline import forceplate as fp
 from pipeline import markers_lab as ml
 from pipeline.sources.c3d import C3DRecord
@@ -29,13 +30,19 @@ class C3DCanonical:
     plates: tuple[fp.ResampledPlate, ...]
     cutoff_hz: float | None
     warnings: tuple[str, ...]
+    feet: fa.FootGRF | None = None  # per-foot/total GRF and body mass (None: no plates or feet=False)
 
 
 def process_c3d(rec: C3DRecord, *, fps: float = 30.0, max_gap: int = ml.DEFAULT_MAX_GAP_FRAMES,
                 up_axis: str | None = None, cutoff_hz: float | None = None,
                 filter_order: int = fp.DEFAULT_FILTER_ORDER, cop_threshold_n: float = fp.DEFAULT_COP_THRESHOLD_N,
-                subtract_baseline: bool = True) -> C3DCanonical:
-    """Canonical markers and plates; ``up_axis`` None = detect; ``cutoff_hz`` None = 0.4 × fps."""
+                subtract_baseline: bool = True, feet: bool = True,
+                foot_config: fa.FootConfig | None = None) -> C3DCanonical:
+    """Canonical markers and plates; ``up_axis`` None = detect; ``cutoff_hz`` None = 0.4 × fps.
+
+    ``feet``: also assign plates to feet (``pipeline.foot_assignment.foot_grf``) with ``foot_config``
+    (its ``threshold_n`` defaults to ``cop_threshold_n``); body mass from ``record.subject['mass_kg']``.
+    """
     warnings = list(rec.warnings)
     wrenches = [fp.compute_plate(rec, p, subtract_baseline=subtract_baseline) for p in rec.plates]
     for w in wrenches:
@@ -52,5 +59,16 @@ def process_c3d(rec: C3DRecord, *, fps: float = 30.0, max_gap: int = ml.DEFAULT_
     cut = fp.DEFAULT_CUTOFF_FRACTION_OF_FPS * fps if cutoff_hz is None else cutoff_hz
     plates = tuple(fp.resample_plate(w, rec.analog_rate_hz, t, cutoff_hz=cut, order=filter_order,
                                      cop_threshold_n=cop_threshold_n, rotation=R) for w in wrenches)
+    foot = None
+    if feet and plates:
+        cfg = foot_config if foot_config is not None else fa.FootConfig(threshold_n=cop_threshold_n)
+        loads = [fa.PlateLoad(force_n=p.force_n, moment_centre_nm=p.moment_centre_nm, centre_m=p.centre_m,
+                              corners_m=ml.to_z_up(np.asarray(spec.corners, dtype=float) * rec.point_unit_to_m, up_axis))
+                 for p, spec in zip(plates, rec.plates, strict=True)]
+        mass = rec.subject.get("mass_kg")
+        foot = fa.foot_grf(mk, rec.marker_labels, loads, fps, subject_mass_kg=None if mass is None else float(mass),
+                           cfg=cfg)
+        warnings.extend(f"feet: {w}" for w in foot.warnings)
     return C3DCanonical(time_s=t, fps=fps, marker_labels=rec.marker_labels, markers_m=mk, gaps=tuple(gaps),
-                        up_axis=up_axis, up_method=method, plates=plates, cutoff_hz=cut, warnings=tuple(warnings))
+                        up_axis=up_axis, up_method=method, plates=plates, cutoff_hz=cut, warnings=tuple(warnings),
+                        feet=foot)

@@ -164,3 +164,103 @@ def test_unsupported_plate_type_and_wrong_blocks(tmp_path):
     (tmp_path / "blocks.c3d").write_bytes(bytes(data))
     with pytest.raises(SourceError, match="wrong parameter blocks"):
         read_c3d(tmp_path / "blocks.c3d", tmp_path)
+
+
+# --------------------------------------------------------------------------- per-foot GRF (issue 4 item 4)
+GAIT_FILES = {
+    # file: expected (plate index, status) per loaded interval, body-mass source
+    "opensim-core/walking2.c3d": ([(0, "right"), (1, "left")], "default"),
+    "btk/PiG/PiG_Motion3_FF.c3d": ([(0, "left"), (1, "right"), (2, "left")], "file"),
+    "kineticstoolkit/walk.c3d": ([(0, "conflict"), (1, "left"), (3, "right")], "file"),
+    "btk/others/Gait.c3d": ([(0, "left"), (1, "right")], "default"),
+}
+
+
+def _feet(rel):
+    rec = read_c3d(C3D_ROOT / rel, C3D_ROOT)
+    return rec, process_c3d(rec)
+
+
+@pytest.mark.parametrize("rel", sorted(GAIT_FILES))
+def test_gait_files_foot_assignment(rel):
+    from pipeline.foot_assignment import UNLOADED
+
+    expected, mass_source = GAIT_FILES[rel]
+    rec, out = _feet(rel)
+    ft = out.feet
+    assert not ft.markers.missing
+    assert [(iv.plate, iv.status) for iv in ft.intervals] == expected
+    assert ft.body_mass_source == mass_source
+    if mass_source == "file":
+        assert ft.body_mass_kg == pytest.approx(float(rec.subject["mass_kg"]))
+    # where both feet are known, every loaded plate is assigned and the feet sum to the total
+    both = np.isfinite(ft.force_n).all(axis=(1, 2))
+    assert both.sum() > 20
+    loaded = ft.assignment != UNLOADED
+    assert ((ft.assignment[both] == 0) | (ft.assignment[both] == 1) | ~loaded[both]).all()
+    rest = sum(np.where(~loaded[:, j, None], p.force_n, 0.0) for j, p in enumerate(out.plates))
+    np.testing.assert_allclose(ft.force_n[both].sum(axis=1) + rest[both], ft.total_force_n[both], atol=1e-6)
+    assert np.abs(rest[both, 2]).max() <= 20.0 * len(out.plates)  # unassigned remainders are sub-threshold
+    # flagged intervals give NaN for both feet, never a guess
+    for iv in ft.intervals:
+        if iv.status not in ("left", "right"):
+            assert np.isnan(ft.force_n[iv.start:iv.stop]).all() and ft.conflict[iv.start:iv.stop, iv.plate].all() == (iv.status == "conflict")
+    # each assigned stance: the foot carries the plate's load; its COP lies under that foot's heel–toe line
+    bw = ft.body_mass_kg * 9.80665
+    for iv in ft.intervals:
+        if iv.status not in ("left", "right"):
+            continue
+        f = 0 if iv.status == "left" else 1
+        sl = slice(iv.start, iv.stop)
+        np.testing.assert_allclose(ft.force_n[sl, f][both[sl]], out.plates[iv.plate].force_n[sl][both[sl]], atol=1e-9)
+        assert 0.3 < (iv.stop - iv.start) / out.fps < 1.2  # walking stance duration, s
+        inner = slice(iv.start + 2, iv.stop - 2)
+        known = np.isfinite(ft.force_n[inner, f, 2])  # NaN where another plate's interval is flagged
+        assert known.sum() >= 5 and ft.contact[inner, f][known].all()
+        heel = out.markers_m[:, ft.markers.indices[("left", "right")[f]]["heel"][0], :2]
+        toe = out.markers_m[:, ft.markers.indices[("left", "right")[f]]["toe"][0], :2]
+        cop = ft.cop_m[sl, f, :2]
+        ok = np.isfinite(cop).all(axis=1)
+        e = toe[sl] - heel[sl]
+        t = np.clip(np.sum((cop - heel[sl]) * e, axis=1) / np.sum(e * e, axis=1), 0, 1)
+        d = np.linalg.norm(cop - heel[sl] - t[:, None] * e, axis=1)
+        assert np.nanmax(d[ok]) < 0.12, f"{rel} {iv.reason}: COP {np.nanmax(d[ok]):.3f} m from the foot"
+        if mass_source == "file":  # plausible walking kinetics
+            assert 1.0 <= np.nanmax(ft.force_n[sl, f, 2]) / bw <= 1.5
+            impulse = np.nansum(ft.force_n[sl, f, 2]) / out.fps / bw
+            assert 0.25 < impulse < 0.8, impulse
+    assert "body_mass_kg" in ft.normalization
+
+
+@pytest.mark.parametrize("rel", ["btk/PiG/PiG_Motion3_FF.c3d", "kineticstoolkit/walk.c3d"])
+def test_foot_assignment_agrees_with_file_gait_events(rel):
+    """Every loaded interval starts at a 'Foot Strike' event (EVENT group) of the foot it was given."""
+    rec, out = _feet(rel)
+    t0 = (rec.first_frame - 1) / rec.point_rate_hz
+    strikes = [((e.time_s - t0) * out.fps, e.context.lower()) for e in rec.events if e.label == "Foot Strike"]
+    checked = 0
+    for iv in out.feet.intervals:
+        near = [side for k, side in strikes if abs(k - iv.start) <= 2]
+        if iv.status in ("left", "right"):
+            assert near == [iv.status], f"{iv.reason}: strikes {strikes}"
+            checked += 1
+    assert checked >= 2
+
+
+def test_walking2_per_foot_results():
+    """walking2 (no subject mass): right foot on plate 1 frames 81–97, left on plate 2 frames 68–82 (30 FPS);
+    during double support (81–82) both feet are loaded and their sum is the total."""
+    _, out = _feet("opensim-core/walking2.c3d")
+    ft = out.feet
+    assert [(iv.plate, iv.start, iv.stop, iv.status) for iv in ft.intervals] == [(0, 81, 98, "right"), (1, 68, 83, "left")]
+    assert ft.foot_point.startswith("left: ankle LAJC")
+    np.testing.assert_allclose(ft.force_n[81:83].sum(axis=1), ft.total_force_n[81:83], atol=1e-9)
+    assert (ft.force_n[81:83, :, 2] > 20).all()
+    # the right foot is in swing (force 0, not NaN) while the left stands on plate 2
+    assert (ft.force_n[70:78, 1] == 0).all() and not ft.off_plate[70:78, 1].any()
+    # moment about the foot point = plate moment transferred: M_p = M_C + (C - p) × F
+    p = ft.foot_point_m[85, 1]
+    pl = out.plates[0]
+    want = pl.moment_centre_nm[85] + np.cross(pl.centre_m - p, pl.force_n[85])
+    np.testing.assert_allclose(ft.moment_nm[85, 1], want, atol=1e-9)
+    assert ft.body_mass_source == "default" and ft.body_mass_kg == 75.0
