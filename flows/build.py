@@ -9,13 +9,14 @@ so its memory does not grow with the corpus.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from prefect import flow, task
@@ -23,8 +24,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed, wait
 
 from pipeline import __version__, markers, skeleton
+from pipeline.dataset import DatasetConfig, processing_key, to_jsonable
 from pipeline.process import (
-    BuildConfig, process_motion, simulated_key, simulated_payload, stage_payload,
+    BuildConfig,
+    process_motion,
+    simulated_key,
+    simulated_payload,
+    stage_payload,
 )
 from pipeline.quality import Thresholds, build_report, evaluate_flags
 from pipeline.quality.flags import apply_flags, excluded_ids, write_quality_outputs
@@ -32,23 +38,24 @@ from pipeline.quality.integration import sequence_metrics
 from pipeline.quality.metrics import inputs_from_payload, metrics_row
 from pipeline.records import QuarantineEntry
 from pipeline.simulate import simulate
-from pipeline.store.canonical_io import load_canonical, save_canonical
-from pipeline.store.staging import safe_key
-from pipeline.sources.base import SourceError, SourceSpec, get_source
+from pipeline.sources.base import SourceError, SourceSpec, get_source, sha256_of
 from pipeline.split import SUBSETS
 from pipeline.store import (
     Chunking,
     StagedSequence,
     create_store,
+    file_cache,
     finalize_store,
     load_schema,
-
     plan_store,
     region_plan,
     stage_sequence,
     write_frame_region,
     write_window_region,
 )
+from pipeline.store.canonical_io import load_canonical, save_canonical
+from pipeline.store.ledger import LEDGER_FILE, FileRecord, Ledger, RunRecord, now_iso
+from pipeline.store.location import LocalLocation
 
 QUARANTINE_FILE = "quarantine.json"
 SUMMARY_FILE = "build.json"
@@ -89,15 +96,16 @@ def _say(msg: str) -> None:
 
 
 def process_file(
-    spec: SourceSpec, path: str, staging_dir: str, cfg: BuildConfig, thresholds: Thresholds | None = None
+    spec: SourceSpec, path: str, entry_dir: str, cfg: BuildConfig, thresholds: Thresholds | None = None
 ) -> FileOutcome:
-    """Read one source file, run the pure stages and the quality metrics, stage its arrays; never
-    raises for bad data. Sequences that a quality rule excludes are not handed to simulation."""
+    """Read one source file, run the pure stages and the quality metrics, stage its arrays under
+    ``entry_dir`` (its cache entry); never raises for bad data. Sequences that a quality rule
+    excludes are not handed to simulation."""
     src = get_source(spec.kind)
     root = Path(spec.root)
     rel = Path(path).relative_to(root).as_posix()
     # every file stages under its own folder: two files claiming one sequence id never collide
-    file_staging = Path(staging_dir) / "files" / safe_key(f"{spec.kind}:{rel}")
+    file_staging = Path(entry_dir)
     seconds: dict[str, float] = {}
     stage = "ingest"
     try:
@@ -145,14 +153,14 @@ def process_file(
 
 @task(name="ingest-files", cache_policy=NO_CACHE, retries=0)
 def process_files(
-    jobs: list[tuple[SourceSpec, str]], staging_dir: str, cfg: BuildConfig, thresholds: Thresholds | None = None
+    jobs: list[tuple[SourceSpec, str, str]], cfg: BuildConfig, thresholds: Thresholds | None = None
 ) -> list[FileOutcome]:
     """ingest → canonicalize → contact → fit → split → stage for a batch of files, one at a time.
 
     Files are independent: a bad file is quarantined and the batch goes on. Batching only
     amortizes Prefect's per-task-run bookkeeping (several API calls per task run).
     """
-    return [process_file(spec, path, staging_dir, cfg, thresholds) for spec, path in jobs]
+    return [process_file(spec, path, entry, cfg, thresholds) for spec, path, entry in jobs]
 
 
 def _sim_error(exc: BaseException) -> str:
@@ -302,70 +310,230 @@ def build(
     chunking: Chunking | None = None,
     workers: int = 2,
     thresholds: Thresholds | None = None,
+    force: bool = False,
 ) -> dict:
-    """Build every subset store under ``out_dir`` from the given sources; returns the summary.
+    """Incrementally build every subset store of the dataset root ``out_dir``; returns the summary.
 
-    ``workers`` is the number of parallel task slots, used to size the file batches.
+    Only files that are new or whose content changed since the last run are processed (the
+    ingestion ledger and the per-file cache say which); the stores are re-assembled from every
+    live file's cached output, so they equal a from-scratch build byte for byte. When nothing
+    changed the stores are left untouched. ``force`` reprocesses every file. ``workers`` is the
+    number of parallel task slots, used to size the file batches. The root is locked for the run.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    build_id = uuid.uuid4().hex[:12]
-    staging = out / ".staging" / build_id
-    staging.mkdir(parents=True)
-    try:
-        return _build(sources, out, cfg, chunking, workers, build_id, staging, thresholds or Thresholds.default())
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        _cleanup_empty(out / ".staging")
+    thresholds = thresholds or Thresholds.default()
+    with LocalLocation(out).lock("build"):
+        DatasetConfig(tuple(sources), cfg, thresholds).write(out)
+        return _build(sources, out, cfg, chunking, workers, thresholds, force)
 
 
-def _build(
-    sources, out: Path, cfg: BuildConfig, chunking, workers: int, build_id: str, staging: Path, thresholds: Thresholds
-) -> dict:
-    t_start = time.perf_counter()
+@dataclass(frozen=True)
+class _FileJob:
+    """A discovered source file: where it is, what it holds, where its cache entry is."""
 
-    # discover
-    jobs: list[tuple[SourceSpec, str]] = []
-    quarantine: list[QuarantineEntry] = []
+    spec: SourceSpec
+    path: str
+    rel: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    entry: Path
+
+
+def _discover(sources, out: Path, ledger: Ledger, key: str) -> list[_FileJob]:
+    jobs = []
     for spec in sources:
         src = get_source(spec.kind)
         files = src.discover(Path(spec.root))
         _say(f"[discover] {spec.kind}: {len(files)} files under {spec.root}")
-        jobs.extend((spec, str(p)) for p in files)
+        for p in files:
+            st = Path(p).stat()
+            rel = Path(p).relative_to(Path(spec.root)).as_posix()
+            sha = ledger.known_sha(spec.kind, rel, st.st_size, st.st_mtime_ns) or sha256_of(Path(p))[0]
+            jobs.append(_FileJob(spec, str(p), rel, st.st_size, st.st_mtime_ns, sha,
+                                 file_cache.entry_dir(out, spec.kind, rel, sha, key)))
+    return jobs
+
+
+_ENTRY_TYPES = {"file": FileOutcome, "sims": tuple[SimOutcome, ...]}
+
+
+def _build(sources, out: Path, cfg: BuildConfig, chunking, workers: int, thresholds: Thresholds,
+           force: bool) -> dict:
+    t_start = time.perf_counter()
+    build_id = uuid.uuid4().hex[:12]
+    started = now_iso()
+    key = processing_key(cfg, thresholds)
+    ledger = Ledger(out / LEDGER_FILE)
+    try:
+        return _build_with_ledger(sources, out, cfg, chunking, workers, thresholds, force, t_start, build_id,
+                                  started, key, ledger)
+    finally:
+        ledger.close()
+
+
+def _build_with_ledger(sources, out, cfg, chunking, workers, thresholds, force, t_start, build_id, started, key,
+                       ledger: Ledger) -> dict:
+    previous = ledger.current()
+    jobs = _discover(sources, out, ledger, key)
+    seen = {(j.spec.kind, j.rel) for j in jobs}
+    removed = sorted(k for k in previous if k not in seen)
+    cached: dict[str, dict] = {}
+    todo: list[_FileJob] = []
+    for j in jobs:
+        entry = None if force else file_cache.load_entry(j.entry, out, _ENTRY_TYPES)
+        if entry is None:
+            todo.append(j)
+        else:
+            cached[j.path] = entry
+    n_new = sum(1 for j in todo if (j.spec.kind, j.rel) not in previous)
+    n_changed = sum(1 for j in todo if (j.spec.kind, j.rel) in previous)
+    _say(f"[ledger] {len(jobs)} files: {len(todo)} to process ({n_new} new, {n_changed} changed or "
+         f"reprocessed), {len(cached)} unchanged from cache, {len(removed)} removed")
+
+    fingerprint = _inputs_fingerprint(jobs, key, chunking)
+    last = _read_json(out / SUMMARY_FILE) or {}
+    if not todo and not removed and last.get("inputs_fingerprint") == fingerprint and all(
+            (out / f"{s}.zarr").is_dir() for s in SUBSETS):
+        _say("[build] nothing new: stores are up to date and left untouched")
+        _record_ledger(ledger, jobs, cached, removed, key, build_id, started, stores_written=0)
+        summary = dict(last)
+        summary.update(up_to_date=True, files_new=0, files_changed=0, files_unchanged=len(jobs), files_removed=0,
+                       ledger_hash=ledger.content_hash(), run_id=build_id)
+        return summary
 
     # ingest → canonicalize → contact → fit → split → quality → stage, in parallel batches of
     # files; each finished batch's motions go on to the simulate stage right away
-    batches = batch_jobs(jobs, workers)
-    futures = [process_files.submit(batch, str(staging), cfg, thresholds) for batch in batches]
-    outcomes: list[FileOutcome] = []
+    for j in todo:
+        file_cache.reset_entry(j.entry)
+    by_path = {j.path: j for j in todo}
+    by_key = {(j.spec.kind, j.rel): j for j in todo}
+    batches = batch_jobs([(j.spec, j.path, str(j.entry)) for j in todo], workers)
+    futures = [process_files.submit(batch, cfg, thresholds) for batch in batches]
+    fresh: dict[str, FileOutcome] = {}
+    pending_sims: dict[str, list[SimOutcome]] = {}
     sim_futures = []
-    n_sim = 0
+    n_sim = n_quarantined = 0
     for fut in as_completed(futures):
         batch_items = []
         for o in fut.result():
-            outcomes.append(o)
+            path = by_key[(o.source, o.path)].path
+            fresh[path] = o
             batch_items.extend(o.to_simulate)
             if o.quarantine is not None:
+                n_quarantined += 1
                 q = o.quarantine
                 _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
-                quarantine.append(q)
-        _say(f"[process] {len(outcomes)}/{len(jobs)} files done, {len(quarantine)} quarantined")
+            if not o.to_simulate:  # nothing to imitate: the cache entry is complete now
+                file_cache.save_entry(by_path[path].entry, out, {"file": o, "sims": ()})
+            else:
+                pending_sims[path] = []
+        _say(f"[process] {len(fresh)}/{len(todo)} files done, {n_quarantined} quarantined")
         if batch_items:
             n_sim += len(batch_items)
             with _annotate(cfg):
                 sim_futures.append(simulate_batch.submit(batch_items, cfg))
     t_process = time.perf_counter() - t_start
-    sims: list[SimOutcome] = []
+    origin_file = {c[1]: path for path, o in fresh.items() for c in o.to_simulate}
+    n_done = 0
     for fut in as_completed(sim_futures):
         for so in fut.result():
-            sims.append(so)
+            n_done += 1
+            path = origin_file[so.origin]
+            pending_sims[path].append(so)
             if so.quarantine is not None:
-                q = so.quarantine
-                _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
-                quarantine.append(q)
-        _say(f"[simulate] {len(sims)}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
+                _say(f"[quarantine] {so.quarantine.path} ({so.quarantine.stage}): {so.quarantine.reason}")
+            o = fresh[path]
+            if len(pending_sims[path]) == len(o.to_simulate):
+                sims_sorted = tuple(sorted(pending_sims[path], key=lambda x: x.sequence_id))
+                file_cache.save_entry(by_path[path].entry, out, {"file": o, "sims": sims_sorted})
+        _say(f"[simulate] {n_done}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
     t_simulate = time.perf_counter() - t_start - t_process
 
+    # every live file's outcome: fresh ones and cached ones, in (source, path) order
+    entries: dict[str, dict] = dict(cached)
+    for path, o in fresh.items():
+        entries[path] = {"file": o, "sims": tuple(sorted(pending_sims.get(path, []), key=lambda x: x.sequence_id))}
+    for path in cached:
+        entries[path]["file"] = replace(entries[path]["file"], seconds={})
+        entries[path]["sims"] = tuple(replace(so, seconds=0.0) for so in entries[path]["sims"])
+    order = sorted(jobs, key=lambda j: (j.spec.kind, j.rel))
+    outcomes = [entries[j.path]["file"] for j in order]
+    sims = [so for j in order for so in entries[j.path]["sims"]]
+    quarantine = [o.quarantine for o in outcomes if o.quarantine is not None]
+    quarantine += [so.quarantine for so in sims if so.quarantine is not None]
+
+    summary = _assemble(outcomes, sims, quarantine, out, cfg, chunking, thresholds, build_id)
+    summary["task_seconds"]["simulate"] = sum(so.seconds for so in sims)
+    summary["wall_seconds"]["process"] = t_process
+    summary["wall_seconds"]["simulate"] = t_simulate
+    summary["wall_seconds"]["total"] = time.perf_counter() - t_start
+    _record_ledger(ledger, jobs, entries, removed, key, build_id, started, stores_written=len(SUBSETS),
+                   quarantine=quarantine)
+    summary.update(
+        up_to_date=False, inputs_fingerprint=fingerprint, run_id=build_id,
+        files_new=n_new, files_changed=n_changed, files_unchanged=len(cached), files_removed=len(removed),
+        ledger_hash=ledger.content_hash(),
+    )
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    pruned = file_cache.prune(out, {j.entry for j in jobs})
+    if pruned:
+        _say(f"[cache] removed {pruned} entries of changed or removed files")
+    try:
+        report = quality_report.submit(str(out)).result()
+        _say(f"[report] {report}")
+    except Exception as exc:  # the stores are complete; a report failure must not hide that
+        _say(f"[report] failed: {type(exc).__name__}: {exc}")
+    return summary
+
+
+def _inputs_fingerprint(jobs: list[_FileJob], key: str, chunking) -> str:
+    """sha256 of what the stores are assembled from: every file's (source, path, sha256), the
+    processing key and the chunking."""
+    doc = {"files": sorted((j.spec.kind, j.rel, j.sha256) for j in jobs), "key": key,
+           "chunking": to_jsonable(chunking), "schemas": _schema_versions()}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _schema_versions() -> dict[str, str]:
+    return {s: load_schema(s).version for s in SUBSETS}
+
+
+def _record_ledger(ledger: Ledger, jobs, entries, removed, key, run_id, started, stores_written: int,
+                   quarantine: list[QuarantineEntry] = ()) -> None:
+    rows = []
+    schemas = _schema_versions()
+    n_q = 0
+    dup = {q.path: q for q in quarantine}
+    for j in jobs:
+        o: FileOutcome = entries[j.path]["file"]
+        q = o.quarantine or dup.get(f"{j.spec.kind}:{j.rel}")
+        n_q += q is not None
+        rows.append(FileRecord(
+            source=j.spec.kind, path=j.rel, sha256=j.sha256, size_bytes=j.size, mtime_ns=j.mtime_ns,
+            status="quarantined" if q is not None else "built", reason=q.reason if q is not None else "",
+            processing_key=key, dynaset_version=__version__, schema_versions=schemas,
+            sequences=() if q is not None else tuple(s.key for s in o.staged), first_run=run_id, last_run=run_id,
+        ))
+    previous = ledger.current()
+    n_changed = sum(1 for r in rows if (r.source, r.path) in previous and previous[(r.source, r.path)].sha256 != r.sha256)
+    n_new = sum(1 for r in rows if (r.source, r.path) not in previous)
+    ledger.record_run(RunRecord(run_id, started, now_iso(), n_new, n_changed, len(rows) - n_new - n_changed,
+                                len(removed), n_q, stores_written), rows, removed)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _assemble(outcomes: list[FileOutcome], sims: list[SimOutcome], quarantine: list[QuarantineEntry], out: Path,
+              cfg: BuildConfig, chunking, thresholds: Thresholds, build_id: str) -> dict:
+    """Dedupe → quality flags → write every subset store from the staged sequences → stats."""
+    t_start = time.perf_counter()
     staged, dup_entries = _dedupe(outcomes)
     for q in dup_entries:
         _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
@@ -430,19 +598,12 @@ def _build(
     _say(f"[stats] normalization statistics -> {out / STATS_FILE}")
     t_total = time.perf_counter() - t_start
 
-    summary = _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build_id)
+    summary = _summary(outcomes, quarantine, stores, plans, cfg, 0.0, t_total, build_id)
     summary["task_seconds"]["write_regions"] = write_seconds
-    summary["task_seconds"]["simulate"] = sum(so.seconds for so in sims)
-    summary["wall_seconds"]["simulate"] = t_simulate
+    summary["wall_seconds"]["assemble"] = t_total
     summary["frames_simulated"] = sum(so.frames for so in sims)
     summary["sequences_excluded"] = len(drop)
     (out / QUARANTINE_FILE).write_text(json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    try:
-        report = quality_report.submit(str(out)).result()
-        _say(f"[report] {report}")
-    except Exception as exc:  # the stores are complete; a report failure must not hide that
-        _say(f"[report] failed: {type(exc).__name__}: {exc}")
     return summary
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main as cli_main
-from pipeline.demo import generate_corpus, write_bad_files
+from pipeline.demo import DEMO_LICENCE, generate_corpus, write_bad_files
 from pipeline.process import BuildConfig, process_motion
 from pipeline.sources.amass import read_amass
 from pipeline.split import SUBSETS
@@ -65,7 +65,8 @@ def test_stores_open_with_plain_xarray_and_no_dynaset_import(built):
         for subset in {list(SUBSETS)!r}:
             ds = xr.open_zarr({str(built["out"])!r} + "/" + subset + ".zarr")
             assert ds.attrs["schema_name"] == subset, ds.attrs
-            assert ds.attrs["schema_version"].startswith("1."), ds.attrs
+            assert ds.attrs["schema_version"].startswith("2."), ds.attrs
+            assert set(ds.seq_licence.values.tolist()) <= {{{DEMO_LICENCE!r}}}, ds.attrs
             print(subset, ds.sizes["sequence"], ds.sizes["frame"])
         assert not any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules)
         """
@@ -115,7 +116,8 @@ def test_store_content_equals_the_pure_stages(built):
         w = ds.isel(window=slice(wa, wa + wn))
         np.testing.assert_array_equal(w.window_start.values, a + p.window_start)
         np.testing.assert_allclose(w.joint_pos_coef_m.values, p.joint_pos_fit.coef, atol=1e-4)
-        assert str(ds.seq_sha256.values[i]) == raw.provenance.sha256
+        assert str(ds.seq_source_sha256.values[i]) == raw.provenance.sha256
+        assert str(ds.seq_licence.values[i]) == raw.provenance.licence == DEMO_LICENCE
         assert str(ds.seq_split.values[i]) == p.split
         assert float(ds.seq_source_fps_hz[i]) == raw.fps_hz
 
@@ -134,8 +136,13 @@ def test_splits_are_subject_wise_and_rates_mixed(built):
 def test_no_half_written_leftovers(built):
     names = {p.name for p in built["out"].iterdir()} - {".prefect", "quality_previews"}
     expected = {"build.json", "quarantine.json", "metrics.parquet", "flags.json", "exclusions.json", "report.html",
-                "stats.json"}
+                "stats.json", "dataset.json", "ledger.sqlite", ".cache", ".dynaset.lock"}
     assert names == expected | {f"{s}.zarr" for s in SUBSETS}
+    leftovers = [p for p in built["out"].rglob("*") if ".tmp-" in p.name or ".trash-" in p.name]
+    assert not leftovers
+    # every processing-cache entry is complete (its outcome.json marks it)
+    entries = [e for f in (built["out"] / ".cache" / "files").iterdir() for e in f.iterdir()]
+    assert entries and all((e / "outcome.json").is_file() for e in entries)
 
 
 def test_simulated_subsets_are_physically_consistent(built):
@@ -147,7 +154,8 @@ def test_simulated_subsets_are_physically_consistent(built):
     motion = xr.open_zarr(built["out"] / "motion.zarr")
     assert ds.sizes["sequence"] > 0 and set(ds.seq_id.values) <= set(motion.seq_id.values)
     assert (ds.seq_pass.values == 0).all()
-    assert ds.attrs["schema_version"] == "1.1.0"
+    assert ds.attrs["schema_version"] == "2.0.0"
+    assert (ds.seq_licence.values == DEMO_LICENCE).all()
     assert ds.joint_torque_nm.attrs["units"] == "N·m" and ds.grf_n.attrs["units"] == "N"
     assert ds.imposed_angmom_nms.attrs["units"] == "N·m·s"
     for i in range(ds.sizes["sequence"]):

@@ -1,0 +1,125 @@
+"""A dataset root's recorded configuration (``dataset.json``) and the keys that make builds incremental.
+
+A dataset root holds the current stores, the ingestion ledger, a per-file processing cache and the
+releases (``storage_layout.md``). ``dataset.json`` records the sources and every build knob, so a
+scheduled run (``dynaset ingest ROOT``) rebuilds exactly what ``dynaset build`` was asked for.
+
+``processing_key`` hashes everything that can change a file's processed output (build config,
+quality thresholds, dynaset version): a file is reprocessed only when its content or this key changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__
+from pipeline.process import BuildConfig
+from pipeline.quality import Thresholds
+from pipeline.sources.base import SourceSpec
+
+DATASET_FILE = "dataset.json"
+DATASET_FORMAT = 1
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples and paths → plain JSON values (floats may be ±inf)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def from_jsonable(tp: Any, value: Any) -> Any:
+    """Inverse of ``to_jsonable`` for a type hint ``tp`` (dataclasses, tuples, dicts, optionals)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return from_jsonable(args[0], value)
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        kwargs = {f.name: from_jsonable(hints[f.name], value[f.name])
+                  for f in dataclasses.fields(tp) if f.init and f.name in value}
+        return tp(**kwargs)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_jsonable(args[0], v) for v in value)
+        return tuple(from_jsonable(a, v) for a, v in zip(args, value))
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        return {k: from_jsonable(vt, v) for k, v in value.items()}
+    if tp is Path:
+        return Path(value)
+    if tp is float and value is not None:
+        return float(value)
+    return value
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """What a dataset root is built from: its sources and every build knob."""
+
+    sources: tuple[SourceSpec, ...]
+    build: BuildConfig = field(default_factory=BuildConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def to_json(self) -> str:
+        doc = {
+            "format": DATASET_FORMAT,
+            "sources": [{"kind": s.kind, "root": str(s.root)} for s in self.sources],
+            "build": to_jsonable(self.build),
+            "thresholds": self.thresholds.to_dict(),
+        }
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str = DATASET_FILE) -> DatasetConfig:
+        try:
+            doc = json.loads(text)
+            if doc.get("format") != DATASET_FORMAT:
+                raise ValueError(f"format {doc.get('format')!r}, expected {DATASET_FORMAT}")
+            return cls(
+                sources=tuple(SourceSpec(s["kind"], Path(s["root"])) for s in doc["sources"]),
+                build=from_jsonable(BuildConfig, doc["build"]),
+                thresholds=Thresholds.from_dict(doc["thresholds"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: not a valid dataset configuration ({exc})") from exc
+
+
+    def write(self, root: Path) -> Path:
+        """Record this configuration as ``root/dataset.json`` (atomically)."""
+        path = Path(root) / DATASET_FILE
+        tmp = path.with_name(f".{DATASET_FILE}.tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, root: Path) -> DatasetConfig:
+        """The configuration recorded in ``root/dataset.json``."""
+        path = Path(root) / DATASET_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no dataset configuration; run `dynaset build --source KIND=DIR "
+                                    f"--out {root}` once to create the dataset root")
+        return cls.from_json(path.read_text(encoding="utf-8"), str(path))
+
+
+def processing_key(cfg: BuildConfig, thresholds: Thresholds) -> str:
+    """Hex sha256 of everything that changes a file's processed output (config, thresholds, version)."""
+    doc = {"build": to_jsonable(cfg), "rules": thresholds.to_dict()["rules"], "dynaset_version": __version__}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
