@@ -55,7 +55,7 @@ from pipeline.store import (
 )
 from pipeline.store.canonical_io import load_canonical, save_canonical
 from pipeline.store.ledger import LEDGER_FILE, FileRecord, Ledger, RunRecord, now_iso
-from pipeline.store.location import LocalLocation
+from pipeline.store.location import LocalLocation, write_text_atomic
 
 QUARANTINE_FILE = "quarantine.json"
 SUMMARY_FILE = "build.json"
@@ -476,7 +476,7 @@ def _build_with_ledger(sources, out, cfg, chunking, workers, thresholds, force, 
         files_new=n_new, files_changed=n_changed, files_unchanged=len(cached), files_removed=len(removed),
         ledger_hash=ledger.content_hash(),
     )
-    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     pruned = file_cache.prune(out, {j.entry for j in jobs})
     if pruned:
         _say(f"[cache] removed {pruned} entries of changed or removed files")
@@ -594,7 +594,7 @@ def _assemble(outcomes: list[FileOutcome], sims: list[SimOutcome], quarantine: l
 
     stats_futures = {subset: store_stats.submit(path) for subset, path in stores.items()}
     stats = {"format": STATS_FORMAT, "subsets": {k: f.result() for k, f in stats_futures.items()}}
-    (out / STATS_FILE).write_text(json.dumps(stats, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    write_text_atomic(out / STATS_FILE, json.dumps(stats, indent=1, sort_keys=True, allow_nan=False) + "\n")
     _say(f"[stats] normalization statistics -> {out / STATS_FILE}")
     t_total = time.perf_counter() - t_start
 
@@ -603,7 +603,7 @@ def _assemble(outcomes: list[FileOutcome], sims: list[SimOutcome], quarantine: l
     summary["wall_seconds"]["assemble"] = t_total
     summary["frames_simulated"] = sum(so.frames for so in sims)
     summary["sequences_excluded"] = len(drop)
-    (out / QUARANTINE_FILE).write_text(json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")
+    write_text_atomic(out / QUARANTINE_FILE, json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")
     return summary
 
 

@@ -60,7 +60,7 @@ def _thresholds(args: argparse.Namespace):
     return Thresholds.load(args.thresholds) if args.thresholds else None
 
 
-def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None, thresholds=None) -> dict:
+def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None, thresholds=None, force=False) -> dict:
     """Run the Prefect ``build`` flow on a Dask task runner with one Prefect API for all processes."""
     from flows.runtime import prefect_environment
 
@@ -72,7 +72,7 @@ def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None, thr
         runner = dask_task_runner(workers=workers, address=scheduler_address)
         n = workers or default_workers()
         return build.with_options(task_runner=runner)(
-            sources=list(sources), out_dir=str(out), cfg=cfg, workers=n, thresholds=thresholds
+            sources=list(sources), out_dir=str(out), cfg=cfg, workers=n, thresholds=thresholds, force=force
         )
 
 
@@ -90,7 +90,7 @@ def _print_summary(summary: dict) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().resolve()
     summary = run_build(args.source, out, _build_config(args), args.workers, args.scheduler_address,
-                        _thresholds(args))
+                        _thresholds(args), force=args.force)
     _print_summary(summary)
     if summary["files_quarantined"]:
         print(f"quarantine list: {out / 'quarantine.json'}")
@@ -145,6 +145,92 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _release_target(text: str, root: str | None) -> tuple[str, str]:
+    """(dataset root, version) from ``ROOT/releases/X.Y.Z`` or ``--root ROOT X.Y.Z``."""
+    text = text.rstrip("/")
+    if root is None:
+        head, sep, version = text.rpartition("/releases/")
+        if not sep:
+            raise ValueError(f"{text!r}: give a release folder (ROOT/releases/X.Y.Z) or --root ROOT VERSION")
+        return head, version
+    return root, text
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from pipeline.dataset import DatasetConfig
+
+    root = Path(args.root).expanduser().resolve()
+    config = DatasetConfig.read(root)
+    summary = run_build(config.sources, root, config.build, args.workers, args.scheduler_address,
+                        config.thresholds, force=args.force)
+    _print_summary(summary)
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from pipeline.release import publish
+    from pipeline.store.location import open_location
+
+    loc = open_location(args.root)
+    manifest = publish(loc, args.version, notes=args.notes or "")
+    n = len(manifest["objects"])
+    print(f"released {args.version} -> {loc.url}/releases/{args.version} ({n} objects, "
+          f"{manifest['_linked_objects']} hard-linked, parent {manifest['parent'] or 'none'})")
+    for s, st in manifest["stores"].items():
+        print(f"  {s:<16} schema {st['schema_version']:<7} {st['sequences']:>6} sequences {st['hours']:>8.3f} h")
+    return 0
+
+
+def cmd_releases(args: argparse.Namespace) -> int:
+    from pipeline.release import list_releases, read_manifest
+    from pipeline.store.location import open_location
+
+    loc = open_location(args.root)
+    versions = list_releases(loc)
+    if not versions:
+        print(f"no releases under {loc.url}")
+    for v in versions:
+        m = read_manifest(loc, v)
+        st = m["stores"]
+        print(f"{v:<10} {m['created']}  parent {m['parent'] or '-':<8} "
+              + "  ".join(f"{s} {st[s]['sequences']}/{st[s]['hours']:.2f}h" for s in st))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pipeline.release import verify
+    from pipeline.store.location import open_location
+
+    status = 0
+    for target in args.releases:
+        root, version = _release_target(target, args.root)
+        problems = verify(open_location(root), version)
+        if problems:
+            status = 1
+            print(f"FAILED  {root}/releases/{version}")
+            for p in problems[:50]:
+                print(f"  - {p}")
+        else:
+            print(f"ok      {root}/releases/{version}")
+    return status
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from pipeline.release import diff_releases, format_diff, read_manifest, read_sequences
+    from pipeline.store.location import open_location
+
+    loc = open_location(args.root)
+    d = diff_releases(read_manifest(loc, args.a), read_manifest(loc, args.b),
+                      read_sequences(loc, args.a), read_sequences(loc, args.b))
+    if args.json:
+        import json
+
+        print(json.dumps(d, indent=1))
+    else:
+        print(format_diff(d))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynaset", description="Build human-dynamics datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,22 +253,59 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("build", help="build the subset stores from source folders")
     p.add_argument("--source", action="append", type=_source_arg, required=True,
                    metavar="KIND=DIR", help="a source folder, e.g. amass=/data/AMASS (repeatable)")
-    p.add_argument("--out", required=True, help="output folder for the stores")
+    p.add_argument("--out", required=True,
+                   help="dataset root: stores, ingestion ledger, processing cache, releases (see storage_layout.md)")
+    p.add_argument("--force", action="store_true", help="reprocess every file, ignoring the processing cache")
     _add_build_options(p)
     p.set_defaults(func=cmd_build)
 
     from pipeline.quality import add_report_parser
 
     add_report_parser(sub)
+    from flows.schedule import add_server_parsers
+
+    add_server_parsers(sub)  # dynaset server / dynaset schedule (docs/scheduling.md)
 
     p = sub.add_parser("validate", help="check stores against their schemas")
     p.add_argument("stores", nargs="+")
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("ingest", help="incremental run over a dataset root's recorded sources (dataset.json)")
+    p.add_argument("root", help="dataset root created by `dynaset build --out ROOT`")
+    p.add_argument("--force", action="store_true", help="reprocess every file, ignoring the cache")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--scheduler-address", default=None)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("release", help="publish the current stores as an immutable release")
+    p.add_argument("--root", required=True, help="dataset root (a folder or s3://bucket/prefix)")
+    p.add_argument("--version", required=True, help="MAJOR.MINOR.PATCH, newer than the latest release")
+    p.add_argument("--notes", default=None, help="release notes for the dataset card")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("releases", help="list the releases of a dataset root")
+    p.add_argument("--root", required=True)
+    p.set_defaults(func=cmd_releases)
+
+    p = sub.add_parser("verify", help="re-check every checksum and schema of releases")
+    p.add_argument("releases", nargs="+", help="ROOT/releases/X.Y.Z, or X.Y.Z with --root")
+    p.add_argument("--root", default=None)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("diff", help="what changed between two releases")
+    p.add_argument("--root", required=True)
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
+
     args = parser.parse_args(argv)
+    from pipeline.release import ReleaseError
+    from pipeline.store.location import LockError
+
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, LockError, ReleaseError) as exc:
         print(f"dynaset: error: {exc}", file=sys.stderr)
         return 2
 

@@ -120,6 +120,11 @@ class DatasetConfig:
 
 
 def processing_key(cfg: BuildConfig, thresholds: Thresholds) -> str:
-    """Hex sha256 of everything that changes a file's processed output (config, thresholds, version)."""
-    doc = {"build": to_jsonable(cfg), "rules": thresholds.to_dict()["rules"], "dynaset_version": __version__}
+    """Hex sha256 of everything that changes a file's processed output: build config, quality
+    thresholds, dynaset version and the schema versions it writes."""
+    from pipeline.split import SUBSETS
+    from pipeline.store.schema import load_schema
+
+    doc = {"build": to_jsonable(cfg), "rules": thresholds.to_dict()["rules"], "dynaset_version": __version__,
+           "schemas": {s: load_schema(s).version for s in SUBSETS}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -250,3 +250,12 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a local text file by rename: readers (and hard links of the old file, e.g. in a
+    release) keep the old bytes; nobody sees a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
