@@ -60,8 +60,17 @@ def _thresholds(args: argparse.Namespace):
     return Thresholds.load(args.thresholds) if args.thresholds else None
 
 
-def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None, thresholds=None, force=False) -> dict:
-    """Run the Prefect ``build`` flow on a Dask task runner with one Prefect API for all processes."""
+def run_build(sources, out, cfg, workers=None, scheduler_address=None, thresholds=None, force=False) -> dict:
+    """Run the Prefect ``build`` flow on a Dask task runner with one Prefect API for all processes.
+
+    ``out`` is a local dataset root or an ``s3://`` URL (built in a local mirror, then pushed:
+    ``pipeline.store.remote_root``).
+    """
+    from pipeline.store.remote_root import is_remote
+
+    if is_remote(out):
+        return _run_remote_build(sources, str(out), cfg, workers, scheduler_address, thresholds, force)
+    out = Path(out)
     from flows.runtime import prefect_environment
 
     prefect_environment(out / ".prefect")
@@ -76,6 +85,28 @@ def run_build(sources, out: Path, cfg, workers=None, scheduler_address=None, thr
         )
 
 
+def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds, force) -> dict:
+    from pipeline.store.location import open_location
+    from pipeline.store.remote_root import mirror_dir, pull_state, push_state, remote_has_stores
+
+    loc = open_location(url)
+    mirror = mirror_dir(url)
+    with loc.lock("build"):
+        pulled = pull_state(loc, mirror)
+        print(f"[remote] {url}: working mirror {mirror} (pulled {', '.join(pulled) or 'nothing'})")
+        summary = run_build(sources, mirror, cfg, workers, scheduler_address, thresholds, force)
+        stores = not summary.get("up_to_date") or not remote_has_stores(loc)
+        pushed = push_state(loc, mirror, stores=stores)
+        print(f"[remote] pushed {', '.join(pushed)} to {url}")
+    summary["subsets"] = {k: {**v, "store": f"{url}/{k}.zarr"} for k, v in summary["subsets"].items()}
+    return summary
+
+
+def _root_arg(text: str):
+    """A dataset root: an ``s3://`` URL as is, else an absolute local path."""
+    return text if text.startswith("s3://") else Path(text).expanduser().resolve()
+
+
 def _print_summary(summary: dict) -> None:
     print(f"files: {summary['files']} ({summary['files_built']} built, {summary['files_quarantined']} quarantined)")
     print(f"frames: {summary['frames_in']} source -> {summary['frames_out']} canonical, "
@@ -88,14 +119,13 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    out = Path(args.out).expanduser().resolve()
+    out = _root_arg(args.out)
     summary = run_build(args.source, out, _build_config(args), args.workers, args.scheduler_address,
                         _thresholds(args), force=args.force)
     _print_summary(summary)
     if summary["files_quarantined"]:
-        print(f"quarantine list: {out / 'quarantine.json'}")
-    if (out / "report.html").exists():
-        print(f"data-quality report: {out / 'report.html'}")
+        print(f"quarantine list: {out}/quarantine.json")
+    print(f"data-quality report: {out}/report.html")
     return 0
 
 
@@ -158,9 +188,14 @@ def _release_target(text: str, root: str | None) -> tuple[str, str]:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from pipeline.dataset import DatasetConfig
+    from pipeline.store.location import open_location
 
-    root = Path(args.root).expanduser().resolve()
-    config = DatasetConfig.read(root)
+    root = _root_arg(args.root)
+    loc = open_location(root)
+    if not loc.exists("dataset.json"):
+        raise FileNotFoundError(f"{root}/dataset.json: no dataset configuration; run `dynaset build "
+                                f"--source KIND=DIR --out {root}` once to create the dataset root")
+    config = DatasetConfig.from_json(loc.read_bytes("dataset.json").decode(), f"{root}/dataset.json")
     summary = run_build(config.sources, root, config.build, args.workers, args.scheduler_address,
                         config.thresholds, force=args.force)
     _print_summary(summary)
