@@ -6,8 +6,10 @@ staging (``pipeline.store``); ``stage_payload`` names its arrays as the subset s
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +51,8 @@ class ProcessedSequence:
         joint_rot_fit: cubic fit of continuous joint axis-angles: coef (W, 4, 24, 3) rad, rmse (W,) rad.
         split: ``train`` | ``val`` | ``test``.
         subsets: subsets the sequence belongs to.
+        measured: measured data at the canonical frames (``pipeline.c3d_motion.MeasuredGroundReaction``
+            for C3D files: per-foot force-plate GRF, IK marker residuals); ``None`` otherwise.
     """
 
     motion: CanonicalMotion
@@ -58,6 +62,19 @@ class ProcessedSequence:
     joint_rot_fit: fit.FitResult
     split: str
     subsets: tuple[str, ...]
+    measured: Any = None
+    measured_fits: tuple[fit.FitResult, fit.FitResult] | None = None
+    """Cubic window fits of the measured ``grf_n`` (N) and ``grm_nm`` (N·m) when ``measured`` has GRF."""
+
+    def metric_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays for the quality metrics beyond the staged payload (IK residuals, plate conflicts)."""
+        m = self.measured
+        if m is None:
+            return {}
+        out = {"marker_residual_m": m.marker_residual_m}
+        if m.has_grf:
+            out["plate_foot_conflict"] = m.plate_foot_conflict
+        return out
 
 
 def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None) -> ProcessedSequence:
@@ -68,7 +85,15 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
     """
     seconds = {} if seconds is None else seconds
     t0 = time.perf_counter()
-    motion = canonicalize(raw, cfg.canonical)
+    measured = None
+    if raw.measured is not None:
+        # the marker IK fitted the anthropometric skeleton: canonicalize on the same one
+        motion = canonicalize(raw, dataclasses.replace(cfg.canonical, smpl_model_dir=None))
+        measured = _measured(raw.measured, motion, cfg)
+        if raw.subject.mass_kg is None and measured.has_grf:
+            motion = dataclasses.replace(motion, mass_kg=measured.mass_kg)
+    else:
+        motion = canonicalize(raw, cfg.canonical)
     t1 = time.perf_counter()
     contact = contact_labels(motion.foot_points_m, motion.fps_hz, cfg.contact)
     t2 = time.perf_counter()
@@ -80,11 +105,46 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
     for key, dt in (("canonicalize", t1 - t0), ("contact", t2 - t1), ("fit", t3 - t2)):
         seconds[key] = seconds.get(key, 0.0) + dt
     split = assign_split(motion.provenance.subject_id, cfg.split)
-    subsets = subsets_for(Availability(has_contact=True, has_grf=False, has_torque=False))
+    has_grf = measured is not None and measured.has_grf
+    fits = None
+    if has_grf:
+        fits = (fit.fit_windows(measured.grf_n, starts, length, fit.GRF_DEGREE),
+                fit.fit_windows(measured.grm_nm, starts, length, fit.GRF_DEGREE))
+    subsets = subsets_for(Availability(has_contact=True, has_grf=has_grf, has_torque=False))
     return ProcessedSequence(
         motion=motion, contact=contact, window_start=starts, joint_pos_fit=pos_fit,
-        joint_rot_fit=rot_fit, split=split, subsets=subsets,
+        joint_rot_fit=rot_fit, split=split, subsets=subsets, measured=measured, measured_fits=fits,
     )
+
+
+def _measured(side_car: Any, motion: CanonicalMotion, cfg: BuildConfig) -> Any:
+    """Measured data of a source side-car at the canonical frames (C3D: ``c3d_motion``)."""
+    from pipeline.c3d_motion import C3DMeasurement, measured_ground_reaction
+
+    if isinstance(side_car, C3DMeasurement):
+        return measured_ground_reaction(side_car, motion, cfg.canonical.default_bmi_kg_m2)
+    raise TypeError(f"unknown measured side-car {type(side_car).__name__}")
+
+
+def measured_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
+    """Ground_reaction arrays of a sequence with measured forces (frame, window, sequence values):
+    the schema's GRF arrays (NaN where unknown), their cubic window fits and ``seq_grf_source``."""
+    m = p.measured
+    f32 = np.float32
+    frame = {
+        "grf_n": m.grf_n.astype(f32),
+        "grm_nm": m.grm_nm.astype(f32),
+        "cop_m": m.cop_m.astype(f32),
+        "grf_total_n": m.grf_total_n.astype(f32),
+        "free_moment_nm": m.free_moment_nm.astype(f32),
+        "foot_contact": m.foot_contact.astype(np.uint8),
+        "marker_fit_rmse_m": m.marker_fit_rmse_m.astype(f32),
+    }
+    grf, grm = p.measured_fits
+    window = {"grf_coef_n": grf.coef.astype(f32), "grm_coef_nm": grm.coef.astype(f32),
+              "grf_fit_rmse_n": grf.rmse.astype(f32)}
+    seq = {"seq_grf_source": m.grf_source, "seq_mass_source": m.mass_source, "seq_pass": -1, "seq_sim_resets": -1}
+    return frame, window, seq
 
 
 def _padded_betas(betas: np.ndarray) -> np.ndarray:
@@ -124,7 +184,8 @@ def stage_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
         "seq_subject": prov.subject,
         "seq_name": prov.name,
         "seq_path": prov.path,
-        "seq_sha256": prov.sha256,
+        "seq_source_sha256": prov.sha256,
+        "seq_licence": prov.licence,
         "seq_split": p.split,
         "seq_gender": m.gender,
         "seq_skeleton": m.skeleton_origin,
@@ -136,6 +197,11 @@ def stage_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
         "seq_betas": _padded_betas(m.betas),
         "seq_bone_length_m": m.bone_length_m.astype(f32),
     }
+    if p.measured is not None and p.measured.has_grf:
+        frame, window, seq = measured_payload(p)
+        frame_arrays.update(frame)
+        window_arrays.update(window)
+        sequence_values.update(seq)
     return frame_arrays, window_arrays, sequence_values
 
 
@@ -154,7 +220,7 @@ def simulated_payload(
     motion: CanonicalMotion, result: SimulationResult, split: str, windows: fit.WindowConfig
 ) -> tuple[dict, dict, dict]:
     """(frame arrays, window arrays, sequence values) of one simulated pass, named as in the
-    ground_reaction/torque schemas (1.1.0).
+    ground_reaction/torque schemas (2.0.0).
 
     The observed arrays (``root_pos_m``, ``joint_*``, ``marker_pos_m``) are the simulator's
     states, so torques and forces are consistent with them; ``ref_*`` hold the tracked canonical
@@ -218,6 +284,7 @@ def simulated_payload(
     )
     m = result.metrics
     seq.update({
+        "seq_grf_source": "simulation",
         "seq_pass": int(result.pass_index),
         "seq_sim_resets": int(m["reset_count"]),
         "seq_sim_mpjpe_median_m": float(m["mpjpe_median_mm"]) / 1000.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,8 @@ class Provenance:
         subject: subject id within the dataset.
         name: sequence name (file stem without the ``_poses`` suffix).
         size_bytes: file size in bytes.
+        licence: licence of the source data (``pipeline.sources.base.find_licence``), ``"unknown"``
+            when no licence sidecar was found.
     """
 
     source: str
@@ -28,6 +31,7 @@ class Provenance:
     subject: str
     name: str
     size_bytes: int
+    licence: str = "unknown"
 
     @property
     def sequence_id(self) -> str:
@@ -64,6 +68,9 @@ class RawMotion:
         trans_m: (T, 3) SMPL ``trans`` (world pelvis = ``trans + J0``), metres.
         up_axis: vertical axis of the source world frame, ``"z"`` or ``"y"``.
         model_type: ``"smpl"``, ``"smplh"`` or ``"smplx"``.
+        measured: optional side-car with measured data that ``pipeline.process.process_motion`` carries
+            to the canonical rate, e.g. ``pipeline.c3d_motion.C3DMeasurement`` (force plates, marker IK
+            residuals) for C3D files; ``None`` for pose sources such as AMASS.
     """
 
     provenance: Provenance
@@ -74,6 +81,7 @@ class RawMotion:
     trans_m: np.ndarray
     up_axis: str = "z"
     model_type: str = "smplh"
+    measured: Any = None
 
     @property
     def n_frames(self) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.sources.amass import AmassSource, parse_ids, read_amass
-from pipeline.sources.base import SourceError, get_source
+from pipeline.sources.base import LICENCE_MAX_CHARS, SourceError, find_licence, get_source
 
 T = 50
 
@@ -50,6 +50,7 @@ def test_smplh_layout_and_provenance(tmp_path):
     assert prov.path == "CMU/01/01_01_poses.npz"
     assert prov.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert prov.sequence_id == "amass/CMU/01/01_01"
+    assert prov.licence == "unknown"  # no licence sidecar anywhere up to the root
 
 
 def test_smplx_split_keys_bytes_gender_and_alternate_rate_key(tmp_path):
@@ -148,3 +149,25 @@ def test_truncated_file(tmp_path):
     with pytest.raises(SourceError, match="trunc_poses.npz: .*(corrupt|truncated|npz)"):
         read_amass(bad, tmp_path)
     assert AmassSource().read(path, tmp_path)[0].n_frames == T
+
+
+def test_licence_sidecars(tmp_path):
+    """Nearest sidecar wins, walking up to (and including) the root; empty ones are skipped."""
+    rng = np.random.default_rng(5)
+    path = _write(tmp_path / "root", "CMU/01/01_01_poses.npz", _smplh(rng))
+    root = tmp_path / "root"
+    (tmp_path / "LICENSE").write_text("outside the root: never read\n")
+    assert find_licence(path, root) == "unknown"
+    (root / "LICENSE.txt").write_text("\n   \n  CC0-1.0   (public   domain)  \nmore text\n")
+    assert find_licence(path, root) == "CC0-1.0 (public domain)"
+    (root / "CMU" / "Copyright.txt").write_text("Copyright CMU Graphics Lab, free for all uses\n")
+    assert read_amass(path, root).provenance.licence == "Copyright CMU Graphics Lab, free for all uses"
+    (root / "CMU" / "01" / "LICENCE.md").write_text("")  # empty: keep looking
+    assert find_licence(path, root) == "Copyright CMU Graphics Lab, free for all uses"
+    (root / "CMU" / "licence.txt").write_text("AMASS non-commercial\n")  # preferred over Copyright.txt
+    assert find_licence(path, root) == "AMASS non-commercial"
+    (root / "CMU" / "01" / "LICENCE.md").write_text("x" * 500 + "\n")
+    assert find_licence(path, root) == "x" * LICENCE_MAX_CHARS
+    (root / "CMU" / "01" / "license").write_text("Apache-2.0\n")  # any case, exact names before LICENCE*
+    assert find_licence(path, root) == "Apache-2.0"
+    assert find_licence(tmp_path / "elsewhere" / "a.npz", root) == "unknown"

@@ -63,16 +63,17 @@ def test_sequence_slice(built, i):
         sequence(ds, 3)
 
 
-def test_refuses_major_2(built, tmp_path):
+def test_refuses_newer_major(built, tmp_path):
     import shutil
 
-    path = tmp_path / "v2.zarr"
+    path = tmp_path / "v3.zarr"
     shutil.copytree(built[0], path)
-    _set_attr(path, schema_version="2.0.0")
-    with pytest.raises(SchemaError, match=r"store .*v2\.zarr has schema contact 2\.0\.0; this dynaset supports major 1"):
+    _set_attr(path, schema_version="3.0.0")
+    with pytest.raises(SchemaError, match=r"store .*v3\.zarr has schema contact 3\.0\.0, newer than this dynaset "
+                       r".* reads \(major 2\); upgrade dynaset"):
         open_store(path)
-    _set_attr(path, schema_version="1.3.0")  # minor bumps are readable
-    assert open_store(path).attrs["schema_version"] == "1.3.0"
+    _set_attr(path, schema_version="2.3.0")  # minor bumps are readable
+    assert open_store(path).attrs["schema_version"] == "2.3.0"
     _set_attr(path, schema_version=None)
     with pytest.raises(SchemaError, match="no schema_name/schema_version"):
         open_store(path)

@@ -11,7 +11,15 @@ import pytest
 import zarr
 
 from pipeline.skeleton import BONE_NAMES, FOOT_POINT_NAMES, JOINT_NAMES
-from pipeline.store import SUPPORTED_MAJOR, SchemaError, available_versions, load_schema, validate_arrays, validate_store
+from pipeline.store import (
+    MIGRATIONS,
+    SUPPORTED_MAJOR,
+    SchemaError,
+    available_versions,
+    load_schema,
+    validate_arrays,
+    validate_store,
+)
 from test_store_writer import SMALL, build
 
 SUBSETS = ("motion", "contact", "ground_reaction", "torque")
@@ -45,7 +53,7 @@ def test_schema_files(subset):
     raw = json.loads((SCHEMA_DIR / subset / "1.0.0.json").read_text(encoding="utf-8"))
     assert raw["name"] == subset and raw["version"] == "1.0.0"
     s = load_schema(subset, "1.0.0")
-    assert s.version == "1.0.0" and s.major == SUPPORTED_MAJOR[subset] == 1
+    assert s.version == "1.0.0" and s.major == 1
     assert available_versions(subset)[0] == "1.0.0"
     assert set(s.arrays) == EXPECTED[subset]
     assert all(a.required for a in s.arrays.values())
@@ -99,14 +107,62 @@ def test_minor_versions_only_add_optional_arrays(subset):
         assert set(old.required_attrs) <= set(new.required_attrs)
 
 
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_latest_schema_is_the_supported_major(subset):
+    """2.0.0: seq_sha256 renamed seq_source_sha256, optional seq_licence; everything else as in 1.x."""
+    s = load_schema(subset)
+    assert s.major == SUPPORTED_MAJOR[subset] == 2
+    expected = (EXPECTED[subset] - {"seq_sha256"}) | {"seq_source_sha256"}
+    assert {n for n, a in s.arrays.items() if a.required} == expected
+    assert s.arrays["seq_source_sha256"].dtype == "str" and s.arrays["seq_source_sha256"].dims == ("sequence",)
+    lic = s.arrays["seq_licence"]
+    assert (lic.dtype, lic.dims, lic.units, lic.required) == ("str", ("sequence",), "1", False)
+    assert "seq_sha256" not in s.arrays
+
+
+@pytest.mark.parametrize("subset", SUBSETS)
+def test_every_major_has_a_migration_from_the_previous(subset):
+    """Schema policy: major k > 1 comes with a registered migration from k - 1 that lands on the
+    first k.x version, and a pure-rename migration describes the layout change exactly: every array
+    of the last (k-1).x version is in k.0.0 under its new name with the same dtype, dims, units and
+    required flag, and arrays new in k.0.0 are optional."""
+    versions = available_versions(subset)
+    majors = sorted({load_schema(subset, v).major for v in versions})
+    assert majors == list(range(1, SUPPORTED_MAJOR[subset] + 1))
+    for k in majors[1:]:
+        step = MIGRATIONS[(subset, k - 1)]
+        first_new = next(v for v in versions if v.startswith(f"{k}."))
+        last_old = [v for v in versions if v.startswith(f"{k - 1}.")][-1]
+        assert step.to_version == first_new
+        old, new = load_schema(subset, last_old), load_schema(subset, first_new)
+        renames = step.rename_map
+        assert set(renames) <= set(old.arrays) and not set(renames) & set(new.arrays)
+        if not step.is_pure_rename:
+            continue
+        for name, spec in old.arrays.items():
+            got = new.arrays[renames.get(name, name)]
+            assert (got.dtype, got.dims, got.units, got.required) == (spec.dtype, spec.dims, spec.units, spec.required)
+        carried = {renames.get(n, n) for n in old.arrays}
+        assert all(not new.arrays[n].required for n in set(new.arrays) - carried), (subset, k)
+        assert set(old.required_attrs) <= set(new.required_attrs)
+    assert (subset, SUPPORTED_MAJOR[subset]) not in MIGRATIONS  # nothing migrates past what we write
+
+
 def test_schemas_nest():
-    """Each subset extends the previous one with the same definitions (first versions)."""
+    """Each subset extends the previous one with the same definitions (first versions); in 2.0.0
+    with the same dtype, dims, units and required flag (simulated subsets reword descriptions)."""
     chain = [load_schema(s, "1.0.0") for s in SUBSETS]
     for small, big in zip(chain, chain[1:]):
         for name, spec in small.arrays.items():
             assert big.arrays[name] == spec, (small.name, big.name, name)
         for name, dim in small.dims.items():
             assert big.dims[name] == dim
+    chain = [load_schema(s, "2.0.0") for s in SUBSETS]
+    for small, big in zip(chain, chain[1:]):
+        for name, a in small.arrays.items():
+            b = big.arrays[name]
+            assert (a.dtype, a.dims, a.units, a.required) == (b.dtype, b.dims, b.units, b.required), (big.name, name)
+        assert all(big.dims[name] == dim for name, dim in small.dims.items())
 
 
 def test_unknown_schema_or_version():
@@ -151,7 +207,7 @@ def test_validate_arrays():
     assert any("dim window has size 4, expected 3 (from window_start)" in p for p in free)
     assert validate_arrays(s, {}, required=["time_s"]) == ["missing array time_s"]
     assert validate_arrays(s, {"bogus": np.zeros(1)}, allow_extra=False) == [
-        "unknown array bogus (not in schema motion 1.0.0)"
+        f"unknown array bogus (not in schema motion {s.version})"
     ]
     # widening/narrowing inside a kind, ints and bools into floats/uint8 are fine
     assert validate_arrays(load_schema("contact"), {"contact": np.zeros((2, 4), bool), "time_s": np.arange(2)}) == []

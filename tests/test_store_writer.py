@@ -89,7 +89,7 @@ def synthetic_arrays(key: str, n: int, subset: str = "motion", seed: int = 0) ->
     values = {
         "seq_id": key, "seq_source": source, "seq_dataset": dataset, "seq_subject": subject,
         "seq_name": name, "seq_path": f"{dataset}/{subject}/{name}_poses.npz",
-        "seq_sha256": hashlib.sha256(key.encode()).hexdigest(), "seq_split": ("train", "val", "test")[seed % 3],
+        "seq_source_sha256": hashlib.sha256(key.encode()).hexdigest(), "seq_split": ("train", "val", "test")[seed % 3],
         "seq_gender": "female", "seq_skeleton": "anthropometric", "seq_height_m": 1.6 + 0.01 * seed,
         "seq_mass_kg": 60.0 + seed, "seq_ground_offset_m": -0.01 * seed, "seq_source_fps_hz": 120.0,
         "seq_duration_s": (n - 1) / ATTRS["fps_hz"],
@@ -186,7 +186,7 @@ def test_roundtrip_exact(tmp_path, chunking):
     path, plan, raw = build(tmp_path, "contact", chunking)
     assert validate_store(path) == []
     g = zarr.open_group(str(path), mode="r")
-    assert g.attrs["schema_name"] == "contact" and g.attrs["schema_version"] == "1.0.0"
+    assert g.attrs["schema_name"] == "contact" and g.attrs["schema_version"] == load_schema("contact").version
     ch = chunking or Chunking()
     assert g["joint_pos_m"].shards == (ch.frame_shard, 24, 3) and g["joint_pos_m"].chunks == (ch.frame_chunk, 24, 3)
     assert g["joint_pos_coef_m"].shards == (ch.window_shard, 4, 24, 3)
@@ -225,7 +225,7 @@ def test_plain_xarray_opens_without_warnings(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds = xr.open_zarr(path)
-        assert ds.attrs["schema_version"] == "1.0.0"
+        assert ds.attrs["schema_version"] == load_schema("motion").version
         assert ds.sizes["frame"] == 8037 and ds.sizes["marker"] == len(MARKERS)
         assert ds["joint_pos_m"].dims == ("frame", "joint", "xyz")
         assert ds["joint_pos_m"].attrs["units"] == "m"

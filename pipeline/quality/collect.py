@@ -3,7 +3,8 @@
 A sequence's arrays are the union over the subset stores that hold it (``motion`` first, then
 ``contact``, ``ground_reaction``, ``torque``, then any other ``*.zarr``), so arrays that a later
 stage adds to some store (simulation outputs, force plates) are picked up without code changes.
-Stores are opened with plain ``zarr`` (schema major version checked as ``open_store`` does) and
+Stores are opened with plain ``zarr`` (schema major version checked as ``open_store`` does; an
+older major whose migrations are pure renames is read under the current names, with a warning) and
 read in blocks of whole shards, so recomputing metrics of a large build streams through it.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.split import SUBSETS
-from pipeline.store.reader import check_schema_attrs
+from pipeline.store.reader import SchemaUpgradeWarning, check_store_schema
 
 from .metrics import metrics_row
 
@@ -33,14 +34,17 @@ def store_paths(out_dir: str | Path) -> dict[str, Path]:
     return {s: found[s] for s in order}
 
 
-def _open_group(path: Path):
+def _open_group(path: Path) -> tuple[Any, dict[str, str]]:
+    """(zarr group, {current name: stored name}) of a readable store."""
     import zarr
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = zarr.open_group(str(path), mode="r")
-    check_schema_attrs(dict(g.attrs), str(path))
-    return g
+    schema = check_store_schema(dict(g.attrs), str(path))
+    if schema.upgraded:
+        warnings.warn(schema.message(str(path)), SchemaUpgradeWarning, stacklevel=3)
+    return g, {new: old for old, new in schema.renames}
 
 
 def _strings(a: Any) -> list[str]:
@@ -61,14 +65,20 @@ class _Store:
     f_cnt: np.ndarray
     w_off: np.ndarray
     w_cnt: np.ndarray
+    stored: dict[str, str] = field(default_factory=dict)
+    """Current array name → name in the store, for names an older major stores differently."""
     cache: dict[str, tuple[int, int, np.ndarray]] = field(default_factory=dict)
+
+    def array(self, name: str) -> Any:
+        """The zarr array holding current-name ``name``."""
+        return self.group[self.stored.get(name, name)]
 
     def read(self, name: str, a: int, b: int, block: int = _BLOCK_FRAMES) -> np.ndarray:
         """Rows [a, b) of a frame/window array through a forward block cache."""
         hit = self.cache.get(name)
         if hit is not None and hit[0] <= a and b <= hit[1]:
             return hit[2][a - hit[0]: b - hit[0]]
-        arr = self.group[name]
+        arr = self.array(name)
         end = min(arr.shape[0], max(b, a + block))
         data = np.asarray(arr[a:end])
         self.cache[name] = (a, end, data)
@@ -76,9 +86,10 @@ class _Store:
 
 
 def _load_store(subset: str, path: Path) -> _Store:
-    g = _open_group(path)
-    names = list(g.array_keys())
-    dims = {n: tuple(g[n].metadata.dimension_names or ()) for n in names}
+    g, stored = _open_group(path)
+    current = {old: new for new, old in stored.items()}
+    names = [current.get(n, n) for n in g.array_keys()]
+    dims = {n: tuple(g[stored.get(n, n)].metadata.dimension_names or ()) for n in names}
     ids = _strings(g["seq_id"]) if "seq_id" in names else []
     derived = {"frame_sequence", "window_sequence", "window_start"}
     return _Store(
@@ -91,6 +102,7 @@ def _load_store(subset: str, path: Path) -> _Store:
         f_cnt=np.asarray(g["seq_frame_count"][...]) if ids else np.zeros(0, np.int64),
         w_off=np.asarray(g["seq_window_offset"][...]) if ids else np.zeros(0, np.int64),
         w_cnt=np.asarray(g["seq_window_count"][...]) if ids else np.zeros(0, np.int64),
+        stored=stored,
     )
 
 
@@ -125,7 +137,7 @@ class BuildReader:
         if st.subset not in self._seq_values:
             vals = {}
             for n in st.seq_names:
-                a = st.group[n]
+                a = st.array(n)
                 vals[n] = _strings(a) if a.dtype.kind in "OTUS" or str(a.dtype).startswith("str") else np.asarray(a[...])
             self._seq_values[st.subset] = vals
         return self._seq_values[st.subset]
@@ -151,7 +163,7 @@ class BuildReader:
                 for n in names:
                     if n not in arrays and (want is None or n in want):
                         x = st.read(n, a, a + n_rows)
-                        if not _unset(x, st.group[n].fill_value):
+                        if not _unset(x, st.array(n).fill_value):
                             arrays[n] = x
         if fps is None:
             raise KeyError(f"sequence {seq_id!r} is in none of the stores under {self.out_dir}")

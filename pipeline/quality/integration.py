@@ -49,14 +49,16 @@ def sequence_metrics(
 
     ``payload``: its ``stage_payload`` output when the caller already has it (avoids a copy);
     ``extras``: arrays beyond the payload (simulation, force plates); the canonical sole points
-    are added automatically. ``meta_extra``: e.g. ``source_nan_frac`` from a source reader.
+    and the sequence's own ``metric_arrays()`` (C3D: IK marker residuals, plate conflicts) are added
+    automatically. ``meta_extra``: e.g. ``source_nan_frac`` from a source reader.
     """
     if payload is None:
         from pipeline.process import stage_payload
 
         payload = stage_payload(processed)
     frame, window, values = payload
-    more = {"foot_points_m": processed.motion.foot_points_m, **dict(extras or {})}
+    measured = processed.metric_arrays() if hasattr(processed, "metric_arrays") else {}
+    more = {"foot_points_m": processed.motion.foot_points_m, **measured, **dict(extras or {})}
     arrays, meta = inputs_from_payload(frame, window, values, processed.motion.fps_hz, more, **meta_extra)
     return metrics_row(arrays, meta)
 

@@ -599,10 +599,13 @@ def centre_of_mass(joint_pos_m: np.ndarray) -> np.ndarray:
 def _grf(arrays, meta):
     f = np.asarray(arrays["grf_n"], dtype=np.float64)  # (N, 2, 3)
     fz = np.nansum(f[..., 2], axis=1)
+    # a foot's force may be unknown (NaN: measured data where no plate measured it): the total is
+    # known only where both feet are; the peak uses whatever is known
+    known = np.isfinite(f[..., 2]).all(axis=1)
     return {
         "grf_peak_bw": _nanmax(fz) / _body_weight_n(meta),
         "grf_foot_max_n": _nanmax(np.linalg.norm(f, axis=-1)),
-        "zero_force_frac": float(np.mean(fz < ZERO_FORCE_N)) if len(fz) else math.nan,
+        "zero_force_frac": float(np.mean(fz[known] < ZERO_FORCE_N)) if known.any() else math.nan,
     }
 
 
@@ -616,14 +619,15 @@ def _grf(arrays, meta):
 def _grf_contact(arrays, meta):
     f = np.asarray(arrays["grf_n"], dtype=np.float64)
     c = np.asarray(arrays["contact"]).astype(bool)
-    fz_total = np.nansum(f[..., 2], axis=1)
+    fz_total = np.sum(f[..., 2], axis=1)  # NaN where a foot's force is unknown (measured data)
     foot_contact = np.stack([c[:, 0] | c[:, 1], c[:, 2] | c[:, 3]], axis=1)  # (N, 2)
     loaded = f[..., 2] > LOADED_FORCE_N
     n = len(fz_total)
     if not n:
         return {}
+    known = np.isfinite(fz_total)  # frames where the total is unknown cannot show "contact without force"
     return {
-        "zero_force_in_contact_frac": float(np.mean(foot_contact.any(axis=1) & (fz_total < ZERO_FORCE_N))),
+        "zero_force_in_contact_frac": float(np.mean(foot_contact.any(axis=1) & known & (np.nan_to_num(fz_total) < ZERO_FORCE_N))),
         "force_without_contact_frac": float(np.mean((loaded & ~foot_contact).any(axis=1))),
     }
 
@@ -686,12 +690,14 @@ def _newton_euler(arrays, meta):
     acc = np.gradient(np.gradient(com, axis=0), axis=0) * fps * fps
     m = float(meta["mass_kg"])
     need = m * (acc + np.array([0.0, 0.0, G_MPS2]))
-    f = np.nansum(np.asarray(arrays["grf_n"], dtype=np.float64), axis=1)
+    f = np.sum(np.asarray(arrays["grf_n"], dtype=np.float64), axis=1)  # NaN where a foot's force is unknown
     # the same low-pass (moving average over NE_SMOOTH_FRAMES) on both sides, as force and kinematics
     # are filtered at a common cut-off in inverse dynamics
     k = NE_SMOOTH_FRAMES
-    diff = uniform_filter1d(f - need, size=k, axis=0, mode="nearest")[k:-k]
-    imb = np.linalg.norm(diff, axis=-1) / (m * G_MPS2)
+    known = np.isfinite(f).all(axis=-1)  # measured data: NaN where a foot's force is unknown
+    diff = uniform_filter1d(np.where(known[:, None], f - need, 0.0), size=k, axis=0, mode="nearest")[k:-k]
+    full = uniform_filter1d(known.astype(np.float64), size=k, mode="nearest")[k:-k] > 1.0 - 1e-9
+    imb = np.where(full, np.linalg.norm(diff, axis=-1), np.nan) / (m * G_MPS2)
     return {"newton_euler_imbalance_bw_p50": _nanpct(imb, 50), "newton_euler_imbalance_bw_p95": _nanpct(imb, 95)}
 
 
@@ -716,7 +722,7 @@ ID_COLUMNS: tuple[str, ...] = ("seq_id", "source", "dataset", "subject", "name",
 
 _META_FROM_SEQ = {
     "seq_id": "seq_id", "source": "seq_source", "dataset": "seq_dataset", "subject": "seq_subject",
-    "name": "seq_name", "split": "seq_split", "path": "seq_path", "sha256": "seq_sha256", "mass_kg": "seq_mass_kg",
+    "name": "seq_name", "split": "seq_split", "path": "seq_path", "sha256": "seq_source_sha256", "mass_kg": "seq_mass_kg",
     "height_m": "seq_height_m", "source_fps_hz": "seq_source_fps_hz", "duration_s": "seq_duration_s",
     "gender": "seq_gender", "skeleton": "seq_skeleton",
 }

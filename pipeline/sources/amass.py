@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from pipeline.records import Provenance, RawMotion, SubjectInfo
-from pipeline.sources.base import SourceError, sha256_of
+from pipeline.sources.base import SourceError, find_licence, sha256_of
 
 SHAPE_FILE_NAMES = frozenset({"shape.npz"})
 """AMASS per-subject shape files (no motion) that discovery skips."""
@@ -142,7 +142,7 @@ def read_amass(path: Path, root: Path) -> RawMotion:
     dataset, subject_id, name = parse_ids(rel)
     provenance = Provenance(
         source="amass", path=rel.as_posix(), sha256=sha, dataset=dataset, subject=subject_id,
-        name=name, size_bytes=size,
+        name=name, size_bytes=size, licence=find_licence(path, root),
     )
 
     # Frame rate.

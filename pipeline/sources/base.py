@@ -1,4 +1,5 @@
-"""What every source shares: errors that name the file, hashing, and the source registry."""
+"""What every source shares: errors that name the file, hashing, licence sidecars and the source
+registry."""
 
 from __future__ import annotations
 
@@ -30,6 +31,58 @@ def sha256_of(path: Path, block_size: int = 1 << 20) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+LICENCE_FILE_NAMES: tuple[str, ...] = ("license", "license.txt", "licence", "licence.txt", "copyright.txt")
+"""Licence sidecar names (case-insensitive), in order of preference within one folder; any other
+``LICENCE*`` file comes after them."""
+
+LICENCE_MAX_CHARS = 200
+UNKNOWN_LICENCE = "unknown"
+
+
+def _licence_files(folder: Path) -> list[Path]:
+    """Licence sidecars in ``folder``, most preferred first."""
+    try:
+        entries = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name)
+    except OSError:
+        return []
+    rank = {name: i for i, name in enumerate(LICENCE_FILE_NAMES)}
+    found = [p for p in entries if p.name.lower() in rank or p.name.lower().startswith("licence")]
+    return sorted(found, key=lambda p: rank.get(p.name.lower(), len(rank)))
+
+
+def _first_line(path: Path) -> str:
+    """First non-empty line of a text file, stripped and cut to ``LICENCE_MAX_CHARS`` ("" if none)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                text = " ".join(line.split())
+                if text:
+                    return text[:LICENCE_MAX_CHARS]
+    except OSError:
+        pass
+    return ""
+
+
+def find_licence(path: str | Path, root: str | Path) -> str:
+    """Licence of a source file: the first non-empty line of the nearest licence sidecar
+    (``LICENSE``, ``LICENSE.txt``, ``LICENCE*``, ``licence.txt``, ``Copyright.txt``; any case),
+    looking in the file's folder, then each parent up to and including ``root``; ``"unknown"``
+    when there is none. A file outside ``root`` only looks in its own folder."""
+    path, root = Path(path).absolute(), Path(root).absolute()
+    folder = path if path.is_dir() else path.parent
+    chain = [folder, *folder.parents]
+    if root in chain:
+        chain = chain[: chain.index(root) + 1]
+    else:
+        chain = [folder]
+    for d in chain:
+        for candidate in _licence_files(d):
+            text = _first_line(candidate)
+            if text:
+                return text
+    return UNKNOWN_LICENCE
+
+
 class Source(Protocol):
     """A source kind: finds its files under a root and reads one file into ``RawMotion`` records."""
 
@@ -51,11 +104,12 @@ class SourceSpec:
 
 
 def get_source(kind: str) -> Source:
-    """The registered source of that kind (``amass``)."""
+    """The registered source of that kind (``amass``, ``c3d``)."""
     factories: dict[str, Callable[[], Source]] = {}
-    from pipeline.sources import amass
+    from pipeline.sources import amass, c3d
 
     factories["amass"] = amass.AmassSource
+    factories["c3d"] = c3d.C3DSource
     try:
         return factories[kind]()
     except KeyError:

@@ -22,13 +22,14 @@ Every problem is a one-line ``SourceError``; soft problems are collected in ``C3
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipeline.sources.base import SourceError, sha256_of
+from pipeline.sources.base import SourceError, find_licence, sha256_of
 
 PROCESSORS = {84: "Intel", 85: "DEC", 86: "SGI/MIPS"}
 """Parameter-section header byte 4 (83 + processor type) -> processor name."""
@@ -409,3 +410,42 @@ def discover_c3d(root: Path) -> list[Path]:
     root = Path(root)
     return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".c3d"),
                   key=lambda p: p.relative_to(root).as_posix())
+
+
+class C3DSource:
+    """Reads C3D files (``get_source("c3d")``); one file is one sequence, its pose fitted to the markers.
+
+    Ids: ``<dataset>/<subject>/<name>`` from the path as for AMASS (``dataset`` = first folder under the
+    root, ``subject`` = last folder, ``name`` = file stem). The ``RawMotion`` carries the trimmed record
+    and the marker IK in ``measured`` (``pipeline.c3d_motion``); force plates are processed at the
+    canonical rate by ``pipeline.process.process_motion``.
+    """
+
+    name = "c3d"
+
+    def discover(self, root: Path) -> list[Path]:
+        """All ``*.c3d`` files (any case) under ``root``, sorted by relative path, absolute."""
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"C3D source root {root} is not a directory")
+        return [p.absolute() for p in discover_c3d(root)]
+
+    def read(self, path: Path, root: Path) -> list:
+        """Read one C3D file and fit the skeleton to its markers; ``SourceError`` (one line) if it cannot."""
+        from pipeline.c3d_motion import raw_from_c3d
+        from pipeline.records import Provenance
+        from pipeline.sources.amass import parse_ids
+
+        path, root = Path(path), Path(root)
+        rec = read_c3d(path, root)
+        rel = PurePosixPath(rec.path)
+        dataset, subject, _ = parse_ids(rel)
+        if len(rel.parts) < 3:  # no subject folder: the file's SUBJECTS:NAMES, else "unknown"
+            dataset = rel.parts[0] if len(rel.parts) == 2 else "unknown"
+            subject = re.sub(r"[\s/\\:]+", "_", rec.subject.get("name", "").strip()) or "unknown"
+        prov = Provenance(source=self.name, path=rec.path, sha256=rec.sha256, dataset=dataset, subject=subject,
+                          name=path.stem, size_bytes=rec.size_bytes, licence=find_licence(path, root))
+        try:
+            return [raw_from_c3d(rec, prov)]
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            raise SourceError(rel, " ".join(str(exc).split())) from None

@@ -1,6 +1,8 @@
-"""Store I/O: schemas, per-sequence staging, the region-parallel Zarr v3 writer and the reader."""
+"""Store I/O: schemas, per-sequence staging, the region-parallel Zarr v3 writer, the reader and
+schema migrations."""
 
-from .reader import open_store, sequence, sequence_index
+from .migrations import MIGRATIONS, Migration, MigrationResult, migrate_store, migration_path
+from .reader import SchemaUpgradeWarning, StoreSchema, check_store_schema, open_store, sequence, sequence_index
 from .schema import (
     SUPPORTED_MAJOR,
     ArraySpec,
@@ -27,21 +29,29 @@ from .writer import (
 )
 
 __all__ = [
+    "MIGRATIONS",
     "SUPPORTED_MAJOR",
     "ArraySpec",
     "Chunking",
     "DimSpec",
+    "Migration",
+    "MigrationResult",
     "Schema",
     "SchemaError",
+    "SchemaUpgradeWarning",
     "StagedSequence",
     "StorePlan",
+    "StoreSchema",
     "WRITER_DERIVED",
     "available_versions",
+    "check_store_schema",
     "create_store",
     "finalize_store",
     "list_staged",
     "load_schema",
     "load_staged",
+    "migrate_store",
+    "migration_path",
     "open_store",
     "plan_store",
     "region_plan",

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED_MAJOR: dict[str, int] = {"motion": 1, "contact": 1, "ground_reaction": 1, "torque": 1}
-"""Schema major version each subset's reader/writer understands."""
+SUPPORTED_MAJOR: dict[str, int] = {"motion": 2, "contact": 2, "ground_reaction": 2, "torque": 2}
+"""Schema major version each subset's reader/writer understands (older majors: schemas/README.md,
+``pipeline.store.migrations``)."""
 
 SUBSETS: tuple[str, ...] = tuple(SUPPORTED_MAJOR)
 
@@ -296,12 +297,13 @@ def validate_arrays(
 # Store validation
 
 
-def _open_group(path: str | Path):  # -> zarr.Group
+def _open_group(path: str | Path, storage_options: dict | None = None):  # -> zarr.Group
     import zarr
 
+    extra = {"storage_options": storage_options} if storage_options else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # consolidated-metadata notices
-        return zarr.open_group(str(path), mode="r", zarr_format=3, use_consolidated=False)
+        return zarr.open_group(str(path), mode="r", zarr_format=3, use_consolidated=False, **extra)
 
 
 def _dtype_matches(spec: ArraySpec, dtype: Any) -> bool:
@@ -317,7 +319,7 @@ def _blocks(n: int, row_elems: int) -> Iterable[tuple[int, int]]:
         yield a, min(n, a + step)
 
 
-def validate_store(path: str | Path) -> list[str]:
+def validate_store(path: str | Path, storage_options: dict | None = None, *, index: bool = True) -> list[str]:
     """Problems of the store at ``path`` (empty list when valid).
 
     Checks required group attrs and the schema they name, every required array and coordinate
@@ -325,11 +327,12 @@ def validate_store(path: str | Path) -> list[str]:
     values), the sequence index (offsets are the cumulative sums of counts and cover the frame and
     window dims exactly; ``frame_sequence``/``window_sequence`` agree with them; ``window_start``
     lies inside its sequence), allowed string values (``seq_split``) and flag values (``contact``).
-    Long frame/window arrays are scanned block by block.
+    Long frame/window arrays are scanned block by block; ``index=False`` skips that scan (the
+    sequence index, allowed values and flags: the data checks) and checks the structure only.
     """
-    path = Path(path)
+    path = path if storage_options else Path(path)
     try:
-        group = _open_group(path)
+        group = _open_group(path, storage_options)
     except Exception as exc:  # noqa: BLE001 - report, don't raise
         return [f"cannot open {path} as a zarr v3 group: {exc}"]
     attrs = dict(group.attrs)
@@ -372,7 +375,7 @@ def validate_store(path: str | Path) -> list[str]:
             got = [v.item() if hasattr(v, "item") else v for v in present[spec.name][...].tolist()]
             if got != list(spec.values):
                 problems.append(f"coordinate {spec.name} values {got} differ from the schema's")
-    if problems:
+    if problems or not index:
         return problems  # index checks below assume a structurally sound store
     problems += _check_index(group, schema, sizes)
     return problems

@@ -1,0 +1,597 @@
+"""Marker inverse kinematics: the SMPL 24-joint skeleton fitted to lab markers (pure numpy).
+
+Input: lab markers in a z-up world frame, metres, (T, M, 3), NaN where missing, with their labels.
+Output: per frame the pelvis position, the global pelvis rotation and local rotations of the other
+joints (SMPL axis-angle), the subject height that scales the skeleton, and per-frame marker RMSE.
+
+* **Targets** (``match_targets``): a lab label is matched after dropping a ``Subject:`` prefix,
+  upper-casing and removing separators (``pipeline.foot_assignment.split_label``); its side comes from an
+  ``L``/``R``/``LEFT``/``RIGHT`` prefix or suffix. Each target is a virtual marker of ``pipeline.markers``
+  (Plug-in Gait names) or a derived point — ``SACR`` (midpoint of LPSI/RPSI), ``LWRI`` (midpoint of the
+  radial and ulnar styloid markers), hip/knee/ankle joint centres ``LHJC``/``LKJC``/``LAJC`` — with lab
+  aliases (``TARGET_ALIASES``: e.g. ``CAL`` → HEE, ``MT2`` → TOE, ``LMAL`` → ANK, ``LFC`` → KNE,
+  ``SHA`` → TIB, ``VSAC`` → SACR, ``IJ`` → CLAV, ``PX`` → STRN; ``KNE_2``/``ANK_2``, the second marker
+  of a duplicated 4-character label, → medial knee/ankle). ``check_targets`` demands ≥ 3 pelvis targets
+  and per leg ≥ 3 targets, one of them on the foot.
+* **Solver** (``solve_poses``): Levenberg–Marquardt, vectorised over frames (every frame solved at once,
+  one (P × P) system per frame). Unknowns: pelvis position and a world-frame rotation increment per
+  *active* joint (a joint whose rotation moves some target); the marker Jacobian is analytic,
+  ∂m/∂ω_j = −[m − p_j]×. Active joints are regularised towards a neutral pose (``REST_POSE``: zero,
+  arms down) with ``reg_m_per_rad`` (a soft prior that only fixes unobservable directions, e.g. the twist
+  of a segment carrying one marker, and spreads trunk bending over spine1–3); joints moving no target
+  (feet, hands, and any limb without markers) keep the neutral pose. NaN targets get zero weight per frame.
+  Initialisation: the pelvis rigidly placed on its targets (Kabsch), every other joint neutral.
+* **Scale and marker offsets** (``fit_markers``): on a subset of frames (≤ ``calib_frames``) poses are
+  solved at an initial height (head markers, else pelvis height, else 1.70 m), then the height is the
+  closed-form least-squares scale of all rest offsets with the poses fixed; the poses are re-solved;
+  then each target's body-fixed offset is re-estimated as the median over frames of its measured
+  position in its parent joint's frame (how far it may move from the template: ``max_offset_shift_m``;
+  wand/cluster markers on the thigh, shank, upper arm, forearm and back may move further) and the poses
+  re-solved. Finally every frame is solved, started from the calibration frames' poses (slerp), and
+  outlier frames (RMSE > max(2 × median, median + 1 cm), a local minimum) are re-solved warm-started
+  from their previous or next frame.
+* **Quality**: ``IKResult.rmse_m`` (T,) RMS over the frame's visible targets of the distance between the
+  measured and the fitted target, metres; ``residual_m`` (T, K) per target (NaN where not visible).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline import markers as mk
+from pipeline import rotations as rot
+from pipeline import skeleton as sk
+from pipeline.foot_assignment import split_label
+
+# ------------------------------------------------------------------------------------------- targets
+SIDED_ALIASES: dict[str, tuple[str, ...]] = {
+    "FHD": ("FHD",), "BHD": ("BHD",), "SHO": ("SHO", "ACR"), "UPA": ("UPA",), "ELB": ("ELB", "LEL"),
+    "FRM": ("FRM",), "WRA": ("WRA", "RSP"), "WRB": ("WRB", "USP"), "WRI": ("WRI", "WRS", "WRT"), "FIN": ("FIN",),
+    "ASI": ("ASI", "ASIS"), "PSI": ("PSI", "PSIS"), "THI": ("THI",), "KNE": ("KNE", "LFC", "KNEL", "LFE"),
+    "KNM": ("KNM", "MFC", "KNE2", "KNEM", "MFE"), "TIB": ("TIB", "SHA", "SHN"), "ANK": ("ANK", "LMAL", "LM"),
+    "MED": ("MED", "MMAL", "MM", "ANK2"), "HEE": ("HEE", "HEEL", "CAL", "CALC", "FCC"),
+    "TOE": ("TOE", "MT2", "MH2", "TOES"), "MT5": ("MT5", "MH5", "VMH"), "BAK": ("BAK",),
+    "HJC": ("HJC",), "KJC": ("KJC",), "AJC": ("AJC",),
+}
+"""Sided target base name -> lab base names (after the side letter), first found wins."""
+
+MIDLINE_ALIASES: dict[str, tuple[str, ...]] = {
+    "C7": ("C7", "CV7"), "T10": ("T10", "TV10"), "CLAV": ("CLAV", "IJ", "JN", "SJN"),
+    "STRN": ("STRN", "PX", "XP", "SXS"), "SACR": ("SACR", "VSAC", "SACRUM", "SAC"),
+}
+"""Midline target -> lab names."""
+
+TARGET_ALIASES = {**SIDED_ALIASES, **MIDLINE_ALIASES}
+
+_DERIVED: dict[str, tuple[str, ...]] = {"SACR": ("LPSI", "RPSI"), "LWRI": ("LWRA", "LWRB"), "RWRI": ("RWRA", "RWRB")}
+_JOINT_CENTRES = {"LHJC": 1, "RHJC": 2, "LKJC": 4, "RKJC": 5, "LAJC": 7, "RAJC": 8}
+_WAND = ("THI", "TIB", "UPA", "FRM", "BAK", "T10")
+"""Markers placed anywhere along a segment (their offsets are calibrated freely)."""
+
+PELVIS_TARGETS = ("LASI", "RASI", "LPSI", "RPSI", "SACR", "LHJC", "RHJC")
+FOOT_TARGETS = ("ANK", "MED", "HEE", "TOE", "MT5", "AJC")
+
+REST_POSE = np.zeros((sk.N_JOINTS, 3))
+REST_POSE[16] = (0.0, 0.0, -1.2)  # left arm down ~70° (template z is forward; +x left arm → −y)
+REST_POSE[17] = (0.0, 0.0, 1.2)
+"""Neutral local pose (axis-angle, rad): zero except the arms, hanging ~70° down from the T-pose."""
+
+
+@dataclass(frozen=True)
+class TargetSet:
+    """Lab markers matched to skeleton-attached targets.
+
+    Attributes:
+        names: (K,) target names (virtual marker names, ``SACR``, ``LWRI``, ``LHJC`` ...).
+        parents: (K,) SMPL joint each target is attached to.
+        offset_frac: (K, 3) rest offset from the parent joint in the template frame, / height.
+        indices: per target the lab marker indices averaged (usually one).
+        labels: per target the lab labels used.
+        wand: (K,) bool, marker placed anywhere along its segment (free offset calibration).
+    """
+
+    names: tuple[str, ...]
+    parents: np.ndarray
+    offset_frac: np.ndarray
+    indices: tuple[tuple[int, ...], ...]
+    labels: tuple[tuple[str, ...], ...]
+    wand: np.ndarray
+
+    def positions(self, markers_m: np.ndarray) -> np.ndarray:
+        """(T, K, 3) measured target positions (mean of their lab markers; NaN if any is NaN)."""
+        m = np.asarray(markers_m, dtype=np.float64)
+        return np.stack([m[:, list(ix)].mean(axis=1) for ix in self.indices], axis=1)
+
+
+def _virtual_offset_frac(name: str) -> tuple[int, np.ndarray]:
+    if name in _JOINT_CENTRES:
+        return _JOINT_CENTRES[name], np.zeros(3)
+    if name in _DERIVED:
+        parts = [_virtual_offset_frac(p) for p in _DERIVED[name]]
+        return parts[0][0], np.mean([o for _, o in parts], axis=0)
+    i = mk.MARKER_NAMES.index(name)
+    return mk.MARKER_PARENTS[i], mk._OFFSET_FRACTIONS[i].copy()
+
+
+def _target_names() -> tuple[str, ...]:
+    names = [n for n in mk.MARKER_NAMES]
+    names += ["SACR", "LWRI", "RWRI", *(_JOINT_CENTRES)]
+    return tuple(names)
+
+
+def _base_of(target: str) -> tuple[str | None, str]:
+    if target in MIDLINE_ALIASES:
+        return None, target
+    return ("left" if target[0] == "L" else "right"), target[1:]
+
+
+def match_targets(labels: tuple[str, ...] | list[str]) -> TargetSet:
+    """Targets found among the lab ``labels`` (module docstring), in ``_target_names`` order."""
+    table: dict[tuple[str | None, str], int] = {}
+    for i, lab in enumerate(labels):
+        key = split_label(lab)
+        table.setdefault(key, i)
+        unsided = (None, lab.split(":")[-1].strip().upper().replace("_", "").replace(".", ""))
+        table.setdefault(unsided, i)
+    names, parents, offs, idx, labs, wand = [], [], [], [], [], []
+    for t in _target_names():
+        side, base = _base_of(t)
+        aliases = TARGET_ALIASES.get(base, (base,))
+        found = next(((table[(side, a)],) for a in aliases if (side, a) in table), None)
+        if found is None:
+            continue
+        p, o = _virtual_offset_frac(t)
+        names.append(t)
+        parents.append(p)
+        offs.append(o)
+        idx.append(found)
+        labs.append(tuple(labels[i] for i in found))
+        wand.append(base in _WAND)
+    # A derived midpoint is redundant when both of its markers exist (keep the real ones).
+    keep = [k for k, n in enumerate(names) if not (n in _DERIVED and all(p in names for p in _DERIVED[n]))]
+    return TargetSet(
+        names=tuple(names[k] for k in keep), parents=np.asarray([parents[k] for k in keep], dtype=int),
+        offset_frac=np.asarray([offs[k] for k in keep], dtype=np.float64).reshape(-1, 3),
+        indices=tuple(idx[k] for k in keep), labels=tuple(labs[k] for k in keep),
+        wand=np.asarray([wand[k] for k in keep], dtype=bool),
+    )
+
+
+def check_targets(ts: TargetSet) -> str | None:
+    """Why the targets cannot support the IK (one line), or ``None`` when they can."""
+    have = set(ts.names)
+    pelvis = [n for n in PELVIS_TARGETS if n in have]
+    problems = []
+    if len(pelvis) < 3:
+        problems.append(f"pelvis has {len(pelvis)} of LASI/RASI/LPSI/RPSI/SACR/HJC (need 3)")
+    for side in "LR":
+        leg = [n for n in ts.names if n[0] == side and n not in PELVIS_TARGETS
+               and ts.parents[ts.names.index(n)] in _LEG_JOINTS[side]]
+        foot = [n for n in leg if n[1:] in FOOT_TARGETS]
+        if len(leg) < 3 or not foot:
+            problems.append(f"{'left' if side == 'L' else 'right'} leg has {len(leg)} targets"
+                            f"{'' if foot else ' and none on the foot'} (need 3 incl. ankle/heel/toe)")
+    if problems:
+        found = ",".join(ts.names) or "none"
+        return f"too few named markers for the marker IK: {'; '.join(problems)} (matched: {found})"
+    return None
+
+
+_LEG_JOINTS = {"L": (1, 4, 7, 10), "R": (2, 5, 8, 11)}
+
+
+# ------------------------------------------------------------------------------------------- solver
+@dataclass(frozen=True)
+class IKConfig:
+    """Solver settings (m, rad, iterations, frames)."""
+
+    reg_m_per_rad: float = 0.01
+    """Prior weight of every active joint's deviation from ``REST_POSE``: 1 rad costs like 1 cm of marker error."""
+    trunk_reg_m_per_rad: float = 0.05
+    """Stronger prior on spine1, spine2, neck and the collars (few markers, redundant chain)."""
+    max_offset_shift_m: float = 0.03
+    """Largest calibrated move of an anatomical marker's offset from the template."""
+    max_wand_shift_m: float = 0.12
+    """Largest calibrated move of a wand/cluster marker's offset."""
+    calib_frames: int = 150
+    iterations: int = 25
+    refine_iterations: int = 8
+    scale_rounds: int = 4
+    calibrate_offsets: bool = True
+    """Re-estimate marker offsets on the calibration frames (off: template offsets ∝ height)."""
+    height_m: float | None = None
+    """Known standing height (skips the scale fit), metres."""
+    min_height_m: float = 1.2
+    max_height_m: float = 2.2
+
+
+_TRUNK = (3, 6, 12, 13, 14)
+_DAMP_FLOOR = 1e-3
+"""Added to the Hessian diagonal before the LM damping factor (m² per rad², a 3 cm lever): keeps steps
+along nearly unobservable directions short."""
+
+
+@dataclass(frozen=True)
+class IKResult:
+    """Fitted poses at the marker frames.
+
+    Attributes:
+        root_orient_aa_rad: (T, 3) global pelvis rotation (template → world), axis-angle.
+        body_pose_aa_rad: (T, 23, 3) local rotations of joints 1–23.
+        root_pos_m: (T, 3) world pelvis joint position, metres.
+        height_m: fitted standing height (skeleton scale), metres.
+        targets: the matched targets.
+        offsets_m: (K, 3) calibrated target offsets from their parent joints (template frame), metres.
+        rmse_m: (T,) RMS marker residual over the frame's visible targets, metres (NaN: none visible).
+        residual_m: (T, K) per-target residual distance, metres (NaN where not visible).
+        solved: (T,) bool, frame had ≥ 3 pelvis targets and was solved (others are interpolated).
+    """
+
+    root_orient_aa_rad: np.ndarray
+    body_pose_aa_rad: np.ndarray
+    root_pos_m: np.ndarray
+    height_m: float
+    targets: TargetSet
+    offsets_m: np.ndarray
+    rmse_m: np.ndarray
+    residual_m: np.ndarray
+    solved: np.ndarray
+
+    @property
+    def trans_m(self) -> np.ndarray:
+        """(T, 3) SMPL ``trans`` = pelvis position − J0 of the anthropometric skeleton at ``height_m``."""
+        return self.root_pos_m - sk.anthropometric_skeleton(self.height_m).rest_joints_m[0]
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    out = np.zeros(v.shape + (3,))
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    out[..., 0, 1], out[..., 0, 2] = -z, y
+    out[..., 1, 0], out[..., 1, 2] = z, -x
+    out[..., 2, 0], out[..., 2, 1] = -y, x
+    return out
+
+
+def _ancestors(j: int) -> list[int]:
+    out = []
+    while j >= 0:
+        out.append(j)
+        j = sk.PARENTS[j]
+    return out
+
+
+def active_joints(parents: np.ndarray) -> np.ndarray:
+    """Sorted joints whose rotation moves at least one target attached to ``parents``."""
+    act = set()
+    for p in np.asarray(parents).tolist():
+        act.update(_ancestors(int(p)))
+    return np.asarray(sorted(act), dtype=int)
+
+
+def target_positions(glob: np.ndarray, joints: np.ndarray, parents: np.ndarray, offsets_m: np.ndarray) -> np.ndarray:
+    """(T, K, 3) world target positions from FK globals (T, 24, 3, 3), joints (T, 24, 3), offsets (K, 3) m."""
+    return joints[:, parents] + np.einsum("tkij,kj->tki", glob[:, parents], offsets_m)
+
+
+def _kabsch(src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batched weighted rigid fit dst ≈ R src + t; src (K, 3), dst (T, K, 3), w (T, K)."""
+    ws = w.sum(axis=1, keepdims=True)
+    cs = np.einsum("tk,ki->ti", w, src) / np.maximum(ws, 1e-12)
+    cd = np.einsum("tk,tki->ti", w, dst) / np.maximum(ws, 1e-12)
+    a = src[None] - cs[:, None]
+    b = dst - cd[:, None]
+    h = np.einsum("tk,tki,tkj->tij", w, a, b)
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(np.einsum("tji,tkj->tik", vt, u)))
+    dm = np.zeros((len(d), 3, 3))
+    dm[:, 0, 0] = dm[:, 1, 1] = 1.0
+    dm[:, 2, 2] = d
+    r = np.einsum("tji,tjk,tlk->til", vt, dm, u)
+    return r, cd - np.einsum("tij,tj->ti", r, cs)
+
+
+def initial_root(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton, offsets_m: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 3, 3) root rotation and (T, 3) pelvis position placing the pelvis targets rigidly (Kabsch)."""
+    pel = np.flatnonzero(ts.parents == 0) if np.any(ts.parents == 0) else np.arange(0)
+    jc = [k for k, n in enumerate(ts.names) if n in ("LHJC", "RHJC")]
+    pel = np.asarray(sorted(set(pel.tolist()) | set(jc)), dtype=int)
+    rest = skel.rest_joints_m[ts.parents[pel]] + offsets_m[pel] - skel.rest_joints_m[0]
+    r, t = _kabsch(rest, np.nan_to_num(obs[:, pel]), w[:, pel])
+    return r, t
+
+
+def _forward(local: np.ndarray, root: np.ndarray, skel: sk.Skeleton, ts: TargetSet, offsets_m: np.ndarray):
+    glob, joints = sk.forward_kinematics(local, root, skel.offsets_m)
+    return glob, joints, target_positions(glob, joints, ts.parents, offsets_m)
+
+
+def _reg_weights(active: np.ndarray, cfg: IKConfig) -> np.ndarray:
+    return np.asarray([cfg.trunk_reg_m_per_rad if j in _TRUNK else cfg.reg_m_per_rad for j in active])
+
+
+def _cost(pred, obs, w, local, active, wreg):
+    r = np.where(w[..., None] > 0, pred - obs, 0.0)
+    c = np.einsum("tk,tki->t", w, r * r)
+    dev = rot.rotmat_to_aa(local[:, active]) - REST_POSE[active]
+    c += np.einsum("a,tai->t", wreg**2, dev * dev)
+    return c, r, dev
+
+
+def solve_poses(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton, offsets_m: np.ndarray,
+                local: np.ndarray, root: np.ndarray, iterations: int, cfg: IKConfig = IKConfig(),
+                reg_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Levenberg–Marquardt on every frame at once; returns refined (local (T,24,3,3), root (T,3)).
+
+    ``obs`` (T, K, 3) measured targets (NaN allowed where ``w`` is 0), ``w`` (T, K) weights;
+    ``reg_scale`` multiplies the pose prior (a stiff prior first avoids local minima from a far start).
+    """
+    obs = np.nan_to_num(np.asarray(obs, dtype=np.float64))
+    local, root = local.copy(), root.copy()
+    n, k = w.shape
+    active = active_joints(ts.parents)
+    na = len(active)
+    npar = 3 + 3 * na
+    # mask[k, a]: target k moves with joint active[a]
+    mask = np.zeros((k, na))
+    for i, p in enumerate(ts.parents.tolist()):
+        anc = set(_ancestors(int(p)))
+        mask[i] = [1.0 if j in anc else 0.0 for j in active]
+    wreg = _reg_weights(active, cfg) * reg_scale
+    parent_of = np.asarray([max(sk.PARENTS[j], 0) for j in active])
+    lam = np.full(n, 0.1)
+    glob, joints, pred = _forward(local, root, skel, ts, offsets_m)
+    cost, r, dev = _cost(pred, obs, w, local, active, wreg)
+    sw = np.sqrt(w)
+    eye3 = np.eye(3)
+    for _ in range(iterations):
+        d = pred[:, :, None, :] - joints[:, None, active, :]  # (T, K, A, 3)
+        jr = -_skew(d) * mask[None, :, :, None, None]  # (T, K, A, 3, 3): rows xyz of target, cols ω
+        jac = np.empty((n, k, 3, npar))
+        jac[..., :3] = eye3
+        jac[..., 3:] = jr.transpose(0, 1, 3, 2, 4).reshape(n, k, 3, 3 * na)
+        jac *= sw[..., None, None]
+        jac = jac.reshape(n, 3 * k, npar)
+        res = (r * sw[..., None]).reshape(n, 3 * k)
+        hess = np.matmul(jac.transpose(0, 2, 1), jac)
+        grad = np.einsum("tpi,tp->ti", jac, res)
+        # prior: d dev_a / d ω_a ≈ G_parent(a)^T (world increment expressed in the parent frame)
+        gp = glob[:, parent_of]  # (T, A, 3, 3)
+        gp = np.where((active == 0)[None, :, None, None], eye3, gp)
+        jreg = wreg[None, :, None, None] * gp.transpose(0, 1, 3, 2)  # (T, A, 3, 3)
+        for a in range(na):
+            s = slice(3 + 3 * a, 6 + 3 * a)
+            hess[:, s, s] += np.matmul(jreg[:, a].transpose(0, 2, 1), jreg[:, a])
+            grad[:, s] += np.einsum("tji,tj->ti", jreg[:, a], wreg[a] * dev[:, a])
+        diag = np.einsum("tii->ti", hess)
+        a_mat = hess + (lam[:, None] * (diag + _DAMP_FLOOR))[:, :, None] * np.eye(npar)[None]
+        step = -np.linalg.solve(a_mat, grad[..., None])[..., 0]
+        new_root = root + step[:, :3]
+        om = step[:, 3:].reshape(n, na, 3)
+        new_local = local.copy()
+        dr = rot.aa_to_rotmat(om)  # (T, A, 3, 3) world-frame increments
+        for a, j in enumerate(active.tolist()):
+            if j == 0:
+                new_local[:, 0] = dr[:, a] @ local[:, 0]
+            else:
+                g = glob[:, sk.PARENTS[j]]
+                new_local[:, j] = g.transpose(0, 2, 1) @ dr[:, a] @ g @ local[:, j]
+        g2, j2, p2 = _forward(new_local, new_root, skel, ts, offsets_m)
+        c2, r2, dev2 = _cost(p2, obs, w, new_local, active, wreg)
+        better = c2 < cost
+        lam = np.where(better, lam / 3.0, np.minimum(lam * 5.0, 1e6))
+        b = better
+        local[b], root[b], glob[b], joints[b], pred[b] = new_local[b], new_root[b], g2[b], j2[b], p2[b]
+        cost[b], r[b], dev[b] = c2[b], r2[b], dev2[b]
+        if np.all(lam >= 1e6):
+            break
+    return local, root
+
+
+# ------------------------------------------------------------------------------------------- driver
+def estimate_initial_height(ts: TargetSet, obs: np.ndarray) -> float:
+    """Rough standing height (m) from head-marker or pelvis-marker heights above z = 0, else 1.70."""
+    def med_z(names: tuple[str, ...]) -> tuple[float, float] | None:
+        ks = [ts.names.index(n) for n in names if n in ts.names]
+        if not ks:
+            return None
+        z = obs[:, ks, 2]
+        if not np.isfinite(z).any():
+            return None
+        frac = float(np.mean([ts.offset_frac[k, 1] + sk._REST_FRACTIONS[ts.parents[k], 1] for k in ks]))
+        return float(np.nanpercentile(z, 75)), frac
+    for names in (("LFHD", "RFHD", "LBHD", "RBHD"), ("LASI", "RASI", "LPSI", "RPSI", "SACR")):
+        got = med_z(names)
+        if got is not None and got[0] > 0.3:
+            return float(np.clip(got[0] / got[1], 1.3, 2.1))
+    return sk.REFERENCE_HEIGHT_M
+
+
+def _fit_scale(ts: TargetSet, obs: np.ndarray, w: np.ndarray, local: np.ndarray, offsets_frac: np.ndarray) -> float:
+    """Closed-form height s minimising Σ w |m − r_t − s g| with poses fixed (g at unit height)."""
+    rest = sk._REST_FRACTIONS - sk._REST_FRACTIONS[0] + sk._PELVIS_TEMPLATE_FRACTION
+    offs = sk.rest_offsets(rest)
+    glob, joints = sk.forward_kinematics(local, np.zeros((local.shape[0], 3)), offs)
+    g = target_positions(glob, joints, ts.parents, offsets_frac)
+    obs = np.nan_to_num(obs)
+    ws = np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+    gm = np.einsum("tk,tki->ti", w, g) / ws
+    om = np.einsum("tk,tki->ti", w, obs) / ws
+    dg, do = g - gm[:, None], obs - om[:, None]
+    return float(np.einsum("tk,tki,tki->", w, dg, do) / max(np.einsum("tk,tki,tki->", w, dg, dg), 1e-12))
+
+
+def _calibrate_offsets(ts: TargetSet, obs: np.ndarray, w: np.ndarray, glob: np.ndarray, joints: np.ndarray,
+                       template_m: np.ndarray, cfg: IKConfig) -> np.ndarray:
+    """Median body-frame offset of each target, limited to ``max_*_shift_m`` from the template."""
+    rel = np.einsum("tkji,tkj->tki", glob[:, ts.parents], obs - joints[:, ts.parents])
+    rel = np.where(w[..., None] > 0, rel, np.nan)
+    out = template_m.copy()
+    for k in range(len(ts.names)):
+        if ts.names[k] in _JOINT_CENTRES or np.isfinite(rel[:, k, 0]).sum() < 5:
+            continue
+        med = np.nanmedian(rel[:, k], axis=0)
+        shift = med - template_m[k]
+        lim = cfg.max_wand_shift_m if ts.wand[k] else cfg.max_offset_shift_m
+        norm = float(np.linalg.norm(shift))
+        out[k] = template_m[k] + (shift * min(1.0, lim / norm) if norm > 0 else 0.0)
+    return out
+
+
+def solve_from_far(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton, offsets_m: np.ndarray,
+                   local: np.ndarray, root: np.ndarray, cfg: IKConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``solve_poses`` from a far start: a 30× stiffer prior, then 5×, then the configured one."""
+    for scale, iters in ((30.0, cfg.iterations // 2), (5.0, cfg.iterations // 2), (1.0, cfg.iterations)):
+        local, root = solve_poses(ts, obs, w, skel, offsets_m, local, root, iters, cfg, reg_scale=scale)
+    return local, root
+
+
+def _frame_rmse(ts, obs, w, skel, offsets, local, root) -> np.ndarray:
+    _, _, pred = _forward(local, root, skel, ts, offsets)
+    d2 = np.where(w > 0, np.sum((pred - np.nan_to_num(obs)) ** 2, axis=-1), 0.0)
+    return np.sqrt(d2.sum(axis=1) / np.maximum((w > 0).sum(axis=1), 1))
+
+
+def _repair(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton, offsets_m: np.ndarray,
+            local: np.ndarray, root: np.ndarray, cfg: IKConfig, passes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Re-solve outlier frames (RMSE > max(2 × median, median + 1 cm)) from a neighbour's pose (warm start
+    from the previous, then the next frame); a new solution is kept only where it fits better."""
+    err = _frame_rmse(ts, obs, w, skel, offsets_m, local, root)
+    for k in range(passes):
+        med = float(np.median(err))
+        bad = np.flatnonzero(err > max(2.0 * med, med + 0.01))
+        if not bad.size:
+            break
+        nb = bad - 1 if k % 2 == 0 else bad + 1
+        ok = (nb >= 0) & (nb < len(err))
+        bad, nb = bad[ok], nb[ok]
+        if not bad.size:
+            continue
+        l2, r2 = solve_poses(ts, obs[bad], w[bad], skel, offsets_m, local[nb], root[nb], cfg.iterations, cfg)
+        e2 = _frame_rmse(ts, obs[bad], w[bad], skel, offsets_m, l2, r2)
+        better = e2 < err[bad]
+        idx = bad[better]
+        local[idx], root[idx], err[idx] = l2[better], r2[better], e2[better]
+    return local, root
+
+
+def _rest_local(n: int) -> np.ndarray:
+    return np.broadcast_to(rot.aa_to_rotmat(REST_POSE), (n, sk.N_JOINTS, 3, 3)).copy()
+
+
+def fit_markers(markers_m: np.ndarray, labels: tuple[str, ...] | list[str], cfg: IKConfig = IKConfig(),
+                targets: TargetSet | None = None) -> IKResult:
+    """Fit the skeleton to lab markers (T, M, 3) (z up, metres, NaN = missing); see module docstring.
+
+    Raises ``ValueError`` (one line) when the targets cannot support the IK or no frame shows the pelvis.
+    """
+    ts = match_targets(labels) if targets is None else targets
+    problem = check_targets(ts)
+    if problem:
+        raise ValueError(problem)
+    obs = ts.positions(markers_m)  # (T, K, 3)
+    n = obs.shape[0]
+    vis = np.isfinite(obs).all(axis=-1)
+    w = vis.astype(np.float64)
+    pel = [k for k, nm in enumerate(ts.names) if nm in PELVIS_TARGETS]
+    solved = vis[:, pel].sum(axis=1) >= 3
+    if not solved.any():
+        raise ValueError("no frame shows 3 pelvis markers")
+    frames = np.flatnonzero(solved)
+    calib = frames[np.unique(np.linspace(0, len(frames) - 1, min(cfg.calib_frames, len(frames))).round().astype(int))]
+
+    # calibration frames: initial height and poses, then (scale, poses) × scale_rounds, then offsets, poses
+    h = cfg.height_m if cfg.height_m is not None else estimate_initial_height(ts, obs)
+    oc, wc = obs[calib], w[calib]
+    offsets = ts.offset_frac * h
+    skel = sk.anthropometric_skeleton(h)
+    r0, root = initial_root(ts, oc, wc, skel, offsets)
+    local = _rest_local(len(calib))
+    local[:, 0] = r0
+    local, root = solve_from_far(ts, oc, wc, skel, offsets, local, root, cfg)
+    for _ in range(cfg.scale_rounds if cfg.height_m is None else 0):
+        h = float(np.clip(_fit_scale(ts, oc, wc, local, ts.offset_frac), cfg.min_height_m, cfg.max_height_m))
+        skel, offsets = sk.anthropometric_skeleton(h), ts.offset_frac * h
+        local, root = solve_poses(ts, oc, wc, skel, offsets, local, root, cfg.refine_iterations, cfg)
+    if cfg.calibrate_offsets:
+        glob, joints = sk.forward_kinematics(local, root, skel.offsets_m)
+        offsets = _calibrate_offsets(ts, oc, wc, glob, joints, ts.offset_frac * h, cfg)
+        local, root = solve_poses(ts, oc, wc, skel, offsets, local, root, cfg.refine_iterations, cfg)
+    skel = sk.anthropometric_skeleton(h)
+
+    # all solved frames, started from the calibration poses interpolated in time
+    tc = calib.astype(np.float64)
+    tf = np.clip(frames.astype(np.float64), tc[0], tc[-1])
+    if len(calib) >= 2:
+        q = rot.resample_quats(tc, rot.rotmat_to_quat(local), tf)
+        local_f = rot.quat_to_rotmat(q)
+        root_f = np.stack([np.interp(tf, tc, root[:, i]) for i in range(3)], axis=1)
+    else:
+        local_f, root_f = np.repeat(local, len(frames), 0), np.repeat(root, len(frames), 0)
+    r0, p0 = initial_root(ts, obs[frames], w[frames], skel, offsets)
+    local_f[:, 0], root_f = r0, p0  # the pelvis is placed exactly per frame
+    local_f, root_f = solve_poses(ts, obs[frames], w[frames], skel, offsets, local_f, root_f, cfg.iterations, cfg)
+    local_f, root_f = _repair(ts, obs[frames], w[frames], skel, offsets, local_f, root_f, cfg)
+
+    # every frame: solved ones, others interpolated (nearest at the ends)
+    t_all = np.clip(np.arange(n, dtype=np.float64), frames[0], frames[-1])
+    if len(frames) >= 2:
+        q_all = rot.resample_quats(frames.astype(np.float64), rot.rotmat_to_quat(local_f), t_all)
+        root_all = np.stack([np.interp(t_all, frames, root_f[:, i]) for i in range(3)], axis=1)
+    else:
+        q_all = np.repeat(rot.rotmat_to_quat(local_f), n, 0)
+        root_all = np.repeat(root_f, n, 0)
+    local_all = rot.quat_to_rotmat(q_all)
+    glob, joints, pred = _forward(local_all, root_all, skel, ts, offsets)
+    res = np.where(vis, np.linalg.norm(pred - np.nan_to_num(obs), axis=-1), np.nan)
+    with np.errstate(invalid="ignore"):
+        rmse = np.sqrt(np.nanmean(res**2, axis=1)) if res.size else np.full(n, np.nan)
+    aa = rot.quat_to_aa(q_all)
+    return IKResult(root_orient_aa_rad=aa[:, 0], body_pose_aa_rad=aa[:, 1:], root_pos_m=root_all, height_m=float(h),
+                    targets=ts, offsets_m=offsets, rmse_m=rmse, residual_m=res, solved=solved)
+
+
+def target_residuals(ik_targets: TargetSet, offsets_m: np.ndarray, markers_m: np.ndarray, glob: np.ndarray,
+                     joints: np.ndarray) -> np.ndarray:
+    """(T, K) distance between measured targets and the skeleton's targets (FK output), metres; NaN if unseen."""
+    obs = ik_targets.positions(markers_m)
+    pred = target_positions(glob, joints, ik_targets.parents, offsets_m)
+    return np.linalg.norm(pred - obs, axis=-1)
+
+
+def lift_toes(pose_aa_rad: np.ndarray, root_pos_m: np.ndarray, height_m: float, floor_z_m: float = 0.0,
+              max_angle_rad: float = 1.0) -> np.ndarray:
+    """(T, 24, 3) poses whose toe tips do not go below ``floor_z_m``: the foot (metatarsophalangeal) joints,
+    which no marker observes, are dorsiflexed about their template x axis by the smallest angle (0.33° grid)
+    that puts a toe tip below the floor back on it (push-off: the toes bend, the rigid foot would dive into the
+    floor). Other frames and joints are unchanged. ``pose_aa_rad``: joint 0 global, others local; metres."""
+    pose = np.array(pose_aa_rad, dtype=np.float64, copy=True)
+    skel = sk.anthropometric_skeleton(height_m)
+    glob, joints = sk.forward_kinematics(rot.aa_to_rotmat(pose), root_pos_m, skel.offsets_m)
+    offs = sk.foot_point_offsets(skel)
+    for toe, joint in ((1, 10), (3, 11)):
+        o = offs[toe]
+        g = glob[:, sk.PARENTS[joint]] @ rot.aa_to_rotmat(pose[:, joint])  # foot's global (current local)
+        # toe tip height above the joint after an extra flexion θ about the foot's x axis:
+        # z(θ) = A + B cos θ + C sin θ
+        row = g[:, 2, :]
+        a = row[:, 0] * o[0]
+        b = row[:, 1] * o[1] + row[:, 2] * o[2]
+        c = row[:, 2] * o[1] - row[:, 1] * o[2]
+        target = floor_z_m - joints[:, joint, 2]
+        below = a + b < target - 1e-9
+        if not below.any():
+            continue
+        # dorsiflexion is θ < 0 about the template x axis (the toe tip's template z turns into +y);
+        # the smallest such θ reaching the floor, at most max_angle_rad
+        grid = -np.linspace(0.0, max_angle_rad, 181)  # 0.33° steps
+        z = a[:, None] + b[:, None] * np.cos(grid) + c[:, None] * np.sin(grid)
+        reach = z >= target[:, None]
+        first = np.where(reach.any(axis=1), np.argmax(reach, axis=1), len(grid) - 1)
+        theta = grid[first]
+        extra = np.zeros((len(theta), 3))
+        extra[:, 0] = np.where(below, theta, 0.0)
+        pose[:, joint] = rot.rotmat_to_aa(rot.aa_to_rotmat(pose[:, joint]) @ rot.aa_to_rotmat(extra))
+    return pose
