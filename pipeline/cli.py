@@ -297,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.quality import add_report_parser
 
     add_report_parser(sub)
+
+    from pipeline.store.migrations import add_migrate_parser
+
+    add_migrate_parser(sub)
     from flows.schedule import add_server_parsers
 
     add_server_parsers(sub)  # dynaset server / dynaset schedule (docs/scheduling.md)
