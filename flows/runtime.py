@@ -73,7 +73,7 @@ def dask_task_runner(workers: int | None = None, address: str | None = None):
             "n_workers": n,
             "threads_per_worker": 1,
             "processes": True,
-            "dashboard_address": None,
+            "dashboard_address": ":0",  # a free port: two clusters never clash on 8787
             "memory_limit": "auto",
         },
     )
