@@ -58,7 +58,7 @@ def resolve_api_url(api_url: str | None) -> str:
     return url.rstrip("/")
 
 
-def schedule_environment(root: Path, api_url: str) -> None:
+def schedule_environment(root: Path | str, api_url: str) -> None:
     """Set this process's Prefect environment (call before ``prefect`` is imported).
 
     ``PREFECT_API_URL`` is forced to ``api_url``; ``PREFECT_HOME`` defaults to ``ROOT/.prefect``
@@ -69,7 +69,14 @@ def schedule_environment(root: Path, api_url: str) -> None:
 
     os.environ["PREFECT_API_URL"] = api_url
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    prefect_environment(root / ".prefect")
+    prefect_environment(client_home(root))
+
+
+def client_home(root: Path | str) -> Path:
+    """The Prefect client home of a root: ``ROOT/.prefect``, or in the local mirror of an S3 root."""
+    from pipeline.store.remote_root import is_remote, mirror_dir
+
+    return mirror_dir(str(root)) / ".prefect" if is_remote(root) else Path(root) / ".prefect"
 
 
 @contextlib.contextmanager
@@ -82,10 +89,19 @@ def _api(api_url: str) -> Iterator[None]:
         yield
 
 
-def check_root(root: str | os.PathLike) -> Path:
-    """The resolved dataset root; it must hold ``dataset.json`` (written by ``dynaset build``)."""
+def check_root(root: str | os.PathLike) -> Path | str:
+    """The resolved dataset root (a local path, or an ``s3://`` URL as is); it must hold
+    ``dataset.json`` (written by ``dynaset build``)."""
     from pipeline.dataset import DATASET_FILE
+    from pipeline.store.remote_root import is_remote
 
+    if is_remote(root):
+        from pipeline.store.location import open_location
+
+        if not open_location(str(root)).exists(DATASET_FILE):
+            raise ScheduleError(f"{root} is not a dataset root (no {DATASET_FILE}); build it once with "
+                                f"`dynaset build --source KIND=DIR --out {root}`")
+        return str(root)
     path = Path(root).expanduser().resolve()
     if not (path / DATASET_FILE).is_file():
         raise ScheduleError(
@@ -116,7 +132,7 @@ def ingest_deployment(root: str | os.PathLike, cron: str, timezone: str = "UTC",
 
     from flows.ingest import ingest
 
-    root = Path(root)
+    root = root if str(root).startswith("s3://") else Path(root)
     try:
         return ingest.to_deployment(
             name=name or default_deployment_name(root),
@@ -143,7 +159,7 @@ def register_only(root: str | os.PathLike, cron: str, timezone: str = "UTC", api
 
     root = check_root(root)
     url = resolve_api_url(api_url)
-    prefect_environment(root / ".prefect")
+    prefect_environment(client_home(root))
     with _api(url):
         deployment = ingest_deployment(root, cron, timezone, name, workers, collision)
         return str(deployment.apply())

@@ -244,3 +244,14 @@ def test_scheduled_ingest_on_a_real_server(tmp_path, monkeypatch):
         timings["total"] = time.monotonic() - t0
         print(f"\nschedule test timings (s): {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
     assert serve.returncode == 0 and server.returncode is not None
+
+
+def test_s3_root_is_checked_on_the_object_store(s3_root):
+    from flows.schedule import ScheduleError, check_root, client_home
+    from pipeline.store.location import open_location
+
+    with pytest.raises(ScheduleError, match="not a dataset root"):
+        check_root(s3_root)
+    open_location(s3_root).write_bytes("dataset.json", b"{}")
+    assert check_root(s3_root) == s3_root
+    assert client_home(s3_root).name == ".prefect" and "s3:" not in str(client_home(s3_root))
