@@ -397,7 +397,9 @@ def _build_with_ledger(sources, out, cfg, chunking, workers, thresholds, force, 
     if not todo and not removed and last.get("inputs_fingerprint") == fingerprint and all(
             (out / f"{s}.zarr").is_dir() for s in SUBSETS):
         _say("[build] nothing new: stores are up to date and left untouched")
-        _record_ledger(ledger, jobs, cached, removed, key, build_id, started, stores_written=0)
+        earlier = [QuarantineEntry(**q) for q in _read_json(out / QUARANTINE_FILE) or []]
+        _record_ledger(ledger, jobs, cached, removed, key, build_id, started, stores_written=0,
+                       quarantine=earlier)  # keeps files quarantined as duplicates quarantined
         summary = dict(last)
         summary.update(up_to_date=True, files_new=0, files_changed=0, files_unchanged=len(jobs), files_removed=0,
                        ledger_hash=ledger.content_hash(), run_id=build_id)

@@ -184,3 +184,30 @@ def test_stats_shipped_with_the_build_match_numpy(built):
     np.testing.assert_allclose(np.asarray(got["mean"], float).reshape(-1), x.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(got["max"], float).reshape(-1), x.max(0), rtol=1e-6)
     assert set(stats["subsets"]) == set(SUBSETS)
+
+
+def test_rerun_with_simulation_is_a_no_op_and_ledger_keeps_statuses(built):
+    """A second run over the same corpus (simulation on) processes nothing, rewrites nothing, and
+    the ledger still marks the bad files and the duplicate as quarantined with their reasons."""
+    from flows.runtime import prefect_api
+    from pipeline.store.ledger import LEDGER_FILE, Ledger
+
+    out = built["out"]
+
+    def digest() -> dict:
+        return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns
+                for s in SUBSETS for p in (out / f"{s}.zarr").rglob("*") if p.is_file()}
+
+    before = digest()
+    with prefect_api():
+        assert cli_main(["ingest", str(out), "--workers", "1"]) == 0
+    assert digest() == before
+    summary = json.loads((out / "build.json").read_text())
+    assert summary["files_built"] == len(built["files"])
+    with Ledger(out / LEDGER_FILE) as ledger:
+        last = ledger.runs()[-1]
+        rows = {r.path: r for r in ledger.files()}
+    assert (last.files_new, last.files_changed, last.stores_written) == (0, 0, 0)
+    for rel, keyword in built["bad"].items():
+        assert rows[rel].status == "quarantined" and keyword.lower() in rows[rel].reason.lower(), rows[rel]
+    assert sum(1 for r in rows.values() if r.status == "built") == len(built["files"])
