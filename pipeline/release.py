@@ -28,15 +28,13 @@ from pipeline import __version__
 from pipeline.split import SUBSETS
 from pipeline.store.ledger import now_iso
 from pipeline.store.location import Location
+from pipeline.store.remote_root import SIDE_FILES
 
 RELEASES = "releases"
 MANIFEST = "manifest.json"
 CARD = "README.md"
 SEQUENCES = "sequences.json"
 MANIFEST_FORMAT = 1
-SIDE_FILES = ("build.json", "dataset.json", "stats.json", "quarantine.json", "flags.json", "exclusions.json",
-              "metrics.parquet", "report.html")
-"""Files of the current build copied into a release next to the stores (those that exist)."""
 _VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
 

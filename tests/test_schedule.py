@@ -250,8 +250,9 @@ def test_s3_root_is_checked_on_the_object_store(s3_root):
     from flows.schedule import ScheduleError, check_root, client_home
     from pipeline.store.location import open_location
 
+    root = f"{s3_root}/schedule-check"  # the session's prefix is shared with other S3 tests
     with pytest.raises(ScheduleError, match="not a dataset root"):
-        check_root(s3_root)
-    open_location(s3_root).write_bytes("dataset.json", b"{}")
-    assert check_root(s3_root) == s3_root
-    assert client_home(s3_root).name == ".prefect" and "s3:" not in str(client_home(s3_root))
+        check_root(root)
+    open_location(root).write_bytes("dataset.json", b"{}")
+    assert check_root(root) == root
+    assert client_home(root).name == ".prefect" and "s3:" not in str(client_home(root))

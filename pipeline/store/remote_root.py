@@ -26,6 +26,7 @@ from pipeline.store.location import Location
 STATE_FILES = ("ledger.sqlite", "dataset.json", "build.json")
 SIDE_FILES = ("build.json", "dataset.json", "stats.json", "quarantine.json", "flags.json", "exclusions.json",
               "metrics.parquet", "report.html")
+"""Files a build writes next to the stores (those that exist are pushed, and copied into releases)."""
 
 
 def is_remote(root: str | os.PathLike) -> bool:
