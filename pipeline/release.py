@@ -235,24 +235,25 @@ def _publish(loc: Location, version: str, notes: str, on_object) -> dict:
 
     # the objects: every store file plus the side files, placed into the staging folder
     sources = [(f"{s}.zarr/{rel}", size) for s in SUBSETS for rel, size in loc.walk(f"{s}.zarr")]
-    sources += [(name, len(loc.read_bytes(name))) for name in SIDE_FILES if loc.exists(name)]
+    sources += [(name, -1) for name in SIDE_FILES if loc.exists(name)]  # sized when copied
     final = f"{RELEASES}/{version}"
     staging = f"{RELEASES}/.tmp-{version}-{uuid.uuid4().hex[:12]}" if loc.atomic_rename else final
     objects: dict[str, dict] = {}
     linked = 0
     try:
         for i, (rel, size) in enumerate(sources):
-            sha = loc.sha256(rel)
-            objects[rel] = {"sha256": sha, "size": size}
-            prev = parent_objects.get(rel)
             if rel in SIDE_FILES:  # rewritten by every build: copied, never linked
                 data = loc.read_bytes(rel)
                 objects[rel] = {"sha256": _sha(data), "size": len(data)}
                 loc.write_bytes(f"{staging}/{rel}", data)
-            elif prev is not None and prev["sha256"] == sha:
-                linked += loc.link_or_copy(f"{RELEASES}/{parent}/{rel}", f"{staging}/{rel}")
-            else:  # store objects are immutable: a build writes a new store and swaps it in
-                linked += loc.link_or_copy(rel, f"{staging}/{rel}")
+            else:
+                sha = loc.sha256(rel)
+                objects[rel] = {"sha256": sha, "size": size}
+                prev = parent_objects.get(rel)
+                if prev is not None and prev["sha256"] == sha:
+                    linked += loc.link_or_copy(f"{RELEASES}/{parent}/{rel}", f"{staging}/{rel}")
+                else:  # store objects are immutable: a build writes a new store and swaps it in
+                    linked += loc.link_or_copy(rel, f"{staging}/{rel}")
             if on_object is not None:
                 on_object(i + 1, len(sources))
         summaries = {s: _read_store_summary(loc, s) for s in SUBSETS}
