@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 
 from flows.schedule import (
@@ -38,7 +39,15 @@ from flows.server import (
 )
 from pipeline.cli import main as cli_main
 from pipeline.demo import generate_corpus
+from pipeline.release import (
+    diff_releases,
+    publish,
+    read_manifest,
+    read_sequences,
+    verify,
+)
 from pipeline.store.ledger import LEDGER_FILE, Ledger
+from pipeline.store.location import LocalLocation
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +143,14 @@ def test_scheduled_ingest_on_a_real_server(tmp_path, monkeypatch):
         assert len(runs) == 1 and runs[0].files_new == len(first)
         before = _motion_ids(root)
         assert len(before) == len(first)
+        publish(LocalLocation(root), "1.0.0")
+
+        # --- one file changes (its content), as a re-exported capture would ------------------------
+        changed = sorted(first)[0]
+        data = dict(np.load(changed, allow_pickle=False))
+        data["trans"] = data["trans"] + np.array([0.2, 0.0, 0.0])
+        np.savez(changed, **data)
+        changed_rel = changed.relative_to(corpus).as_posix()
 
         # --- new files: a second dataset (3 sequences of a new subject) -------------------------
         extra = generate_corpus(tmp_path / "extra", n_subjects=1, seed=4, dataset="DynasetExtra")
@@ -213,7 +230,7 @@ def test_scheduled_ingest_on_a_real_server(tmp_path, monkeypatch):
         assert len(runs) == 3  # the build, then the two triggered runs in order
         last, again = runs[1], runs[2]
         assert (last.files_new, last.files_changed, last.files_unchanged, last.files_removed) == (
-            N_NEW, 0, len(first), 0)
+            N_NEW, 1, len(first) - 1, 0)
         assert (again.files_new, again.files_changed, again.files_unchanged, again.stores_written) == (
             0, 0, len(first) + N_NEW, 0)
         new_records = [r for r in files if r.path in new_rel]
@@ -223,6 +240,18 @@ def test_scheduled_ingest_on_a_real_server(tmp_path, monkeypatch):
         assert len(new_ids) == N_NEW
         after = _motion_ids(root)
         assert after == before | new_ids
+        changed_ids = [s for r in files if r.path == changed_rel and r.status == "built" for s in r.sequences]
+        assert any(r.path == changed_rel and r.status == "superseded" for r in files)
+
+        # --- release 1.1.0: 1.0.0 still verifies, the diff lists exactly the changes -------------------
+        loc = LocalLocation(root)
+        publish(loc, "1.1.0")
+        assert verify(loc, "1.0.0") == [] and verify(loc, "1.1.0") == []
+        d = diff_releases(read_manifest(loc, "1.0.0"), read_manifest(loc, "1.1.0"),
+                          read_sequences(loc, "1.0.0"), read_sequences(loc, "1.1.0"))
+        assert d["subsets"]["motion"]["added"] == sorted(new_ids)
+        assert d["subsets"]["motion"]["changed"] == changed_ids
+        assert d["subsets"]["motion"]["removed"] == []
 
         # --- stopping `dynaset schedule` (SIGTERM) pauses the schedule; registering the deployment
         # again (a new cron) un-pauses it and keeps the concurrency limit ----------------------------
