@@ -540,6 +540,7 @@ def _assemble(outcomes: list[FileOutcome], sims: list[SimOutcome], quarantine: l
     for q in dup_entries:
         _say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
     quarantine.extend(dup_entries)
+    _write_quarantine(out, quarantine)  # first: whatever fails later, the user keeps this list
     kept_ids = {s.key for s in staged}
     # simulations of the kept files only (a quarantined duplicate's motion may have been imitated too)
     kept_files = {f"{o.source}:{o.path}" for o in outcomes} - {q.path for q in dup_entries}
@@ -605,8 +606,11 @@ def _assemble(outcomes: list[FileOutcome], sims: list[SimOutcome], quarantine: l
     summary["wall_seconds"]["assemble"] = t_total
     summary["frames_simulated"] = sum(so.frames for so in sims)
     summary["sequences_excluded"] = len(drop)
-    write_text_atomic(out / QUARANTINE_FILE, json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")
     return summary
+
+
+def _write_quarantine(out: Path, quarantine: list[QuarantineEntry]) -> None:
+    write_text_atomic(out / QUARANTINE_FILE, json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")
 
 
 def _annotate(cfg: BuildConfig):
@@ -650,7 +654,8 @@ def _cleanup_empty(path: Path) -> None:
 
 
 def _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build_id) -> dict:
-    quarantined = {q.path for q in quarantine}
+    file_q = [q for q in quarantine if q.stage != "simulate"]  # simulate entries name sequences, not files
+    quarantined = {q.path for q in file_q}
     stage_seconds: dict[str, float] = {}
     for o in outcomes:
         for k, v in o.seconds.items():
@@ -668,8 +673,9 @@ def _summary(outcomes, quarantine, stores, plans, cfg, t_process, t_total, build
         "build_id": build_id,
         "dynaset_version": __version__,
         "files": len(outcomes),
-        "files_built": len(outcomes) - len(quarantine),
-        "files_quarantined": len(quarantine),
+        "files_built": len(outcomes) - len(quarantined),
+        "files_quarantined": len(quarantined),
+        "simulations_failed": len(quarantine) - len(file_q),
         "frames_in": sum(o.frames_in for o in outcomes if f"{o.source}:{o.path}" not in quarantined),
         "frames_out": sum(o.frames_out for o in outcomes if f"{o.source}:{o.path}" not in quarantined),
         "task_seconds": stage_seconds,

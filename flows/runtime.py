@@ -9,16 +9,45 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 
-def prefect_environment(home: Path) -> None:
+STARTUP_TIMEOUT_S = 180
+"""Default ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``: a first start on a fresh Prefect
+home runs the database migrations (9 s on an idle 2-core machine, 26–32 s on a loaded one);
+Prefect's own default (20 s) is shorter than that."""
+
+
+class PrefectStartError(RuntimeError):
+    """The ephemeral Prefect API server did not come up; the message says which setting to change."""
+
+
+def user_prefect_home() -> Path:
+    """The per-user Prefect home of dynaset processes: ``$DYNASET_PREFECT_HOME``, else
+    ``$XDG_CACHE_HOME/dynaset/prefect`` (``~/.cache/dynaset/prefect``).
+
+    One home per user, not per dataset root: its database is migrated on the first build only
+    (every later start, for any root, skips the migrations). It holds only the ephemeral API's
+    run history; nothing a dataset root needs lives there.
+    """
+    env = os.environ.get("DYNASET_PREFECT_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return (Path(cache).expanduser() / "dynaset" / "prefect").resolve()
+
+
+def prefect_environment(home: Path | None = None) -> None:
     """Default Prefect settings for a dynaset process; values already in the environment win.
 
+    ``home``: the Prefect home when ``PREFECT_HOME`` is unset (default ``user_prefect_home()``).
     Must run before ``prefect`` is imported.
     """
-    os.environ.setdefault("PREFECT_HOME", str(Path(home).resolve()))
+    os.environ.setdefault("PREFECT_HOME", str(Path(home or user_prefect_home()).resolve()))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(STARTUP_TIMEOUT_S))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
@@ -42,13 +71,33 @@ def prefect_api() -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
-    server.start()
+    t0 = time.perf_counter()
+    try:
+        server.start()
+    except Exception as exc:  # Prefect raises a bare RuntimeError with the server's output
+        server.stop()
+        from prefect.settings import get_current_settings
+
+        limit = get_current_settings().server.ephemeral.startup_timeout_seconds
+        raise PrefectStartError(
+            f"the ephemeral Prefect API server did not start within {limit} s "
+            f"(PREFECT_HOME={os.environ.get('PREFECT_HOME')}). Raise "
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server once with "
+            "`dynaset server --root ROOT` and set PREFECT_API_URL to its API. Prefect said: "
+            f"{str(exc)[:400]}"
+        ) from exc
+    _say(f"[prefect] ephemeral API {server.api_url} ready in {time.perf_counter() - t0:.1f} s "
+         f"(home {os.environ.get('PREFECT_HOME')})")
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         yield server.api_url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def default_workers() -> int:

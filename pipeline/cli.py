@@ -73,7 +73,7 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
     out = Path(out)
     from flows.runtime import prefect_environment
 
-    prefect_environment(out / ".prefect")
+    prefect_environment()
     from flows.build import build
     from flows.runtime import dask_task_runner, default_workers, prefect_api
 
@@ -118,15 +118,66 @@ def _print_summary(summary: dict) -> None:
         print(f"{name:<16}{s['sequences']:>10}{s['frames']:>10}{s['hours']:>8.3f}  {s['store']}")
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    out = _root_arg(args.out)
-    summary = run_build(args.source, out, _build_config(args), args.workers, args.scheduler_address,
-                        _thresholds(args), force=args.force)
+EXIT_EMPTY = 3
+"""Exit status of a build that finished (stores, quarantine.json, exclusions.json and the report
+written) but produced no usable data: no motion sequence, or simulation asked for and no
+simulated pass kept. 0 = built; 1 = validate/verify found problems; 2 = bad input or usage;
+4 = the Prefect API could not start (docs/stages.md)."""
+EXIT_PREFECT = 4
+
+
+def build_outcome(summary: dict, simulate: bool) -> tuple[str, int]:
+    """One summary line for a finished build and its exit status (0 or ``EXIT_EMPTY``)."""
+    files, built, quar = summary["files"], summary["files_built"], summary["files_quarantined"]
+    subsets = summary.get("subsets", {})
+    n_motion = subsets.get("motion", {}).get("sequences", 0)
+    n_torque = subsets.get("torque", {}).get("sequences", 0)
+    excluded = summary.get("sequences_excluded", 0)
+    sim_failed = summary.get("simulations_failed", 0)
+    if summary.get("up_to_date"):
+        return f"up to date: {files} files unchanged, stores left untouched", 0
+    if files == 0:
+        return "EMPTY: no source files found; empty stores written", EXIT_EMPTY
+    if built == 0:
+        return f"EMPTY: all {files} files quarantined (quarantine.json); empty stores written", EXIT_EMPTY
+    if n_motion == 0:
+        return (f"EMPTY: {built} of {files} files read, but every sequence was excluded by quality rules "
+                f"({excluded} in exclusions.json)", EXIT_EMPTY)
+    if simulate and n_torque == 0:
+        why = f"{sim_failed} simulations failed (quarantine.json)" if sim_failed else \
+            "every simulated pass was excluded by quality rules (exclusions.json)"
+        return f"INCOMPLETE: {n_motion} motion sequences built, but no simulated pass kept: {why}", EXIT_EMPTY
+    extra = [f"{quar} files quarantined"] if quar else []
+    extra += [f"{excluded} sequences excluded"] if excluded else []
+    extra += [f"{sim_failed} simulations failed"] if sim_failed else []
+    return f"OK: {built} of {files} files built, {n_motion} motion sequences" + (
+        f" ({', '.join(extra)})" if extra else ""), 0
+
+
+def _finish(summary: dict, out, simulate: bool) -> int:
     _print_summary(summary)
-    if summary["files_quarantined"]:
+    if summary["files_quarantined"] or summary.get("simulations_failed"):
         print(f"quarantine list: {out}/quarantine.json")
     print(f"data-quality report: {out}/report.html")
-    return 0
+    line, status = build_outcome(summary, simulate)
+    print(line)
+    return status
+
+
+def _check_sources(sources) -> None:
+    """Refuse a missing source folder before any server or cluster starts."""
+    for spec in sources:
+        if not Path(spec.root).is_dir():
+            raise FileNotFoundError(f"{spec.kind} source folder {spec.root} does not exist or is not a directory")
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    out = _root_arg(args.out)
+    _check_sources(args.source)
+    cfg = _build_config(args)
+    summary = run_build(args.source, out, cfg, args.workers, args.scheduler_address,
+                        _thresholds(args), force=args.force)
+    return _finish(summary, out, cfg.simulate is not None)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -146,14 +197,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     corpus = out / "corpus" / "amass"
     files = generate_corpus(corpus, n_subjects=args.subjects, hours=args.hours, seed=args.seed)
     print(f"[demo] generated {len(files)} AMASS-format npz files (60/100/120/250 Hz) under {corpus}")
-    summary = run_build([SourceSpec("amass", corpus)], out / "stores", _build_config(args),
+    cfg = _build_config(args)
+    summary = run_build([SourceSpec("amass", corpus)], out / "stores", cfg,
                         args.workers, args.scheduler_address, _thresholds(args))
-    _print_summary(summary)
-    if (out / "stores" / "report.html").exists():
-        print(f"data-quality report: {out / 'stores' / 'report.html'}")
+    status = _finish(summary, out / "stores", cfg.simulate is not None)
     print("open a store with plain xarray:  python -c \"import xarray as xr; "
           f"print(xr.open_zarr('{summary['subsets']['motion']['store']}'))\"")
-    return 0
+    return status
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -196,10 +246,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{root}/dataset.json: no dataset configuration; run `dynaset build "
                                 f"--source KIND=DIR --out {root}` once to create the dataset root")
     config = DatasetConfig.from_json(loc.read_bytes("dataset.json").decode(), f"{root}/dataset.json")
+    _check_sources(config.sources)
     summary = run_build(config.sources, root, config.build, args.workers, args.scheduler_address,
                         config.thresholds, force=args.force)
     _print_summary(summary)
-    return 0
+    line, status = build_outcome(summary, config.build.simulate is not None)
+    print(line)
+    return status
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -342,12 +395,35 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.release import ReleaseError
     from pipeline.store.location import LockError
 
+    from flows.runtime import PrefectStartError
+
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError, LockError, ReleaseError) as exc:
         print(f"dynaset: error: {exc}", file=sys.stderr)
         return 2
+    except PrefectStartError as exc:
+        print(f"dynaset: error: {exc}", file=sys.stderr)
+        return EXIT_PREFECT
+
+
+def run() -> None:
+    """Console entry point: ``main`` then a prompt exit.
+
+    Everything a command writes is closed by the time ``main`` returns (stores, ledger, reports);
+    what is left is interpreter finalization of the Prefect/Dask/MuJoCo module graph, which took
+    1.5 s after a build on a 2-core machine. Streams and logging are flushed, then the process
+    exits without it.
+    """
+    import logging
+    import os
+
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

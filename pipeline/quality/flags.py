@@ -265,8 +265,11 @@ def metrics_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows (``metrics.metrics_row``) → a DataFrame: identity columns (str) first, then metrics
     (float64) in catalog order, then any others; sorted by ``seq_id``."""
     df = pd.DataFrame(list(rows))
-    if df.empty:
+    if df.empty:  # no sequences at all: the same columns as a populated table, zero rows
         df = pd.DataFrame({c: pd.Series(dtype=object) for c in ID_COLUMNS})
+        df["flag_level"] = pd.Series(dtype=object)
+        df["flag_names"] = pd.Series(dtype=object)
+        df["excluded"] = pd.Series(dtype=bool)
     ids = [c for c in ID_COLUMNS if c in df.columns]
     flag_cols = [c for c in ("flag_level", "flag_names", "excluded") if c in df.columns]
     metric_cols = [c for c in CATALOG if c in df.columns]

@@ -337,8 +337,9 @@ def save_previews(out_dir: str | Path, staged: Iterable[Any], table: pd.DataFram
     out = Path(out_dir) / PREVIEW_DIR
     out.mkdir(parents=True, exist_ok=True)
     excl = set(table.loc[table["excluded"].astype(bool), "seq_id"]) if "excluded" in table.columns else set()
+    levels = table["flag_level"] if "flag_level" in table.columns else pd.Series("", index=table.index)
     order = {sid: i for i, sid in enumerate(
-        table.assign(_r=table["flag_level"].map(LEVEL_RANK)).sort_values("_r", ascending=False)["seq_id"])}
+        table.assign(_r=levels.map(LEVEL_RANK)).sort_values("_r", ascending=False)["seq_id"])} if len(table) else {}
     chosen = sorted((s for s in staged if s.key in excl), key=lambda s: order.get(s.key, 1 << 30))[:max_previews]
     index = {}
     for s in chosen:
