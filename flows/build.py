@@ -202,9 +202,10 @@ def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> lis
             try:
                 frame, window, values = simulated_payload(motion, result, split, cfg.windows)
                 sim_key = simulated_key(key, p)
-                arrays, meta = inputs_from_payload(
-                    frame, window, values, motion.fps_hz, {"residual_wrench": result.residual_wrench}, seq_id=sim_key
-                )
+                extras = {"residual_wrench": result.residual_wrench}
+                if result.dyn_root_correction_m is not None:
+                    extras["dyn_root_correction_m"] = result.dyn_root_correction_m
+                arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
                 rows[path].append(metrics_row(arrays, meta))
                 staged[path].append(stage_sequence(
                     Path(path).parent.parent / "sim", sim_key, frame, window, values,

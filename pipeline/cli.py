@@ -31,6 +31,8 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-simulate", action="store_true",
                    help="skip the physics imitation stage (ground_reaction/torque stay empty)")
     p.add_argument("--passes", type=int, default=1, help="imitation passes per motion (default 1)")
+    p.add_argument("--dynamics-pass", action="store_true",
+                   help="make each motion dynamically consistent before imitating it (docs/simulation.md)")
     p.add_argument("--sim-backend", choices=["cpu", "gpu", "isaacgym"], default="cpu",
                    help="simulator backend: cpu (MuJoCo), gpu (MuJoCo Warp/MJX on GPU workers)")
     p.add_argument("--thresholds", default=None, help="quality thresholds file (TOML/JSON), see docs/quality.md")
@@ -51,6 +53,10 @@ def _build_config(args: argparse.Namespace):
     if args.window_stride is not None:
         windows = replace(windows, stride=args.window_stride)
     sim = None if args.no_simulate else replace(cfg.simulate, passes=args.passes)
+    if sim is not None and args.dynamics_pass:
+        from pipeline.dynamics import DynamicsConfig
+
+        sim = replace(sim, dynamics=DynamicsConfig())
     return replace(cfg, canonical=canonical, windows=windows, simulate=sim, sim_backend=args.sim_backend)
 
 

@@ -132,6 +132,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("residual_dominant", "residual_force_bw_p50", ">", 0.25, "exclude",
          "half the frames need > 25 % body weight of non-physical root force (dynaset)"),
     Rule("residual_rarely_ok", "residual_force_le5pct_frac", "<", 0.90, "info", "fewer than 90 % of frames within 5 % BW (dynaset)"),
+    Rule("dynamics_moved_motion", "dyn_root_correction_max_m", ">", 0.10, "warn",
+         "the dynamics pass moved the pelvis by > 10 cm to explain the motion with contact forces: the "
+         "kinematics are far from physically consistent (dynset; AddBiomechanics reports its own adjustments)"),
     Rule("newton_euler_imbalance", "newton_euler_imbalance_bw_p95", ">", 0.5, "warn",
          "GRF inconsistent with the COM acceleration by > 0.5 BW (approximate COM; dynaset)"),
     # force plates

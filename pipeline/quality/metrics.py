@@ -565,6 +565,18 @@ def _residual_wrench(arrays, meta):
     return out
 
 
+@metric_provider(
+    "dynamics_pass", requires=("dyn_root_correction_m",), stage="simulation",
+    metrics={
+        "dyn_root_correction_rms_m": ("m", "RMS of the pelvis translation the dynamics pass added to make the reference dynamically consistent."),
+        "dyn_root_correction_max_m": ("m", "Largest pelvis translation the dynamics pass added (how far it moved the motion)."),
+    },
+)
+def _dynamics_pass(arrays, meta):
+    c = np.linalg.norm(np.asarray(arrays["dyn_root_correction_m"], dtype=np.float64), axis=-1)
+    return {"dyn_root_correction_rms_m": float(np.sqrt(np.nanmean(c**2))), "dyn_root_correction_max_m": _nanmax(c)}
+
+
 # --- providers: ground reaction (force plates or simulation) -------------------------------------
 
 # de Leva (1996) segment masses (fraction of body mass) between SMPL joints: (proximal, distal, fraction,

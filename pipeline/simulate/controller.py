@@ -193,6 +193,7 @@ class TrackingController:
         self._floor = mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_GEOM, "floor")
         from pipeline.skeleton import JOINT_NAMES
 
+        self._right_bodies = humanoid.body_ids[[JOINT_NAMES.index("right_ankle"), JOINT_NAMES.index("right_foot")]]
         self._plannable = np.ones(self.m.nbody, dtype=bool)
         self._plannable[[humanoid.body_ids[JOINT_NAMES.index(n)] for n in qp.exclude_bodies]] = False
 
@@ -223,13 +224,19 @@ class TrackingController:
         return a_ref + self._kp * e + self._kd * (v_ref - d.qvel)
 
     def compute(self, d: mujoco.MjData, q_ref: np.ndarray, v_ref: np.ndarray, a_ref: np.ndarray,
-                plannable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                plannable: np.ndarray | None = None, foot_target: np.ndarray | None = None,
+                target_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """Joint torques (69,) (ball dofs in MuJoCo order, child frames) and the root residual (6,)
         generalized force. References are in MuJoCo layout (``Humanoid.qpos_to_mj``).
 
         ``d`` must hold up-to-date kinematics, com positions and com velocities
         (``mj_kinematics``, ``mj_comPos``, ``mj_comVel``). The residual's force part is world
         frame (at the pelvis origin), its torque part pelvis-frame (MuJoCo free-joint dofs).
+
+        ``foot_target`` (2, 3): planned floor force per foot (left, right; world, N) from the
+        dynamics pass; with ``target_weight`` > 0 the plan adds the rows
+        ``target_weight · (Σ_foot f − F_target)`` to the least-squares problem, so the load is
+        shared between the feet as the whole-sequence plan says (not only by the per-tick ridge).
         """
         m = self.m
         d.qacc[:] = self.desired_acceleration(d, q_ref, v_ref, a_ref)
@@ -266,6 +273,14 @@ class TrackingController:
             Aw[3:] = np.einsum("kb,jbc->ckj", r, self._edge_skew @ R).reshape(3, k4)
             Aw *= self._w[:, None]
             bw = demand * self._w
+            if foot_target is not None and target_weight > 0.0:
+                right = np.isin(bodies[active], self._right_bodies)
+                rows = np.zeros((6, k4))
+                for f, sel in enumerate((~right, right)):
+                    cols = (4 * np.flatnonzero(sel)[:, None] + np.arange(4)).reshape(-1)
+                    rows[3 * f:3 * f + 3, cols] = np.tile(self._edges.T, int(sel.sum())) * target_weight
+                Aw = np.vstack([Aw, rows])
+                bw = np.concatenate([bw, np.asarray(foot_target, float).reshape(6) * target_weight])
             beta = solve_force_plan(Aw, bw, self.qp.regularization)
             beta = beta.reshape(active.size, 4)
             f = beta @ self._edges  # (k, 3) world

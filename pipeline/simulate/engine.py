@@ -21,6 +21,7 @@ import numpy as np
 from pipeline import markers as mk
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
+from pipeline.dynamics import DynamicsConfig, DynamicsResult, dynamics_pass
 from pipeline.records import CanonicalMotion
 from pipeline.simulate.controller import ContactQP, Gains, TrackingController, cross
 from pipeline.simulate.humanoid import GRAVITY_MPS2, Humanoid, HumanoidParams, build_humanoid, skeleton_from_motion
@@ -64,6 +65,17 @@ class SimConfig:
         stiff_joint_damping_nms_per_rad_per_kg: minimum damping of those joints, N·m·s/rad per kg
             (× gain scale); with implicit damping the spring is stable when
             ``damping > physics_dt · stiffness / 2``.
+        dynamics: the dynamics pass (``pipeline.dynamics``) run before tracking: the motion is
+            conditioned and its pelvis translation corrected so that contact forces inside
+            friction cones explain it; the controller tracks that motion and shares the load
+            between the feet as its force plan says. ``None`` (default) tracks the canonical
+            motion as it is; ``dynamset build --dynamics-pass`` turns it on (docs/simulation.md:
+            measured effect on the lab walks and the demo corpus).
+        plan_target_weight: weight of the per-foot planned forces in the per-tick contact
+            distribution (``TrackingController.compute``); 0 = ignore the plan's load sharing.
+        plan_gate_n: with a dynamics pass, a foot's contacts are planned over a control interval
+            only if the plan's vertical force on it exceeds this at both ends (replaces the
+            sole-height stance gate), N.
     """
 
     control_hz: float = 120.0
@@ -84,6 +96,9 @@ class SimConfig:
     stiff_joints: tuple[str, ...] = ("left_foot", "right_foot")
     stiff_joint_stiffness_nm_per_rad_per_kg: float = 6.0
     stiff_joint_damping_nms_per_rad_per_kg: float = 0.03
+    dynamics: DynamicsConfig | None = None
+    plan_target_weight: float = 3.0
+    plan_gate_n: float = 20.0
 
     def __post_init__(self) -> None:
         if not self.control_hz > 0 or not self.physics_dt_s > 0:
@@ -156,6 +171,9 @@ class SimulationResult:
     mpjpe_root_relative_m: np.ndarray
     reset: np.ndarray
     metrics: dict
+    dyn_root_correction_m: np.ndarray | None = None
+    """(N, 3) pelvis translation the dynamics pass added to the tracked reference, m (world);
+    ``None`` without a dynamics pass."""
 
     @property
     def n_frames(self) -> int:
@@ -207,7 +225,8 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     # and concurrent runs (threads of a Dask worker) never share mutable model fields
     m = copy.copy(hum.model)
     d = mujoco.MjData(m)
-    ref = build_reference(motion, cfg.control_hz)
+    dyn = dynamics_pass(motion, hum, cfg.dynamics) if cfg.dynamics is not None else None
+    ref = build_reference(dyn.motion if dyn is not None else motion, cfg.control_hz)
     spf, nsub = ref.steps_per_frame, cfg.substeps
     n = motion.n_frames
     seq_id = motion.provenance.sequence_id
@@ -220,7 +239,20 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     ref_glob, ref_pos = sk.forward_kinematics(rot.quat_to_rotmat(ref.qpos[:, 3:].reshape(-1, 24, 4)), ref.qpos[:, :3],
                                               skel.offsets_m)  # (K, 24, 3)
     gate = None
-    if np.isfinite(cfg.contact.stance_gate_height_m):
+    plan = None
+    if dyn is not None:
+        # the plan's per-foot forces at the control ticks (linear between frames, held after the last)
+        tf = np.arange(n)
+        tk = np.arange(n * spf + 1) / spf
+        plan = np.stack([np.interp(tk, tf, dyn.foot_force_n[:, f, a]) for f in range(2) for a in range(3)],
+                        axis=-1).reshape(-1, 2, 3)
+        loaded = plan[..., 2] > cfg.plan_gate_n
+        st = loaded[:-1] & loaded[1:]
+        gate = np.repeat(ctrl._plannable[None], st.shape[0], 0)
+        for f, bodies in enumerate((LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)):
+            for j in bodies:
+                gate[:, body_ids_all[j]] &= st[:, f]
+    elif np.isfinite(cfg.contact.stance_gate_height_m):
         sole_z = sk.sole_points(ref_glob, ref_pos, skel)[..., 2]  # (K, 4): l heel, l toe, r heel, r toe
         st = np.stack([sole_z[:, :2].min(1), sole_z[:, 2:].min(1)], 1) < cfg.contact.stance_gate_height_m
         st = st[:-1] & st[1:]
@@ -289,7 +321,8 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         if k == total_steps:
             break
         a_ff = 0.5 * (ra[k] + ra[k + 1])
-        tau, residual = ctrl.compute(d, rq[k], rv[k], a_ff, None if gate is None else gate[k])
+        tau, residual = ctrl.compute(d, rq[k], rv[k], a_ff, None if gate is None else gate[k],
+                                     None if plan is None else 0.5 * (plan[k] + plan[k + 1]), cfg.plan_target_weight)
         i = k // spf
         tau_sum[i] += tau
         res_sum[i, :3] += residual[:3]
@@ -323,11 +356,11 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     f_sum += F.sum(axis=1) / nsub
     mo_sum += (sd[..., 4:7] + cross(sd[..., 7:10], F)).sum(axis=1) / nsub
     return _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau_sum / spf,
-                   res_sum / spf, dem_sum / spf, f_sum / spf, mo_sum / spf, reset)
+                   res_sum / spf, dem_sum / spf, f_sum / spf, mo_sum / spf, reset, dyn)
 
 
-def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau, res, dem, fbody, mbody, reset
-            ) -> SimulationResult:
+def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau, res, dem, fbody, mbody, reset,
+            dyn: DynamicsResult | None = None) -> SimulationResult:
     n = motion.n_frames
     fps = float(motion.fps_hz)
     qp = hum.qpos_from_mj(qpos_rec[:n])
@@ -364,11 +397,15 @@ def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau
         residual_demand_wrench=dem, mpjpe_m=mpjpe, mpjpe_root_relative_m=mpjpe_rel, reset=reset,
     )
     metrics = sequence_metrics(result_arrays, comv_rec, hum.mass_kg, fps)
+    if dyn is not None:  # how far the dynamics pass moved the motion, and what it left unexplained
+        metrics.update(dyn.metrics)
+        metrics["dyn_mpjpe_median_mm"] = float(np.median(np.linalg.norm(
+            dyn.motion.joint_pos_m - motion.joint_pos_m, axis=-1).mean(axis=1)) * 1000.0)
     for v in result_arrays.values():
         v.setflags(write=False)
     return SimulationResult(
         sequence_id=motion.provenance.sequence_id, pass_index=int(pass_index), fps_hz=fps, mass_kg=hum.mass_kg,
-        metrics=metrics, **result_arrays,
+        metrics=metrics, dyn_root_correction_m=None if dyn is None else dyn.root_correction_m, **result_arrays,
     )
 
 

@@ -1,0 +1,336 @@
+"""Dynamics pass: make a kinematic reference dynamically consistent before it is tracked (pure).
+
+Two steps, run on a ``CanonicalMotion`` before simulation (docs/simulation.md, "Dynamics pass"):
+
+1. **Conditioning.** Zero-phase low-pass filtering (2nd-order Butterworth run forward and
+   backward: 4th-order magnitude, no lag) of the pelvis position and of every joint quaternion
+   (signs made continuous in time, renormalised after filtering). The cut-off follows the motion's
+   speed: ``cutoff_hz = clip(walk_cutoff_hz + slope·(v − walk_speed_mps), walk, fast)`` with
+   ``v`` the 90th percentile of the pelvis speed — 6 Hz for walking (OpenSim's recommendation
+   for gait coordinates), up to 12 Hz for running and jumping, always below 0.45 × the frame rate.
+2. **Whole-sequence optimization.** A convex least-squares program with bounds over all frames
+   at once (``scipy.optimize.lsq_linear``, sparse): unknowns are a correction ``δp_t`` of the
+   pelvis (whole-body) translation per frame and, per frame and candidate sole corner of the
+   humanoid (``Humanoid.sole_points_local``: 4 rear-/mid-foot and 2 toe corners per foot), the 4
+   non-negative edge magnitudes of a linearised friction pyramid (``mu``). Rows (each scaled by
+   its tolerance, so 1 = "as bad as the tolerance"):
+
+   * Newton: ``Σ f_c,t − m·(c̈_t + δp̈_t) + m·g = 0`` (tolerance ``newton_tol_bw`` × body weight);
+   * Euler about the centre of mass: ``Σ (r_c,t − c_t) × f_c,t − L̇_t = 0`` (``euler_tol_nm``);
+     a whole-body translation changes neither ``r − c`` nor ``L``, so these rows are exact;
+   * stance feet on the floor: the lowest corner of a foot in stance at height 0 after the
+     correction (``floor_tol_m``);
+   * small, smooth corrections: ``δp_t`` (``correction_tol_m``) and its frame-to-frame change
+     (``correction_rate_tol_mps``);
+   * optional measured forces (lab data; ``use_measured``): per-foot ``Σ f = F_plate``
+     (``measured_tol_bw``) on frames where the plate value is known;
+   * a small ridge on the forces (spreads load between corners).
+
+   ``c``, ``L`` (centroidal angular momentum) and the corners come from MuJoCo on the subject's
+   own humanoid (``pipeline.simulate.humanoid``), so the plan is consistent with the simulator's
+   mass model. Candidate corners: within ``contact_height_m`` of the floor and slower than
+   ``contact_speed_mps``; forces elsewhere are zero (flight phases have none).
+
+Output: the corrected motion (pelvis translation + δp, joints unchanged), the planned per-foot
+contact forces and how far the motion moved (``DynamicsResult.metrics``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+from scipy import sparse
+from scipy.optimize import lsq_linear
+from scipy.signal import butter, filtfilt
+
+from pipeline import rotations as rot
+from pipeline.records import CanonicalMotion
+
+GRAVITY_MPS2 = 9.81
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    """Settings of the dynamics pass (units in the names; see the module docstring)."""
+
+    walk_cutoff_hz: float = 6.0
+    fast_cutoff_hz: float = 12.0
+    walk_speed_mps: float = 1.5
+    cutoff_slope_hz_per_mps: float = 2.5
+    contact_height_m: float = 0.06
+    contact_speed_mps: float = 1.0
+    stance_height_m: float = 0.04
+    stance_speed_mps: float = 0.5
+    mu: float = 0.8
+    newton_tol_bw: float = 0.01
+    euler_tol_nm: float = 5.0
+    floor_tol_m: float = 0.02
+    correction_tol_m: float = 0.05
+    correction_rate_tol_mps: float = 0.05
+    force_ridge_bw: float = 20.0
+    use_measured: bool = False
+    measured_tol_bw: float = 0.02
+    optimize: bool = True
+
+
+@dataclass(frozen=True)
+class DynamicsResult:
+    """The consistent motion and its contact-force plan.
+
+    Attributes:
+        motion: conditioned motion with the pelvis translation corrected by ``root_correction_m``.
+        cutoff_hz: low-pass cut-off used, Hz.
+        root_correction_m: (N, 3) δp added to the pelvis position, world, m.
+        foot_force_n: (N, 2, 3) planned floor force per foot (left, right), world, N.
+        corner_force_n: (N, 12, 3) planned force per sole corner (left 0–5, right 6–11), N.
+        newton_residual_n: (N, 3) unexplained force per frame (0 at the first/last frame), N.
+        euler_residual_nm: (N, 3) unexplained moment about the COM per frame, N·m.
+        metrics: per-sequence numbers (``dyn_*``): correction RMS/max (m), residual RMS (N, N·m).
+    """
+
+    motion: CanonicalMotion
+    cutoff_hz: float
+    root_correction_m: np.ndarray
+    foot_force_n: np.ndarray
+    corner_force_n: np.ndarray
+    newton_residual_n: np.ndarray
+    euler_residual_nm: np.ndarray
+    metrics: dict
+
+
+def cutoff_for(motion: CanonicalMotion, cfg: DynamicsConfig) -> float:
+    """Low-pass cut-off (Hz) from the motion's speed (module docstring)."""
+    v = np.linalg.norm(np.diff(np.asarray(motion.root_pos_m, float), axis=0), axis=-1) * motion.fps_hz
+    speed = float(np.percentile(v, 90)) if v.size else 0.0
+    fc = cfg.walk_cutoff_hz + cfg.cutoff_slope_hz_per_mps * max(0.0, speed - cfg.walk_speed_mps)
+    return float(min(max(fc, cfg.walk_cutoff_hz), cfg.fast_cutoff_hz, 0.45 * motion.fps_hz))
+
+
+def _filtfilt(x: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
+    n = x.shape[0]
+    pad = min(3 * max(len(a), len(b)), n - 1)
+    return filtfilt(b, a, x, axis=0, padtype="odd" if pad > 0 else None, padlen=pad)
+
+
+def condition(motion: CanonicalMotion, cutoff_hz: float) -> CanonicalMotion:
+    """Zero-phase low-pass of the pelvis position and the joint rotations (module docstring);
+    joint positions and markers are recomputed by forward kinematics."""
+    if motion.n_frames < 4:
+        return motion
+    b, a = butter(2, cutoff_hz / (0.5 * motion.fps_hz))
+    pos = _filtfilt(np.asarray(motion.root_pos_m, float), b, a)
+    q = rot.quat_make_continuous(rot.aa_to_quat(np.asarray(motion.joint_rot_aa_rad, float)), axis=0)
+    qf = _filtfilt(q, b, a)
+    qf /= np.linalg.norm(qf, axis=-1, keepdims=True)
+    return with_pose(motion, pos, rot.quat_to_aa(qf))
+
+
+def with_pose(motion: CanonicalMotion, root_pos_m: np.ndarray, joint_rot_aa_rad: np.ndarray) -> CanonicalMotion:
+    """A copy of ``motion`` with a new pose; joint positions and markers follow by FK."""
+    from pipeline import markers as mk
+    from pipeline.simulate.humanoid import skeleton_from_motion
+    from pipeline import skeleton as sk
+
+    skel = skeleton_from_motion(motion)
+    glob, joints = sk.forward_kinematics(rot.aa_to_rotmat(joint_rot_aa_rad), root_pos_m, skel.offsets_m)
+    feet = sk.sole_points(glob, joints, skel)
+    return dataclasses.replace(
+        motion, root_pos_m=np.asarray(root_pos_m, motion.root_pos_m.dtype),
+        joint_rot_aa_rad=np.asarray(joint_rot_aa_rad, motion.joint_rot_aa_rad.dtype),
+        joint_pos_m=joints.astype(motion.joint_pos_m.dtype),
+        marker_pos_m=mk.marker_positions(glob, joints, skel).astype(motion.marker_pos_m.dtype),
+        foot_points_m=feet.astype(motion.foot_points_m.dtype))
+
+
+def centroidal_state(motion: CanonicalMotion, humanoid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per frame: COM (N, 3) m, angular momentum about the COM (N, 3) N·m·s (world) and the 12
+    sole corners (N, 12, 3) m, from the humanoid's mass model at the motion's poses/velocities."""
+    from pipeline.simulate.reference import build_reference
+
+    ref = build_reference(motion, motion.fps_hz)
+    n = motion.n_frames
+    m = humanoid.model
+    d = mujoco.MjData(m)
+    qpos = humanoid.qpos_to_mj(ref.qpos[:n])
+    qvel = humanoid.dof_to_mj(ref.qvel[:n])
+    sole_ids = humanoid.body_ids[humanoid.sole_point_body.reshape(-1)]
+    local = humanoid.sole_points_local.reshape(-1, 3)
+    com = np.empty((n, 3))
+    ang = np.empty((n, 3))
+    corners = np.empty((n, 12, 3))
+    for t in range(n):
+        d.qpos[:] = qpos[t]
+        d.qvel[:] = qvel[t]
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        mujoco.mj_comVel(m, d)
+        mujoco.mj_subtreeVel(m, d)
+        com[t] = d.subtree_com[0]
+        ang[t] = d.subtree_angmom[0]
+        R = d.xmat[sole_ids].reshape(-1, 3, 3)
+        corners[t] = d.xpos[sole_ids] + np.einsum("kij,kj->ki", R, local)
+    return com, ang, corners
+
+
+def _edges(mu: float) -> np.ndarray:
+    e = np.array([[mu, 0, 1], [-mu, 0, 1], [0, mu, 1], [0, -mu, 1]], float)
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def _skew(r: np.ndarray) -> np.ndarray:
+    z = np.zeros(r.shape[:-1])
+    return np.stack([np.stack([z, -r[..., 2], r[..., 1]], -1), np.stack([r[..., 2], z, -r[..., 0]], -1),
+                     np.stack([-r[..., 1], r[..., 0], z], -1)], -2)
+
+
+def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = DynamicsConfig(),
+                  measured_grf_n: np.ndarray | None = None) -> DynamicsResult:
+    """Condition ``motion`` and solve the whole-sequence program (module docstring).
+
+    ``measured_grf_n``: (N, 2, 3) per-foot plate forces (NaN = unknown), used as targets only
+    with ``cfg.use_measured``.
+    """
+    fc = cutoff_for(motion, cfg)
+    mo = condition(motion, fc)
+    n = mo.n_frames
+    fps = float(mo.fps_hz)
+    mass = float(humanoid.mass_kg)
+    bw = mass * GRAVITY_MPS2
+    com, L, corners = centroidal_state(mo, humanoid)
+    zero = np.zeros((n, 3))
+    if not cfg.optimize or n < 5:
+        return DynamicsResult(mo, fc, zero, np.zeros((n, 2, 3)), np.zeros((n, 12, 3)), zero, zero,
+                              _metrics(zero, zero, zero, bw, fc, 0.0))
+    # candidate corners and stance feet from the conditioned reference
+    cv = np.gradient(corners, axis=0) * fps
+    hspeed = np.linalg.norm(cv[..., :2], axis=-1)
+    cand = (corners[..., 2] < cfg.contact_height_m) & (hspeed < cfg.contact_speed_mps)  # (n, 12)
+    low = np.stack([corners[:, :6, 2].min(1), corners[:, 6:, 2].min(1)], 1)  # (n, 2)
+    low_arg = np.stack([corners[:, :6, 2].argmin(1), 6 + corners[:, 6:, 2].argmin(1)], 1)
+    foot_speed = np.stack([hspeed[np.arange(n), low_arg[:, 0]], hspeed[np.arange(n), low_arg[:, 1]]], 1)
+    stance = (low < cfg.stance_height_m) & (foot_speed < cfg.stance_speed_mps)
+
+    E = _edges(cfg.mu)  # (4, 3)
+    # unknowns: δp (n*3) then β for each (t, c) candidate (4 each)
+    tc = np.argwhere(cand)  # (k, 2) rows (t, c)
+    k = tc.shape[0]
+    nd = 3 * n
+    nb = 4 * k
+    col_beta = nd + 4 * np.arange(k)
+    rows, cols, vals, rhs = [], [], [], []
+    r = 0
+
+    def add(rr, cc, vv):
+        rows.append(np.asarray(rr, int).ravel())
+        cols.append(np.asarray(cc, int).ravel())
+        vals.append(np.asarray(vv, float).ravel())
+
+    # Newton rows for interior frames t = 1..n-2: Σ f − m δp̈ = m (c̈ − g)
+    acc = np.zeros((n, 3))
+    acc[1:-1] = (com[2:] - 2 * com[1:-1] + com[:-2]) * fps * fps
+    sN = 1.0 / (cfg.newton_tol_bw * bw)
+    g = np.array([0.0, 0.0, -GRAVITY_MPS2])
+    newton_row = {}
+    for t in range(1, n - 1):
+        for ax in range(3):
+            newton_row[(t, ax)] = r
+            for tt, w in ((t - 1, 1.0), (t, -2.0), (t + 1, 1.0)):
+                add([r], [3 * tt + ax], [-mass * w * fps * fps * sN])
+            rhs.append(mass * (acc[t, ax] - g[ax]) * sN)
+            r += 1
+    # Euler rows (all frames with a central difference): Σ (r − c) × f − L̇ = 0
+    Ldot = np.zeros((n, 3))
+    Ldot[1:-1] = (L[2:] - L[:-2]) * 0.5 * fps
+    sE = 1.0 / cfg.euler_tol_nm
+    euler_row = {}
+    for t in range(1, n - 1):
+        for ax in range(3):
+            euler_row[(t, ax)] = r
+            rhs.append(Ldot[t, ax] * sE)
+            r += 1
+    # contributions of each candidate's β to Newton and Euler rows
+    for i, (t, c) in enumerate(tc):
+        if t == 0 or t == n - 1:
+            continue
+        arm = corners[t, c] - com[t]
+        mom = np.cross(arm[None, :], E)  # (4, 3) moment of each unit edge
+        for ax in range(3):
+            add([newton_row[(t, ax)]] * 4, col_beta[i] + np.arange(4), E[:, ax] * sN)
+            add([euler_row[(t, ax)]] * 4, col_beta[i] + np.arange(4), mom[:, ax] * sE)
+    # stance feet on the floor: low_t + δp_z,t = 0
+    sF = 1.0 / cfg.floor_tol_m
+    for t, f in np.argwhere(stance):
+        add([r], [3 * t + 2], [sF])
+        rhs.append(-low[t, f] * sF)
+        r += 1
+    # small, smooth corrections
+    sC = 1.0 / cfg.correction_tol_m
+    for j in range(nd):
+        add([r], [j], [sC])
+        rhs.append(0.0)
+        r += 1
+    sR = 1.0 / (cfg.correction_rate_tol_mps / fps)
+    for t in range(n - 1):
+        for ax in range(3):
+            add([r, r], [3 * t + ax, 3 * (t + 1) + ax], [-sR, sR])
+            rhs.append(0.0)
+            r += 1
+    # measured per-foot forces as targets (lab data)
+    if cfg.use_measured and measured_grf_n is not None:
+        sM = 1.0 / (cfg.measured_tol_bw * bw)
+        meas = np.asarray(measured_grf_n, float)
+        for t in range(n):
+            for f in range(2):
+                if not np.isfinite(meas[t, f]).all():
+                    continue
+                idx = [i for i in np.flatnonzero(tc[:, 0] == t) if (tc[i, 1] >= 6) == bool(f)]
+                for ax in range(3):
+                    for i in idx:
+                        add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sM)
+                    rhs.append(meas[t, f, ax] * sM)
+                    r += 1
+    # ridge on the forces
+    sB = 1.0 / (cfg.force_ridge_bw * bw)
+    for j in range(nb):
+        add([r], [nd + j], [sB])
+        rhs.append(0.0)
+        r += 1
+    A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, nd + nb))
+    lb = np.concatenate([np.full(nd, -np.inf), np.zeros(nb)])
+    ub = np.full(nd + nb, np.inf)
+    sol = lsq_linear(A, np.asarray(rhs), bounds=(lb, ub), method="trf", lsmr_tol="auto", max_iter=200)
+    x = sol.x
+    dp = x[:nd].reshape(n, 3)
+    beta = x[nd:].reshape(k, 4)
+    corner_f = np.zeros((n, 12, 3))
+    corner_f[tc[:, 0], tc[:, 1]] = beta @ E
+    foot_f = np.stack([corner_f[:, :6].sum(1), corner_f[:, 6:].sum(1)], 1)
+    # residuals of the solved program, in physical units
+    ddp = np.zeros((n, 3))
+    ddp[1:-1] = (dp[2:] - 2 * dp[1:-1] + dp[:-2]) * fps * fps
+    newton = np.zeros((n, 3))
+    newton[1:-1] = (foot_f.sum(1) - mass * (acc + ddp) + mass * g)[1:-1]
+    arms = corners - com[:, None]
+    euler = np.zeros((n, 3))
+    euler[1:-1] = (np.cross(arms, corner_f).sum(1) - Ldot)[1:-1]
+    corrected = with_pose(mo, np.asarray(mo.root_pos_m, float) + dp, np.asarray(mo.joint_rot_aa_rad, float))
+    return DynamicsResult(corrected, fc, dp, foot_f, corner_f, newton, euler,
+                          _metrics(dp, newton, euler, bw, fc, float(sol.cost)))
+
+
+def _metrics(dp, newton, euler, bw, fc, cost) -> dict:
+    corr = np.linalg.norm(dp, axis=-1)
+    nf = np.linalg.norm(newton, axis=-1)
+    ne = np.linalg.norm(euler, axis=-1)
+    return {
+        "dyn_cutoff_hz": float(fc),
+        "dyn_root_correction_rms_m": float(np.sqrt(np.mean(corr**2))),
+        "dyn_root_correction_max_m": float(corr.max()),
+        "dyn_newton_residual_rms_n": float(np.sqrt(np.mean(nf**2))),
+        "dyn_newton_residual_rms_bw": float(np.sqrt(np.mean(nf**2)) / bw),
+        "dyn_euler_residual_rms_nm": float(np.sqrt(np.mean(ne**2))),
+        "dyn_cost": cost,
+    }
