@@ -69,7 +69,7 @@ class SimConfig:
             conditioned and its pelvis translation corrected so that contact forces inside
             friction cones explain it; the controller tracks that motion and shares the load
             between the feet as its force plan says. ``None`` (default) tracks the canonical
-            motion as it is; ``dynamset build --dynamics-pass`` turns it on (docs/simulation.md:
+            motion as it is; ``dynaset build --dynamics-pass`` turns it on (docs/simulation.md:
             measured effect on the lab walks and the demo corpus).
         plan_target_weight: weight of the per-foot planned forces in the per-tick contact
             distribution (``TrackingController.compute``); 0 = ignore the plan's load sharing.

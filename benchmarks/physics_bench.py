@@ -1,0 +1,194 @@
+"""Physical fidelity of the imitation on real lab walks and the demo corpus (issue 11), in one run.
+
+Usage::
+
+    python benchmarks/physics_bench.py                 # everything (~3 min on one core)
+    python benchmarks/physics_bench.py --no-demo       # only the lab walks and the speed ratio
+
+Prints, for each simulator variant (``VARIANTS``: the default engine = "before", the dynamics
+pass with its force plan, and the same with the root residual torque capped):
+
+1. the four shared lab walks with force plates (``../shared/data/c3d``: opensim-core walking2,
+   BTK PiG_Motion3_FF and Gait, kineticstoolkit walk), each read by the C3D source and processed
+   as the build does, simulated, and compared with the same trial's measured per-foot GRF:
+   λ = mean ‖F_sim − F_plate‖ / mass per foot (N/kg, ImDy's metric) on frames where the plate
+   value is known, peak vertical force sim vs plate (BW), stance vertical impulse sim vs plate
+   (BW·s), MPJPE median / p95 (mm, against the canonical motion), resets, the uncapped residual
+   force demand (median, BW; fraction of frames ≤ 5 % BW), and the RMS of the applied root
+   residual force (N) and torque (N·m);
+2. the dynamics pass's own force plan against the plates (no simulation): blind, and with the
+   plates as targets (AddBiomechanics-style);
+3. the demo corpus (subjects S01, S02 of ``generate_corpus(n_subjects=3, seed=1)``, 16 motions)
+   through the build's quality rules, unchanged: excluded / total per motion type and the rules;
+4. speed: the imitation loop's physics-step rate against raw ``mj_step`` on the same states
+   (goal ≥ 0.5) and the dynamics pass's cost as its own ratio to the simulation time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline.dynamics import DynamicsConfig, dynamics_pass  # noqa: E402
+from pipeline.process import BuildConfig, process_motion  # noqa: E402
+from pipeline.simulate import SimConfig, simulate  # noqa: E402
+from pipeline.simulate.humanoid import build_humanoid, skeleton_from_motion  # noqa: E402
+from pipeline.sources.base import get_source  # noqa: E402
+
+G = 9.81
+C3D_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "c3d"
+WALKS = {"walking2": "opensim-core/walking2.c3d", "PiG_Motion3_FF": "btk/PiG/PiG_Motion3_FF.c3d",
+         "Gait": "btk/others/Gait.c3d", "kit walk": "kineticstoolkit/walk.c3d"}
+VARIANTS: dict[str, tuple[str, SimConfig]] = {
+    "before": ("default SimConfig(): tracks the canonical motion as it is", SimConfig()),
+    "dynamics": ("--dynamics-pass: conditioned, corrected reference + per-foot force plan",
+                 SimConfig(dynamics=DynamicsConfig())),
+    "dynamics+cap": ("dynamics pass + root residual torque capped at 0.5 N·m/kg",
+                     SimConfig(dynamics=DynamicsConfig(), residual_torque_limit_nm_per_kg=0.5)),
+}
+
+
+def load_walks() -> dict:
+    src = get_source("c3d")
+    return {k: process_motion(src.read(C3D_ROOT / rel, C3D_ROOT)[0], BuildConfig()) for k, rel in WALKS.items()}
+
+
+def per_foot(force: np.ndarray, meas, fps: float) -> dict:
+    """λ per foot (N/kg), (peak Fz sim, plate) per foot (BW), (impulse sim, plate) per foot (BW·s)."""
+    mass = meas.mass_kg
+    bw = mass * G
+    lam, peak, imp = [], [], []
+    for f in range(2):
+        ok = np.isfinite(meas.grf_n[:, f]).all(-1)
+        lam.append(float(np.linalg.norm(force[ok, f] - meas.grf_n[ok, f], axis=-1).mean() / mass))
+        peak.append((force[ok, f, 2].max() / bw, meas.grf_n[ok, f, 2].max() / bw))
+        imp.append((force[ok, f, 2].sum() / fps / bw, meas.grf_n[ok, f, 2].sum() / fps / bw))
+    return {"lam": lam, "peak": peak, "imp": imp}
+
+
+def walk_row(p, r) -> dict:
+    meas = p.measured
+    bw = meas.mass_kg * G
+    out = per_foot(r.grf_n, meas, p.motion.fps_hz)
+    dem = np.linalg.norm(r.residual_demand_wrench[:, :3], axis=-1) / bw
+    out.update(
+        mpjpe=(r.metrics["mpjpe_median_mm"], r.metrics["mpjpe_p95_mm"]), resets=r.metrics["reset_count"],
+        dem=float(np.median(dem)), dem5=float(np.mean(dem <= 0.05)),
+        rf=float(np.sqrt(np.mean(np.sum(r.residual_wrench[:, :3] ** 2, axis=-1)))),
+        rt=float(np.sqrt(np.mean(np.sum(r.residual_wrench[:, 3:] ** 2, axis=-1)))),
+    )
+    return out
+
+
+def print_walks(walks: dict, names: list[str]) -> dict:
+    print("== 1. lab walks: simulated vs force plates ==")
+    print(f"{'variant':<14}{'trial':<16}{'λ L/R N/kg':>12}{'peak Fz L sim/plate':>21}{'R sim/plate':>13}"
+          f"{'impulse L':>11}{'R':>11}{'MPJPE p50/p95':>15}{'resets':>7}{'demand p50':>11}{'≤5%BW':>7}"
+          f"{'F_res RMS':>10}{'T_res RMS':>10}")
+    means = {}
+    for v in names:
+        cfg = VARIANTS[v][1]
+        lams = []
+        for k, p in walks.items():
+            c = walk_row(p, simulate([p.motion], cfg)[0])
+            lams += c["lam"]
+            (pl, pr), (il, ir) = c["peak"], c["imp"]
+            print(f"{v:<14}{k:<16}{c['lam'][0]:>6.2f}/{c['lam'][1]:<5.2f}{pl[0]:>13.2f}/{pl[1]:<7.2f}"
+                  f"{pr[0]:>6.2f}/{pr[1]:<6.2f}{il[0]:>5.2f}/{il[1]:<5.2f}{ir[0]:>5.2f}/{ir[1]:<5.2f}"
+                  f"{c['mpjpe'][0]:>8.0f}/{c['mpjpe'][1]:<6.0f}{c['resets']:>7d}{c['dem']:>9.2f}BW{c['dem5']:>7.2f}"
+                  f"{c['rf']:>8.0f} N{c['rt']:>7.0f} N·m")
+        means[v] = float(np.mean(lams))
+        print(f"{v:<14}{'mean λ':<16}{means[v]:>6.2f} N/kg   ({VARIANTS[v][0]})")
+    return means
+
+
+def print_plan(walks: dict) -> None:
+    print("== 2. the dynamics pass's force plan vs force plates (no simulation) ==")
+    for k, p in walks.items():
+        mo = p.motion
+        hum = build_humanoid(skeleton_from_motion(mo), mo.mass_kg, mo.gender, SimConfig().humanoid, 1 / 480)
+        cells = []
+        for use in (False, True):
+            t0 = time.perf_counter()
+            r = dynamics_pass(mo, hum, DynamicsConfig(use_measured=use), p.measured.grf_n)
+            dt = time.perf_counter() - t0
+            c = per_foot(r.foot_force_n, p.measured, mo.fps_hz)
+            cells.append(f"{'plates as targets' if use else 'blind'}: λ {c['lam'][0]:.2f}/{c['lam'][1]:.2f} N/kg, "
+                         f"pelvis moved ≤ {100 * r.metrics['dyn_root_correction_max_m']:.1f} cm, "
+                         f"Newton res {r.metrics['dyn_newton_residual_rms_bw']:.3f} BW, Euler res "
+                         f"{r.metrics['dyn_euler_residual_rms_nm']:.0f} N·m RMS ({dt:.2f} s)")
+        print(f"  {k:<16}" + " | ".join(cells))
+
+
+def print_demo(names: list[str]) -> None:
+    from sim_quality_probe import evaluate, load_motions
+
+    print("== 3. demo corpus (S01, S02): excluded by the unchanged quality rules, per motion type ==")
+    motions = load_motions()
+    for v in names:
+        by_kind: dict[str, list] = defaultdict(list)
+        t0 = time.perf_counter()
+        for p in motions:
+            row = evaluate(p, VARIANTS[v][1])
+            by_kind[p.motion.provenance.name.rsplit("_t", 1)[0]].append(row)
+        total = sum(len(r) for r in by_kind.values())
+        n_ex = sum(1 for rows in by_kind.values() for r in rows if r["exclude"])
+        print(f"  {v:<14} excluded {n_ex}/{total} ({time.perf_counter() - t0:.0f} s)")
+        for kind, rows in sorted(by_kind.items()):
+            ex = [r for r in rows if r["exclude"]]
+            rules = sorted({x for r in ex for x in r["exclude"]})
+            peaks = ", ".join(f"{r['grf_peak_bw']:.1f}" for r in rows)
+            print(f"    {kind:<10} {len(ex)}/{len(rows)} excluded  peak GRF {peaks} BW  {rules}")
+
+
+def print_speed() -> None:
+    from sim_bench import timed_run
+
+    from pipeline.simulate.synthetic import demo_motion
+
+    print("== 4. speed (one core) ==")
+    mo = demo_motion("walk", 1.2, duration_s=3.0)
+    for v in ("before", "dynamics"):
+        dt, t_step, steps = timed_run(mo, VARIANTS[v][1])
+        print(f"  {v:<10} loop / raw mj_step: {(steps / dt) / (steps / t_step):.2f} (goal ≥ 0.5); "
+              f"{mo.n_frames / mo.fps_hz / dt:.1f} s of motion per second")
+    hum = build_humanoid(skeleton_from_motion(mo), mo.mass_kg, mo.gender, SimConfig().humanoid, 1 / 480)
+    t0 = time.perf_counter()
+    dynamics_pass(mo, hum)
+    t_dyn = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    simulate([mo], SimConfig())
+    t_sim = time.perf_counter() - t0
+    print(f"  dynamics pass alone: {t_dyn:.2f} s for {mo.n_frames} frames = {t_dyn / t_sim:.2f} × the simulation time")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help=f"of {list(VARIANTS)}")
+    ap.add_argument("--no-demo", action="store_true", help="skip the demo-corpus section (the slowest)")
+    args = ap.parse_args(argv)
+    if not C3D_ROOT.is_dir():
+        print(f"the shared lab walks are missing: {C3D_ROOT}", file=sys.stderr)
+        return 2
+    walks = load_walks()
+    means = print_walks(walks, args.variants)
+    if "before" in means:
+        for v, m in means.items():
+            print(f"  mean λ {v}: {m:.2f} N/kg ({m / means['before']:.2f} × before)")
+    print_plan(walks)
+    if not args.no_demo:
+        print_demo(args.variants)
+    print_speed()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
