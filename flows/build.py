@@ -53,7 +53,7 @@ from pipeline.store import (
     write_frame_region,
     write_window_region,
 )
-from pipeline.store.canonical_io import load_canonical, save_canonical
+from pipeline.store.canonical_io import load_canonical, load_extras, save_canonical
 from pipeline.store.ledger import LEDGER_FILE, FileRecord, Ledger, RunRecord, now_iso
 from pipeline.store.location import LocalLocation, write_text_atomic
 
@@ -130,7 +130,8 @@ def process_file(
             t0 = time.perf_counter()
             staged.append(stage_sequence(file_staging, key, *payload, subsets=processed.subsets))
             if cfg.simulate is not None and not excluded:
-                canon = save_canonical(processed.motion, file_staging / "canonical" / f"{staged[-1].path.name}.npz")
+                canon = save_canonical(processed.motion, file_staging / "canonical" / f"{staged[-1].path.name}.npz",
+                                       extras=measured_extras(processed))
                 to_simulate.append((key, str(canon), processed.split))
             seconds["stage"] = seconds.get("stage", 0.0) + time.perf_counter() - t0
             rows.append(row)
@@ -163,6 +164,23 @@ def process_files(
     return [process_file(spec, path, entry, cfg, thresholds) for spec, path, entry in jobs]
 
 
+def measured_extras(processed) -> dict:
+    """What the simulate task compares a measured sequence's passes with (hand-over extras):
+    the plate forces per foot (``plate_grf_n``, ``plate_cop_m``, ``plate_free_moment_nm``) and the
+    inverse-dynamics torques (``id_joint_torque_nm``, NaN where unknown); ``{}`` otherwise."""
+    m = processed.measured
+    if m is None or not m.has_grf:
+        return {}
+    out = {"plate_grf_n": m.grf_n, "plate_cop_m": m.cop_m, "plate_free_moment_nm": m.free_moment_nm}
+    if processed.inverse_dynamics is not None:
+        out["id_joint_torque_nm"] = processed.inverse_dynamics.joint_torque_nm
+    return out
+
+
+_VALIDATION_EXTRAS = ("plate_grf_n", "id_joint_torque_nm")
+"""Hand-over extras the simulated passes' metrics use (quality providers ``sim_vs_plate``/``sim_vs_id``)."""
+
+
 def _sim_error(exc: BaseException) -> str:
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
 
@@ -173,13 +191,17 @@ def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> lis
     Each pass runs the whole batch through the backend at once (a GPU backend batches across
     sequences); if the batch fails, its motions are retried one by one so that a motion the
     simulator cannot handle is quarantined alone. Every pass of every motion is staged as its own
-    sequence (ground_reaction + torque subsets) with its quality-metrics row.
+    sequence (ground_reaction + torque subsets) with its quality-metrics row; for a motion with
+    measured forces (hand-over extras, ``measured_extras``) the row also holds the validation
+    metrics against the plates and the inverse dynamics.
     """
     t0 = time.perf_counter()
-    loaded, failed = [], {}
+    loaded, failed, measured = [], {}, {}
     for key, path, split in items:
         try:
             loaded.append((key, path, split, load_canonical(Path(path))))
+            extras = load_extras(Path(path))
+            measured[path] = {k: extras[k] for k in _VALIDATION_EXTRAS if k in extras}
         except Exception as exc:  # an unreadable hand-over file: quarantine this motion only
             failed[path] = _sim_error(exc)
     staged: dict[str, list] = {path: [] for _, path, _, _ in loaded}
@@ -202,7 +224,9 @@ def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> lis
             try:
                 frame, window, values = simulated_payload(motion, result, split, cfg.windows)
                 sim_key = simulated_key(key, p)
-                extras = {"residual_wrench": result.residual_wrench}
+                # measured sequences: the pass's metrics row also compares it with the plates and
+                # the inverse dynamics (pipeline.quality.validation)
+                extras = {"residual_wrench": result.residual_wrench, **measured.get(path, {})}
                 if result.dyn_root_correction_m is not None:
                     extras["dyn_root_correction_m"] = result.dyn_root_correction_m
                 arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)

@@ -65,6 +65,11 @@ class ProcessedSequence:
     measured: Any = None
     measured_fits: tuple[fit.FitResult, fit.FitResult] | None = None
     """Cubic window fits of the measured ``grf_n`` (N) and ``grm_nm`` (N·m) when ``measured`` has GRF."""
+    inverse_dynamics: Any = None
+    """``pipeline.inverse_dynamics.IDResult`` of a sequence with measured GRF (joint torques with the
+    plate forces on the simulator's humanoid; NaN where a foot's force is unknown), else ``None``."""
+    torque_fit: fit.FitResult | None = None
+    """Linear window fit (``fit.TORQUE_DEGREE``) of the inverse-dynamics torques, N·m."""
 
     def metric_arrays(self) -> dict[str, np.ndarray]:
         """Arrays for the quality metrics beyond the staged payload (IK residuals, plate conflicts)."""
@@ -81,7 +86,13 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
     """Run canonicalize, contact, fit and split on one raw motion.
 
     If ``seconds`` is given, the wall time of each stage is added to it under
-    ``canonicalize``, ``contact`` and ``fit`` (seconds).
+    ``canonicalize``, ``contact``, ``fit`` and (sequences with measured GRF)
+    ``inverse_dynamics`` (seconds).
+
+    A sequence with measured ground reactions (C3D force plates) also gets joint torques by
+    inverse dynamics (``pipeline.inverse_dynamics.measured_inverse_dynamics`` on the simulator's
+    humanoid, ``cfg.simulate.humanoid`` parameters) and joins the torque subset when some frame has
+    both feet's forces known.
     """
     seconds = {} if seconds is None else seconds
     t0 = time.perf_counter()
@@ -106,15 +117,31 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
         seconds[key] = seconds.get(key, 0.0) + dt
     split = assign_split(motion.provenance.subject_id, cfg.split)
     has_grf = measured is not None and measured.has_grf
-    fits = None
+    fits = idr = tau_fit = None
     if has_grf:
         fits = (fit.fit_windows(measured.grf_n, starts, length, fit.GRF_DEGREE),
                 fit.fit_windows(measured.grm_nm, starts, length, fit.GRF_DEGREE))
-    subsets = subsets_for(Availability(has_contact=True, has_grf=has_grf, has_torque=False))
+        t4 = time.perf_counter()
+        idr = _inverse_dynamics(motion, measured, cfg)
+        tau_fit = fit.fit_windows(idr.joint_torque_nm, starts, length, fit.TORQUE_DEGREE)
+        seconds["inverse_dynamics"] = seconds.get("inverse_dynamics", 0.0) + time.perf_counter() - t4
+    has_torque = idr is not None and bool(idr.known.any())
+    subsets = subsets_for(Availability(has_contact=True, has_grf=has_grf, has_torque=has_torque))
     return ProcessedSequence(
         motion=motion, contact=contact, window_start=starts, joint_pos_fit=pos_fit,
         joint_rot_fit=rot_fit, split=split, subsets=subsets, measured=measured, measured_fits=fits,
+        inverse_dynamics=idr if has_torque else None, torque_fit=tau_fit if has_torque else None,
     )
+
+
+def _inverse_dynamics(motion: CanonicalMotion, measured: Any, cfg: BuildConfig) -> Any:
+    """Inverse dynamics with the measured forces on the simulator's humanoid (its contact/joint
+    parameters from ``cfg.simulate`` when set; they only matter through the armature, which is
+    left out: ``pipeline.inverse_dynamics``)."""
+    from pipeline.inverse_dynamics import measured_inverse_dynamics
+
+    params = cfg.simulate.humanoid if cfg.simulate is not None else None
+    return measured_inverse_dynamics(motion, measured, params=params)
 
 
 def _measured(side_car: Any, motion: CanonicalMotion, cfg: BuildConfig) -> Any:
@@ -128,7 +155,10 @@ def _measured(side_car: Any, motion: CanonicalMotion, cfg: BuildConfig) -> Any:
 
 def measured_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
     """Ground_reaction arrays of a sequence with measured forces (frame, window, sequence values):
-    the schema's GRF arrays (NaN where unknown), their cubic window fits and ``seq_grf_source``."""
+    the schema's GRF arrays (NaN where unknown), their cubic window fits and ``seq_grf_source``;
+    with inverse dynamics also the torque subset's arrays: ``joint_torque_nm`` (NaN where a foot's
+    force is unknown), its linear window fit, the root residual (``residual_force_n``,
+    ``residual_torque_nm``) and ``seq_torque_source`` = ``inverse_dynamics``."""
     m = p.measured
     f32 = np.float32
     frame = {
@@ -144,6 +174,14 @@ def measured_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
     window = {"grf_coef_n": grf.coef.astype(f32), "grm_coef_nm": grm.coef.astype(f32),
               "grf_fit_rmse_n": grf.rmse.astype(f32)}
     seq = {"seq_grf_source": m.grf_source, "seq_mass_source": m.mass_source, "seq_pass": -1, "seq_sim_resets": -1}
+    idr = p.inverse_dynamics
+    if idr is not None:
+        frame["joint_torque_nm"] = idr.joint_torque_nm.astype(f32)
+        frame["residual_force_n"] = idr.residual_wrench[:, :3].astype(f32)
+        frame["residual_torque_nm"] = idr.residual_wrench[:, 3:].astype(f32)
+        window["torque_coef_nm"] = p.torque_fit.coef.astype(f32)
+        window["torque_fit_rmse_nm"] = p.torque_fit.rmse.astype(f32)
+        seq["seq_torque_source"] = TORQUE_SOURCE_ID
     return frame, window, seq
 
 
@@ -204,6 +242,10 @@ def stage_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
         sequence_values.update(seq)
     return frame_arrays, window_arrays, sequence_values
 
+
+TORQUE_SOURCE_ID = "inverse_dynamics"
+TORQUE_SOURCE_SIMULATION = "simulation"
+"""``seq_torque_source`` values: measured sequences' inverse dynamics / simulated passes."""
 
 SIM_CONTACT_THRESHOLD_N = 20.0
 """Vertical floor force on a body above which its sole point counts as in contact, N."""
@@ -285,6 +327,7 @@ def simulated_payload(
     m = result.metrics
     seq.update({
         "seq_grf_source": "simulation",
+        "seq_torque_source": TORQUE_SOURCE_SIMULATION,
         "seq_pass": int(result.pass_index),
         "seq_sim_resets": int(m["reset_count"]),
         "seq_sim_mpjpe_median_m": float(m["mpjpe_median_mm"]) / 1000.0,

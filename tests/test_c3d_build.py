@@ -115,6 +115,23 @@ def test_c3d_sequences_are_in_motion_contact_and_ground_reaction(built):
     assert "body_weight_normalization" in ds.grf_n.attrs
 
 
+def test_c3d_sequences_carry_inverse_dynamics_torques(built):
+    """Measured walks join the torque subset with inverse-dynamics torques (torque 2.1.0,
+    ``seq_torque_source`` = ``inverse_dynamics``), NaN exactly where a foot's force is unknown."""
+    tq = _open(built["out"], "torque")
+    assert tq.attrs["schema_version"] == "2.1.0"
+    assert sorted(map(str, tq.seq_id.values)) == sorted(map(str, _open(built["out"], "motion").seq_id.values))
+    assert set(map(str, tq.seq_torque_source.values)) == {"inverse_dynamics"}
+    np.testing.assert_array_equal(tq.seq_pass.values, -1)
+    tau = tq.joint_torque_nm.values
+    known = np.isfinite(tq.grf_n.values).all(axis=(1, 2))
+    assert np.isfinite(tau[known]).all() and np.isnan(tau[~known]).all() and known.sum() > 80
+    mass = tq.seq_mass_kg.values[tq.frame_sequence.values]
+    peak = np.linalg.norm(tau[known], axis=-1).max(axis=1) / mass[known]  # per known frame, N·m/kg
+    assert peak.max() < 3.0  # walking: joint moments ≤ ~2 N·m/kg
+    assert np.isfinite(tq.residual_force_n.values[known]).all()
+
+
 def test_walking_grf_peaks_and_stance_impulse_in_body_weights(built):
     ds = _open(built["out"], "ground_reaction")
     fps = float(ds.attrs["fps_hz"])

@@ -12,7 +12,7 @@ from pipeline.process import (
 from pipeline.simulate import simulate
 from pipeline.sources.amass import read_amass
 from pipeline.store import load_schema, validate_arrays
-from pipeline.store.canonical_io import load_canonical, save_canonical
+from pipeline.store.canonical_io import load_canonical, load_extras, save_canonical
 
 FIXED = {"joint": 24, "bone": 23, "marker": 45, "foot_point": 4, "foot": 2, "actuated_joint": 23, "xyz": 3,
          "cubic_power": 4, "linear_power": 2, "beta": 16}
@@ -48,6 +48,24 @@ def test_canonical_hand_over_round_trips(walk, tmp_path):
         assert all(z[k].dtype != object for k in z.files)
 
 
+def test_canonical_hand_over_carries_numeric_extras(walk, tmp_path):
+    """Measured sequences hand their plate forces and inverse-dynamics torques to the simulate task."""
+    _, p = walk
+    n = p.motion.n_frames
+    extras = {"plate_grf_n": np.full((n, 2, 3), np.nan), "id_joint_torque_nm": np.ones((n, 23, 3), np.float32),
+              "known": np.zeros(n, bool)}
+    path = save_canonical(p.motion, tmp_path / "m.npz", extras=extras)
+    back = load_extras(path)
+    assert set(back) == set(extras)
+    for k, v in extras.items():
+        np.testing.assert_array_equal(back[k], v)
+        assert back[k].dtype == v.dtype
+    assert load_canonical(path).provenance == p.motion.provenance
+    assert load_extras(save_canonical(p.motion, tmp_path / "plain.npz")) == {}
+    with pytest.raises(TypeError, match="numeric"):
+        save_canonical(p.motion, tmp_path / "bad.npz", extras={"names": np.array(["a", "b"])})
+
+
 def test_simulated_payload_is_a_valid_torque_sequence(walk):
     cfg, p = walk
     result = simulate([p.motion], cfg.simulate)[0]
@@ -65,4 +83,5 @@ def test_simulated_payload_is_a_valid_torque_sequence(walk):
     heel = result.body_contact_force_n[:, 7, 2] >= 20.0
     np.testing.assert_array_equal(frame["contact"][:, 0].astype(bool), heel)
     assert seq["seq_pass"] == 0 and seq["seq_id"] == p.motion.provenance.sequence_id
+    assert seq["seq_torque_source"] == "simulation" and seq["seq_grf_source"] == "simulation"
     assert simulated_key(seq["seq_id"], 2) == f"{seq['seq_id']}#pass2"

@@ -118,6 +118,7 @@ def test_html_report_renders_in_chromium(built, report):
         assert sid in html
     n_metric_plots = html.count('class="metric"')
     assert n_metric_plots >= 20
+    assert 'id="validation"' not in html  # no measured forces in this corpus: no "Simulated vs measured"
     if find_chromium() is None:
         pytest.skip("chromium is not installed (apt-get install chromium); the report HTML was generated")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -203,3 +204,61 @@ def test_diff_against_parent_and_recompute_from_stores(built, tmp_path):
     assert flagged == {SKATE, GAPS}, again[["seq_id", "flag_reasons"]].to_dict("records") if "flag_reasons" in again else again.to_dict("records")[:3]
     assert d["metrics"]["joint_spike_max_m"]["max"] == pytest.approx(
         new.drop([GLITCH, FORCE])["joint_spike_max_m"].max(), rel=1e-3)
+
+
+C3D_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "c3d"
+if not C3D_ROOT.is_dir():
+    C3D_ROOT = Path("/work/shared/data/c3d")
+
+
+@pytest.mark.skipif(not (C3D_ROOT / "btk/others/Gait.c3d").is_file(), reason=f"real C3D samples absent ({C3D_ROOT})")
+def test_simulated_vs_measured_section(tmp_path):
+    """A measured walk (btk/others/Gait.c3d) and its simulated pass through the build's per-file and
+    simulate tasks (no Prefect), stores written, report built: the "Simulated vs measured" section
+    lists the pass with its validation metrics and draws force/torque curves read from the stores
+    (the plate sequence ``<id>`` and the pass ``<id>#pass0`` in ground_reaction and torque)."""
+    from flows.build import process_file, simulate_motions, store_attrs
+    from pipeline.process import BuildConfig
+    from pipeline.quality import finish_quality
+    from pipeline.sources.base import SourceSpec
+    from pipeline.store import load_schema, plan_store, write_store
+
+    cfg = BuildConfig()
+    o = process_file(SourceSpec("c3d", str(C3D_ROOT)), str(C3D_ROOT / "btk/others/Gait.c3d"), str(tmp_path / "entry"),
+                     cfg)
+    assert o.quarantine is None and o.to_simulate
+    sims = simulate_motions(list(o.to_simulate), cfg)
+    assert sims[0].quarantine is None, sims[0].quarantine
+    staged = sorted([*o.staged, *sims[0].staged], key=lambda s: s.key)
+    rows = [*o.metrics, *sims[0].metrics]
+    out = tmp_path / "out"
+    out.mkdir()
+    finish_quality(out, rows)
+    attrs, coords = store_attrs(cfg)
+    for subset in SUBSETS:  # every sequence, excluded or not: this test is about the section
+        members = [s for s in staged if subset in s.subsets]
+        declared = load_schema(subset).coords
+        write_store(plan_store(subset, members, attrs, {k: v for k, v in coords.items() if k in declared}),
+                    out / f"{subset}.zarr")
+    base = o.staged[0].key
+    pass0 = f"{base}#pass0"
+    import xarray as xr
+
+    tq = xr.open_zarr(out / "torque.zarr")  # the measured sequence and its pass share seq_id
+    assert sorted(zip(tq.seq_id.values.tolist(), tq.seq_pass.values.tolist(), tq.seq_torque_source.values.tolist())) == [
+        (base, -1, "inverse_dynamics"), (base, 0, "simulation")]
+    row = next(r for r in sims[0].metrics if r["seq_id"] == pass0)
+    assert np.isfinite(row["grf_vs_plate_err_left_n_per_kg"]) and np.isfinite(row["torque_vs_id_rmse_nm_per_kg"])
+
+    html = build_report(out).read_text()
+    assert 'id="validation"' in html and "Simulated vs measured" in html and 'href="#validation"' in html
+    section = html[html.index('id="validation"'):html.index('id="sequences"')]
+    assert pass0 in section and f'alt="simulated vs measured: {pass0}"' in section
+    assert f"{row['torque_vs_id_rmse_nm_per_kg']:.3g}" in section  # the table shows the row's value
+    from pipeline.quality.collect import BuildReader
+
+    reader = BuildReader(out)  # the pass is read on its own, not mixed with the measured sequence
+    assert reader.subsets_of(base) == list(SUBSETS) and reader.subsets_of(pass0) == ["ground_reaction", "torque"]
+    meas, _ = reader.sequence(base, names={"joint_torque_nm"})
+    sim, values = reader.sequence(pass0, names={"joint_torque_nm"})
+    assert values["seq_pass"] == 0 and np.isnan(meas["joint_torque_nm"]).any() and np.isfinite(sim["joint_torque_nm"]).all()

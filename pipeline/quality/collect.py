@@ -3,6 +3,8 @@
 A sequence's arrays are the union over the subset stores that hold it (``motion`` first, then
 ``contact``, ``ground_reaction``, ``torque``, then any other ``*.zarr``), so arrays that a later
 stage adds to some store (simulation outputs, force plates) are picked up without code changes.
+Sequences are keyed as the build keys them (``sequence_key``): a simulated pass, which shares its
+motion's ``seq_id`` and has ``seq_pass`` k ≥ 0, is ``<seq_id>#pass<k>``, separate from the motion.
 Stores are opened with plain ``zarr`` (schema major version checked as ``open_store`` does; an
 older major whose migrations are pure renames is read under the current names, with a warning) and
 read in blocks of whole shards, so recomputing metrics of a large build streams through it.
@@ -45,6 +47,13 @@ def _open_group(path: Path) -> tuple[Any, dict[str, str]]:
     if schema.upgraded:
         warnings.warn(schema.message(str(path)), SchemaUpgradeWarning, stacklevel=3)
     return g, {new: old for old, new in schema.renames}
+
+
+def sequence_key(seq_id: str, seq_pass: int = -1) -> str:
+    """The build's key of a sequence (metrics rows, staging): ``seq_id`` for recorded/measured
+    sequences (``seq_pass`` < 0 or absent), ``<seq_id>#pass<k>`` for simulated pass ``k``
+    (``pipeline.process.simulated_key``)."""
+    return seq_id if seq_pass < 0 else f"{seq_id}#pass{int(seq_pass)}"
 
 
 def _strings(a: Any) -> list[str]:
@@ -91,6 +100,10 @@ def _load_store(subset: str, path: Path) -> _Store:
     names = [current.get(n, n) for n in g.array_keys()]
     dims = {n: tuple(g[stored.get(n, n)].metadata.dimension_names or ()) for n in names}
     ids = _strings(g["seq_id"]) if "seq_id" in names else []
+    if ids and "seq_pass" in names:
+        # a simulated pass shares its motion's seq_id (seq_pass k ≥ 0): key it as the build does
+        passes = np.asarray(g[stored.get("seq_pass", "seq_pass")][...])
+        ids = [sequence_key(s, int(k)) for s, k in zip(ids, passes)]
     derived = {"frame_sequence", "window_sequence", "window_start"}
     return _Store(
         subset=subset, group=g, fps_hz=float(g.attrs.get("fps_hz", 30.0)), ids=ids,
@@ -189,7 +202,7 @@ def metrics_from_stores(out_dir: str | Path) -> list[dict[str, Any]]:
 
     reader = BuildReader(out_dir)
     rows = []
-    for _, arrays, values in reader.iter_sequences():
-        meta = meta_from_sequence_values(values, values["fps_hz"])
+    for sid, arrays, values in reader.iter_sequences():
+        meta = meta_from_sequence_values(values, values["fps_hz"], seq_id=sid)
         rows.append(metrics_row(arrays, meta))
     return rows

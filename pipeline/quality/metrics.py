@@ -727,6 +727,44 @@ def _torques(arrays, meta):
     return {"torque_peak_nm_kg": _nanmax(np.linalg.norm(t, axis=-1)) / float(meta["mass_kg"])}
 
 
+# --- providers: simulated vs measured (validation.py) ---------------------------------------------
+# A simulated pass of a motion with measured forces carries the measured per-foot plate forces
+# (``plate_grf_n``) and the inverse-dynamics torques (``id_joint_torque_nm``) as extra arrays
+# (flows/build.py ``simulate_motions``). Info only: no rule uses these metrics.
+
+
+@metric_provider(
+    "sim_vs_plate", requires=("grf_n", "plate_grf_n"), requires_meta=("mass_kg",), stage="validation",
+    metrics={
+        "grf_vs_plate_err_left_n_per_kg": ("N/kg", "Mean over frames with a known plate force of |F_sim − F_plate| / body mass, left foot (ImDy's GRF error; plate averaged to the simulator's intervals)."),
+        "grf_vs_plate_err_right_n_per_kg": ("N/kg", "Mean over frames with a known plate force of |F_sim − F_plate| / body mass, right foot."),
+        "grf_peak_err_frac": ("1", "|peak vertical F_sim − peak vertical F_plate| / plate peak, the larger over the feet measured in stance."),
+        "grf_impulse_err_frac": ("1", "|stance vertical impulse sim − plate| / plate impulse, the largest over the stances on a plate (window ± 0.1 s)."),
+    },
+)
+def _sim_vs_plate(arrays, meta):
+    from .validation import grf_validation
+
+    return grf_validation(arrays["grf_n"], arrays["plate_grf_n"], float(meta["mass_kg"]), _fps(meta, arrays))
+
+
+@metric_provider(
+    "sim_vs_id", requires=("joint_torque_nm", "id_joint_torque_nm"), requires_meta=("mass_kg",), stage="validation",
+    metrics={
+        "torque_vs_id_rmse_nm_per_kg": ("N·m/kg", "RMSE of the sagittal hip, knee and ankle torques (both sides) of the simulation vs inverse dynamics with the measured forces, over frames where it is known, / body mass."),
+        "torque_vs_id_rmse_hip_nm_per_kg": ("N·m/kg", "Sagittal hip torque RMSE (both sides), simulation vs inverse dynamics, / body mass."),
+        "torque_vs_id_rmse_knee_nm_per_kg": ("N·m/kg", "Sagittal knee torque RMSE (both sides), simulation vs inverse dynamics, / body mass."),
+        "torque_vs_id_rmse_ankle_nm_per_kg": ("N·m/kg", "Sagittal ankle torque RMSE (both sides), simulation vs inverse dynamics, / body mass."),
+    },
+)
+def _sim_vs_id(arrays, meta):
+    from .validation import torque_validation
+
+    return torque_validation(arrays["joint_torque_nm"], arrays["id_joint_torque_nm"], float(meta["mass_kg"]),
+                             arrays["joint_rot_aa_rad"] if "joint_rot_aa_rad" in arrays else None,
+                             arrays["ref_joint_rot_aa_rad"] if "ref_joint_rot_aa_rad" in arrays else None)
+
+
 # --- rows ----------------------------------------------------------------------------------------
 
 ID_COLUMNS: tuple[str, ...] = ("seq_id", "source", "dataset", "subject", "name", "split", "path", "sha256")

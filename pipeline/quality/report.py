@@ -61,7 +61,7 @@ SUMMARY_FILE = "build.json"
 
 LEVEL_COLOURS = {"info": "#1f77b4", "warn": "#ff7f0e", "exclude": "#d62728", "": "#2ca02c"}
 LEVEL_WEIGHT = {"": 0.0, "info": 1.0, "warn": 10.0, "exclude": 100.0}
-STAGE_ORDER = ("source", "kinematics", "contact", "fit", "simulation", "force_plates", "torques")
+STAGE_ORDER = ("source", "kinematics", "contact", "fit", "simulation", "force_plates", "torques", "validation")
 PREVIEW_ARRAYS = ("time_s", "joint_rot_aa_rad", "joint_pos_m", "contact", "grf_n", "joint_torque_nm", "mpjpe_m",
                   "reset", "residual_wrench")
 
@@ -558,6 +558,111 @@ def sequence_figure(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], t
 _LEG = {"fontsize": 6, "frameon": False, "loc": "upper left", "bbox_to_anchor": (1.01, 1.05), "ncol": 2}
 
 
+# --- simulated vs measured -----------------------------------------------------------------------
+
+VALIDATION_METRICS = ("grf_vs_plate_err_left_n_per_kg", "grf_vs_plate_err_right_n_per_kg", "grf_peak_err_frac",
+                      "grf_impulse_err_frac", "torque_vs_id_rmse_nm_per_kg")
+"""Columns of the "Simulated vs measured" table (``pipeline.quality.validation``)."""
+
+VALIDATION_PLOTS = 8
+"""At most this many sequences get simulated-vs-measured curves."""
+
+
+def validation_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of simulated passes that carry any validation metric (finite), sorted by sequence id."""
+    cols = [c for c in VALIDATION_METRICS if c in table.columns]
+    if not cols or not len(table):
+        return table.iloc[:0]
+    vals = table[cols].apply(pd.to_numeric, errors="coerce")
+    return table[np.isfinite(vals.to_numpy(dtype=float)).any(axis=1)].sort_values("seq_id")
+
+
+def validation_figure(measured: Mapping[str, np.ndarray], simulated: Mapping[str, np.ndarray], mass_kg: float,
+                      fps_hz: float, title: str) -> str:
+    """Vertical GRF per foot (simulation vs plates, BW) and sagittal knee/ankle torques (simulation
+    vs inverse dynamics, N·m/kg). Simulated values are interval means, drawn at the intervals'
+    midpoints; measured values are samples at the frames."""
+    from pipeline.inverse_dynamics import sagittal
+
+    plt = _plt()
+    panels = [p for p, need in (("grf", "grf_n"), ("knee", "joint_torque_nm"), ("ankle", "joint_torque_nm"))
+              if need in measured and need in simulated]
+    if not panels:
+        return '<p class="muted">no arrays to compare in the stores</p>'
+    n = len(next(iter(simulated.values())))
+    t = np.asarray(measured["time_s"], float) if "time_s" in measured else np.arange(n) / fps_hz
+    ts = t + 0.5 / fps_hz
+    bw = mass_kg * G_MPS2
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9.5, 1.45 * len(panels) + 0.6), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    tq = {}
+    if "joint_torque_nm" in measured and "joint_torque_nm" in simulated:
+        tq["id"] = sagittal(measured["joint_torque_nm"], measured.get("joint_rot_aa_rad"))
+        tq["sim"] = sagittal(simulated["joint_torque_nm"], simulated.get("joint_rot_aa_rad"))
+    colours = {"left": "#1f77b4", "right": "#d62728"}
+    for ax, p in zip(axes, panels):
+        for k, side in enumerate(("left", "right")):
+            c = colours[side]
+            if p == "grf":
+                ax.plot(t, np.asarray(measured["grf_n"], float)[:, k, 2] / bw, color=c, linestyle="--",
+                        linewidth=1.1, label=f"{side} plate")
+                ax.plot(ts, np.asarray(simulated["grf_n"], float)[:, k, 2] / bw, color=c, linewidth=0.9,
+                        label=f"{side} sim")
+                ax.set_ylabel("vertical GRF [BW]")
+            else:
+                name = f"{side}_{p}"
+                ax.plot(t, tq["id"][name] / mass_kg, color=c, linestyle="--", linewidth=1.1, label=f"{side} ID")
+                ax.plot(ts, tq["sim"][name] / mass_kg, color=c, linewidth=0.9, label=f"{side} sim")
+                ax.set_ylabel(f"{p} sagittal [N·m/kg]", fontsize=7)
+                ax.axhline(0, color="k", linewidth=0.5)
+        ax.legend(**_LEG)
+    axes[0].set_title(title)
+    axes[-1].set_xlabel("time [s]")
+    fig.subplots_adjust(left=0.08, right=0.82, top=0.9, bottom=0.6 / (1.45 * len(panels) + 0.6), hspace=0.15)
+    return _img(fig, f"simulated vs measured: {title}")
+
+
+def _validation_section(q: BuildQuality, rows: pd.DataFrame, max_plots: int = VALIDATION_PLOTS) -> str:
+    heads = ["sequence", "λ left [N/kg]", "λ right [N/kg]", "peak err [%]", "impulse err [%]",
+             "torque RMSE [N·m/kg]"]
+    body = []
+    for _, r in rows.iterrows():
+        v = [_f(r.get(c)) for c in VALIDATION_METRICS]
+        pct = [None if x is None else 100 * x for x in v[2:4]]
+        body.append([r["seq_id"], v[0], v[1], *pct, v[4]])
+    parts = ['<section id="validation"><h2>Simulated vs measured</h2><p class="muted">Simulated passes of '
+             "sequences with measured forces, against the force plates (λ: mean |F_sim − F_plate| / body mass over "
+             "frames with a known plate force; peak and stance-impulse errors of the vertical force relative to "
+             "the plate) and against inverse dynamics with the plate forces (RMSE of the sagittal hip, knee and "
+             "ankle torques). "
+             "Measured values are averaged to the simulator's intervals first. Information only: no rule uses "
+             "these metrics (docs/quality.md).</p>", _table(heads, body, num=range(1, 6))]
+    reader = None
+    shown = rows.head(max_plots)
+    if len(shown):
+        from .collect import BuildReader
+
+        try:
+            reader = BuildReader(q.out_dir)
+        except Exception:
+            reader = None
+    for sid in shown["seq_id"]:
+        base = str(sid).split("#pass")[0]
+        # from the stores, or for an excluded pass from its quality preview
+        meas, sim = _sequence_data(q, reader, base), _sequence_data(q, reader, str(sid))
+        if meas is None or sim is None:
+            fig = '<p class="muted">not in the stores and no preview saved</p>'
+        else:
+            mass = float(sim[1].get("mass_kg") or meas[1].get("mass_kg") or 70.0)
+            fps = float(sim[1].get("fps_hz") or meas[1].get("fps_hz") or 30.0)
+            fig = validation_figure(meas[0], sim[0], mass, fps, str(sid))
+        parts.append(f'<div class="seq" id="val-{_safe(str(sid))}"><h3>{_e(sid)}</h3>{fig}</div>')
+    if len(rows) > len(shown):
+        parts.append(f'<p class="muted">curves of the first {len(shown)} of {len(rows)} sequences</p>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
 # --- HTML ----------------------------------------------------------------------------------------
 
 _CSS = """
@@ -673,9 +778,11 @@ def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | No
         f'dynaset {_e(s["dynaset_version"] or "–")} · generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}'
         f' · thresholds: {_e(q.thresholds.source)}</p></header>'
     )
+    val_rows = validation_rows(q.table)
     nav = [("summary", "Summary"), ("quarantine", "Quarantine"), ("exclusions", "Exclusions"),
-           ("worst", "Worst sequences"), ("rules", "Flags"), ("distributions", "Distributions"), ("sources", "Per source"),
-           ("sequences", "Sequence plots")] + ([("diff", "Diff vs parent")] if diff else [])
+           ("worst", "Worst sequences"), ("rules", "Flags"), ("distributions", "Distributions"), ("sources", "Per source")]
+    nav += [("validation", "Simulated vs measured")] if len(val_rows) else []
+    nav += [("sequences", "Sequence plots")] + ([("diff", "Diff vs parent")] if diff else [])
     parts.append("<nav>" + "".join(f'<a href="#{a}">{_e(b)}</a>' for a, b in nav) + "</nav><main>")
 
     # summary
@@ -781,6 +888,10 @@ def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | No
     heads = ["metric", "unit"] + [f"{src} {k}" for src in sources for k in ("median", "p95")]
     parts.append('<section id="sources"><h2>Per-source comparison</h2>' + _table(heads, prow, num=range(2, len(heads)))
                  + "</section>")
+
+    # simulated vs measured (force plates, inverse dynamics)
+    if len(val_rows):
+        parts.append(_validation_section(q, val_rows, VALIDATION_PLOTS if sequence_plots else 0))
 
     # per-sequence plots
     parts.append('<section id="sequences"><h2>Per-sequence plots (worst sequences)</h2>')
