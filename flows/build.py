@@ -229,6 +229,8 @@ def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> lis
                 extras = {"residual_wrench": result.residual_wrench, **measured.get(path, {})}
                 if result.dyn_root_correction_m is not None:
                     extras["dyn_root_correction_m"] = result.dyn_root_correction_m
+                if result.swing_penetration_m is not None:
+                    extras["swing_penetration_m"] = result.swing_penetration_m
                 arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
                 rows[path].append(metrics_row(arrays, meta))
                 staged[path].append(stage_sequence(

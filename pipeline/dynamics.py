@@ -9,7 +9,7 @@ Two steps, run on a ``CanonicalMotion`` before simulation (docs/simulation.md, "
    ``v`` the 90th percentile of the pelvis speed — 6 Hz for walking (OpenSim's recommendation
    for gait coordinates), up to 12 Hz for running and jumping, always below 0.45 × the frame rate.
 2. **Whole-sequence optimization.** A convex least-squares program with bounds over all frames
-   at once (``scipy.optimize.lsq_linear``, sparse): unknowns are a correction ``δp_t`` of the
+   at once (a sparse convex QP solved by Clarabel, ``solve_nonneg_lsq``): unknowns are a correction ``δp_t`` of the
    pelvis (whole-body) translation per frame and, per frame and candidate sole corner of the
    humanoid (``Humanoid.sole_points_local``: 4 rear-/mid-foot and 2 toe corners per foot), the 4
    non-negative edge magnitudes of a linearised friction pyramid (``mu``). Rows (each scaled by
@@ -20,11 +20,14 @@ Two steps, run on a ``CanonicalMotion`` before simulation (docs/simulation.md, "
      a whole-body translation changes neither ``r − c`` nor ``L``, so these rows are exact;
    * stance feet on the floor: the lowest corner of a foot in stance at height 0 after the
      correction (``floor_tol_m``);
-   * small, smooth corrections: ``δp_t`` (``correction_tol_m``) and its frame-to-frame change
-     (``correction_rate_tol_mps``);
+   * small, smooth corrections: ``δp_t`` (``correction_tol_m``), its velocity
+     (``correction_rate_tol_mps``) and acceleration (``correction_acc_tol_mps2``, and
+     ``correction_acc_end_tol_mps2`` at the first and last frames, which one Newton row each pins
+     only loosely: without it the ends could take spurious accelerations);
    * optional measured forces (lab data; ``use_measured``): per-foot ``Σ f = F_plate``
      (``measured_tol_bw``) on frames where the plate value is known;
-   * a small ridge on the forces (spreads load between corners).
+   * small tangential (friction) forces (``tangential_tol_bw``) and a small ridge on all forces
+     (spreads load between corners): tie-breaks of an otherwise degenerate force distribution.
 
    ``c``, ``L`` (centroidal angular momentum) and the corners come from MuJoCo on the subject's
    own humanoid (``pipeline.simulate.humanoid``), so the plan is consistent with the simulator's
@@ -43,7 +46,6 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 from scipy import sparse
-from scipy.optimize import lsq_linear
 from scipy.signal import butter, filtfilt
 
 from pipeline import rotations as rot
@@ -70,7 +72,10 @@ class DynamicsConfig:
     floor_tol_m: float = 0.02
     correction_tol_m: float = 0.05
     correction_rate_tol_mps: float = 0.05
+    correction_acc_tol_mps2: float = 0.5
+    correction_acc_end_tol_mps2: float = 0.02
     force_ridge_bw: float = 20.0
+    tangential_tol_bw: float = 0.5
     use_measured: bool = False
     measured_tol_bw: float = 0.02
     optimize: bool = True
@@ -86,7 +91,7 @@ class DynamicsResult:
         root_correction_m: (N, 3) δp added to the pelvis position, world, m.
         foot_force_n: (N, 2, 3) planned floor force per foot (left, right), world, N.
         corner_force_n: (N, 12, 3) planned force per sole corner (left 0–5, right 6–11), N.
-        newton_residual_n: (N, 3) unexplained force per frame (0 at the first/last frame), N.
+        newton_residual_n: (N, 3) unexplained force per frame, N.
         euler_residual_nm: (N, 3) unexplained moment about the COM per frame, N·m.
         metrics: per-sequence numbers (``dyn_*``): correction RMS/max (m), residual RMS (N, N·m).
     """
@@ -228,33 +233,32 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
         cols.append(np.asarray(cc, int).ravel())
         vals.append(np.asarray(vv, float).ravel())
 
-    # Newton rows for interior frames t = 1..n-2: Σ f − m δp̈ = m (c̈ − g)
-    acc = np.zeros((n, 3))
-    acc[1:-1] = (com[2:] - 2 * com[1:-1] + com[:-2]) * fps * fps
+    # Newton rows at every frame: Σ f − m δp̈ = m (c̈ − g); second differences are central, and
+    # at the first/last frame those of their neighbour (one-sided), so no frame is left free
+    centre = np.clip(np.arange(n), 1, n - 2)
+    acc = (com[centre + 1] - 2 * com[centre] + com[centre - 1]) * fps * fps
     sN = 1.0 / (cfg.newton_tol_bw * bw)
     g = np.array([0.0, 0.0, -GRAVITY_MPS2])
     newton_row = {}
-    for t in range(1, n - 1):
+    for t in range(n):
+        c0 = centre[t]
         for ax in range(3):
             newton_row[(t, ax)] = r
-            for tt, w in ((t - 1, 1.0), (t, -2.0), (t + 1, 1.0)):
+            for tt, w in ((c0 - 1, 1.0), (c0, -2.0), (c0 + 1, 1.0)):
                 add([r], [3 * tt + ax], [-mass * w * fps * fps * sN])
             rhs.append(mass * (acc[t, ax] - g[ax]) * sN)
             r += 1
-    # Euler rows (all frames with a central difference): Σ (r − c) × f − L̇ = 0
-    Ldot = np.zeros((n, 3))
-    Ldot[1:-1] = (L[2:] - L[:-2]) * 0.5 * fps
+    # Euler rows at every frame: Σ (r − c) × f − L̇ = 0 (L̇ central, one-sided at the ends)
+    Ldot = np.gradient(L, axis=0) * fps
     sE = 1.0 / cfg.euler_tol_nm
     euler_row = {}
-    for t in range(1, n - 1):
+    for t in range(n):
         for ax in range(3):
             euler_row[(t, ax)] = r
             rhs.append(Ldot[t, ax] * sE)
             r += 1
     # contributions of each candidate's β to Newton and Euler rows
     for i, (t, c) in enumerate(tc):
-        if t == 0 or t == n - 1:
-            continue
         arm = corners[t, c] - com[t]
         mom = np.cross(arm[None, :], E)  # (4, 3) moment of each unit edge
         for ax in range(3):
@@ -272,6 +276,14 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
         add([r], [j], [sC])
         rhs.append(0.0)
         r += 1
+    for t in range(1, n - 1):
+        # the first/last interior stencils also pin the sequence's ends, held tighter
+        tol = cfg.correction_acc_end_tol_mps2 if t in (1, n - 2) else cfg.correction_acc_tol_mps2
+        sA = 1.0 / (tol / (fps * fps))
+        for ax in range(3):
+            add([r, r, r], [3 * (t - 1) + ax, 3 * t + ax, 3 * (t + 1) + ax], [sA, -2 * sA, sA])
+            rhs.append(0.0)
+            r += 1
     sR = 1.0 / (cfg.correction_rate_tol_mps / fps)
     for t in range(n - 1):
         for ax in range(3):
@@ -292,6 +304,16 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
                         add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sM)
                     rhs.append(meas[t, f, ax] * sM)
                     r += 1
+    # tangential (friction) forces only where needed: without these rows the program is
+    # degenerate in f (a horizontal force makes a moment about the COM as cheaply as moving the
+    # centre of pressure) and the solver's tie-break would put spurious horizontal accelerations
+    # into δp
+    sT = 1.0 / (cfg.tangential_tol_bw * bw)
+    for i in range(k):
+        for ax in range(2):
+            add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sT)
+            rhs.append(0.0)
+            r += 1
     # ridge on the forces
     sB = 1.0 / (cfg.force_ridge_bw * bw)
     for j in range(nb):
@@ -299,26 +321,45 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
         rhs.append(0.0)
         r += 1
     A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, nd + nb))
-    lb = np.concatenate([np.full(nd, -np.inf), np.zeros(nb)])
-    ub = np.full(nd + nb, np.inf)
-    sol = lsq_linear(A, np.asarray(rhs), bounds=(lb, ub), method="trf", lsmr_tol="auto", max_iter=200)
-    x = sol.x
+    x, cost = solve_nonneg_lsq(A, np.asarray(rhs), nd)
     dp = x[:nd].reshape(n, 3)
     beta = x[nd:].reshape(k, 4)
     corner_f = np.zeros((n, 12, 3))
     corner_f[tc[:, 0], tc[:, 1]] = beta @ E
     foot_f = np.stack([corner_f[:, :6].sum(1), corner_f[:, 6:].sum(1)], 1)
     # residuals of the solved program, in physical units
-    ddp = np.zeros((n, 3))
-    ddp[1:-1] = (dp[2:] - 2 * dp[1:-1] + dp[:-2]) * fps * fps
-    newton = np.zeros((n, 3))
-    newton[1:-1] = (foot_f.sum(1) - mass * (acc + ddp) + mass * g)[1:-1]
-    arms = corners - com[:, None]
-    euler = np.zeros((n, 3))
-    euler[1:-1] = (np.cross(arms, corner_f).sum(1) - Ldot)[1:-1]
+    ddp = (dp[centre + 1] - 2 * dp[centre] + dp[centre - 1]) * fps * fps
+    newton = foot_f.sum(1) - mass * (acc + ddp) + mass * g
+    euler = np.cross(corners - com[:, None], corner_f).sum(1) - Ldot
     corrected = with_pose(mo, np.asarray(mo.root_pos_m, float) + dp, np.asarray(mo.joint_rot_aa_rad, float))
     return DynamicsResult(corrected, fc, dp, foot_f, corner_f, newton, euler,
-                          _metrics(dp, newton, euler, bw, fc, float(sol.cost)))
+                          _metrics(dp, newton, euler, bw, fc, cost))
+
+
+def solve_nonneg_lsq(A: sparse.spmatrix, b: np.ndarray, n_free: int) -> tuple[np.ndarray, float]:
+    """``argmin ½‖A x − b‖²`` with ``x[n_free:] ≥ 0``, as a sparse convex QP solved by Clarabel
+    (interior point; ``P = AᵀA``, ``q = −Aᵀb``, a non-negative cone on the bounded block).
+
+    Returns (x, ½‖A x − b‖²). Raises ``ArithmeticError`` when the solver does not converge.
+    """
+    import clarabel
+
+    n = A.shape[1]
+    A = sparse.csc_matrix(A)
+    P = sparse.triu(A.T @ A, format="csc")
+    q = -(A.T @ b)
+    nb = n - n_free
+    G = sparse.hstack([sparse.csc_matrix((nb, n_free)), -sparse.identity(nb, format="csc")], format="csc")
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    solver = clarabel.DefaultSolver(P, q, G, np.zeros(nb), [clarabel.NonnegativeConeT(nb)], settings)
+    sol = solver.solve()
+    if str(sol.status) not in ("Solved", "AlmostSolved"):
+        raise ArithmeticError(f"dynamics pass: the QP solver stopped with status {sol.status}")
+    x = np.asarray(sol.x, dtype=float)
+    x[n_free:] = np.maximum(x[n_free:], 0.0)
+    res = A @ x - b
+    return x, float(0.5 * res @ res)
 
 
 def _metrics(dp, newton, euler, bw, fc, cost) -> dict:

@@ -90,7 +90,7 @@ def test_simulation_with_the_dynamics_pass_records_how_far_it_moved(walk):
         np.linalg.norm(res.dyn_root_correction_m, axis=-1).max())
     assert res.metrics["dyn_cutoff_hz"] == pytest.approx(6.0)
     assert res.metrics["mpjpe_median_mm"] < 60.0
-    assert simulate([walk], SimConfig())[0].dyn_root_correction_m is None
+    assert simulate([walk], SimConfig(dynamics=None))[0].dyn_root_correction_m is None
 
 
 @pytest.mark.skipif(not C3D_ROOT.is_dir(), reason="real C3D samples absent (shared/data/MANIFEST.md)")

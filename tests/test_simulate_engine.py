@@ -14,12 +14,16 @@ from pipeline.simulate.engine import pass_variation
 from pipeline.simulate.synthetic import demo_motion
 
 G = 9.81
+TRACKING = SimConfig(dynamics=None)
+"""The tracking controller on the canonical motion as it is (no dynamics pass): the goals below
+are the controller's own; the default engine (dynamics pass + swing clearance) is checked in
+``test_default_engine_walk`` and tests/test_dynamics.py."""
 
 
 @pytest.fixture(scope="module")
 def walk():
     mo = demo_motion("walk", 1.2, duration_s=4.0, subject=1)
-    return mo, simulate([mo], SimConfig())[0]
+    return mo, simulate([mo], TRACKING)[0]
 
 
 def test_result_shapes_and_conventions(walk):
@@ -77,6 +81,25 @@ def test_tracking_walk_meets_goals(walk):
     _check_goals(walk[1])
 
 
+def test_default_engine_walk():
+    """The default engine (dynamics pass + plan load sharing + swing clearance) on the same walk.
+
+    Measured 2026-11-30: MPJPE median 7.8 mm (against the canonical motion, so it includes the
+    pass's correction), uncapped residual demand ≤ 5 % BW on 97.5 % of frames, peak vertical GRF
+    1.6 BW, swing feet never below the floor.
+    """
+    mo = demo_motion("walk", 1.2, duration_s=4.0, subject=1)
+    r = simulate([mo], SimConfig())[0]
+    m = r.metrics
+    assert m["reset_count"] == 0, m
+    assert m["mpjpe_median_mm"] <= 15.0, m
+    assert m["residual_force_demand_le_5pct_bw_frac"] >= 0.95, m
+    assert m["dyn_root_correction_max_m"] < 0.03, m
+    assert m["swing_penetration_max_m"] < 0.01, m
+    assert 0.1 < m["swing_clear_frac"] < 0.6, m
+    assert r.grf_n[..., 2].sum(axis=1).max() / (mo.mass_kg * G) < 1.8
+
+
 def test_tracking_run_stays_up_with_bounded_error():
     """Demo run at 2.5 m/s: the issue's 30 mm median goal is missed narrowly (measured 30.5 mm).
 
@@ -85,7 +108,7 @@ def test_tracking_run_stays_up_with_bounded_error():
     median MPJPE within 35 mm, applied residual within its 5 % BW cap.
     """
     mo = demo_motion("run", 2.5, duration_s=3.0, subject=0)
-    m = simulate([mo], SimConfig())[0].metrics
+    m = simulate([mo], TRACKING)[0].metrics
     assert m["reset_count"] == 0, m
     assert m["mpjpe_median_mm"] <= 35.0, m
     assert m["residual_force_le_5pct_bw_frac"] >= 0.95, m

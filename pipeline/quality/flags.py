@@ -135,6 +135,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("dynamics_moved_motion", "dyn_root_correction_max_m", ">", 0.10, "warn",
          "the dynamics pass moved the pelvis by > 10 cm to explain the motion with contact forces: the "
          "kinematics are far from physically consistent (dynset; AddBiomechanics reports its own adjustments)"),
+    Rule("swing_through_floor", "swing_penetration_max_m", ">", 0.03, "warn",
+         "a simulated swing foot passed > 3 cm below the floor while its collisions were off: its "
+         "tracking error exceeds real toe clearance (1–3 cm); contact forces near it are doubtful (dynaset)"),
     Rule("newton_euler_imbalance", "newton_euler_imbalance_bw_p95", ">", 0.5, "warn",
          "GRF inconsistent with the COM acceleration by > 0.5 BW (approximate COM; dynaset)"),
     # force plates

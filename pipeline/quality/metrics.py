@@ -577,6 +577,16 @@ def _dynamics_pass(arrays, meta):
     return {"dyn_root_correction_rms_m": float(np.sqrt(np.nanmean(c**2))), "dyn_root_correction_max_m": _nanmax(c)}
 
 
+@metric_provider(
+    "swing_clearance", requires=("swing_penetration_m",), stage="simulation",
+    metrics={
+        "swing_penetration_max_m": ("m", "Deepest a simulated swing foot went below the floor while its floor collisions were off (SimConfig.swing_clearance)."),
+    },
+)
+def _swing_clearance(arrays, meta):
+    return {"swing_penetration_max_m": _nanmax(np.asarray(arrays["swing_penetration_m"], dtype=np.float64))}
+
+
 # --- providers: ground reaction (force plates or simulation) -------------------------------------
 
 # de Leva (1996) segment masses (fraction of body mass) between SMPL joints: (proximal, distal, fraction,

@@ -234,9 +234,10 @@ class TrackingController:
         frame (at the pelvis origin), its torque part pelvis-frame (MuJoCo free-joint dofs).
 
         ``foot_target`` (2, 3): planned floor force per foot (left, right; world, N) from the
-        dynamics pass; with ``target_weight`` > 0 the plan adds the rows
-        ``target_weight · (Σ_foot f − F_target)`` to the least-squares problem, so the load is
-        shared between the feet as the whole-sequence plan says (not only by the per-tick ridge).
+        dynamics pass; with ``target_weight`` > 0 and contacts on both feet, the rows
+        ``target_weight · (Σ_left f − s Σ_all f)`` (``s`` = the plan's left share of the vertical
+        force) join the least-squares problem: the whole-sequence plan sets how the load is
+        shared between the feet (not only the per-tick ridge), the root demand sets the total.
         """
         m = self.m
         d.qacc[:] = self.desired_acceleration(d, q_ref, v_ref, a_ref)
@@ -273,14 +274,17 @@ class TrackingController:
             Aw[3:] = np.einsum("kb,jbc->ckj", r, self._edge_skew @ R).reshape(3, k4)
             Aw *= self._w[:, None]
             bw = demand * self._w
-            if foot_target is not None and target_weight > 0.0:
-                right = np.isin(bodies[active], self._right_bodies)
-                rows = np.zeros((6, k4))
-                for f, sel in enumerate((~right, right)):
-                    cols = (4 * np.flatnonzero(sel)[:, None] + np.arange(4)).reshape(-1)
-                    rows[3 * f:3 * f + 3, cols] = np.tile(self._edges.T, int(sel.sum())) * target_weight
+            right = np.isin(bodies[active], self._right_bodies)
+            ft = None if foot_target is None else np.asarray(foot_target, float)
+            if ft is not None and target_weight > 0.0 and right.any() and (~right).any() \
+                    and ft[:, 2].sum() > 0.0:
+                # the plan sets how the load is shared between the feet, the demand sets the total:
+                # Σ_left f − s Σ_all f = 0 with s the plan's left share of the vertical force
+                share = ft[0, 2] / ft[:, 2].sum()
+                coef = np.where(right, -share, 1.0 - share)  # per contact
+                rows = (np.repeat(coef, 4)[None, :] * np.tile(self._edges.T, active.size)) * target_weight
                 Aw = np.vstack([Aw, rows])
-                bw = np.concatenate([bw, np.asarray(foot_target, float).reshape(6) * target_weight])
+                bw = np.concatenate([bw, np.zeros(3)])
             beta = solve_force_plan(Aw, bw, self.qp.regularization)
             beta = beta.reshape(active.size, 4)
             f = beta @ self._edges  # (k, 3) world

@@ -71,11 +71,20 @@ class SimConfig:
             between the feet as its force plan says. ``None`` (default) tracks the canonical
             motion as it is; ``dynaset build --dynamics-pass`` turns it on (docs/simulation.md:
             measured effect on the lab walks and the demo corpus).
-        plan_target_weight: weight of the per-foot planned forces in the per-tick contact
-            distribution (``TrackingController.compute``); 0 = ignore the plan's load sharing.
+        plan_target_weight: weight of the plan's load sharing between the feet in the per-tick
+            contact distribution (``TrackingController.compute``); 0 = ignore it.
         plan_gate_n: with a dynamics pass, a foot's contacts are planned over a control interval
             only if the plan's vertical force on it exceeds this at both ends (replaces the
             sole-height stance gate), N.
+        swing_clearance: with a dynamics pass, a foot the plan leaves unloaded does not collide
+            with the floor from its lift-off until ``swing_landing_lead_s`` before the plan loads
+            it again. Real swing feet clear the floor by 1–3 cm (the lab walks' lowest swing corner:
+            0.6–2.6 cm); a centimetre of tracking error would otherwise make the simulated swing foot
+            scuff and carry up to half the body weight the plate never saw, which tips the body
+            over. How deep a cleared foot went below the floor is recorded
+            (``metrics["swing_penetration_max_m"]``); its recorded floor force is zero then.
+        swing_landing_lead_s: collisions of a landing foot are back on this long before the plan
+            loads it, so it lands on the floor at its simulated height, s.
     """
 
     control_hz: float = 120.0
@@ -96,9 +105,11 @@ class SimConfig:
     stiff_joints: tuple[str, ...] = ("left_foot", "right_foot")
     stiff_joint_stiffness_nm_per_rad_per_kg: float = 6.0
     stiff_joint_damping_nms_per_rad_per_kg: float = 0.03
-    dynamics: DynamicsConfig | None = None
+    dynamics: DynamicsConfig | None = field(default_factory=DynamicsConfig)
     plan_target_weight: float = 3.0
     plan_gate_n: float = 20.0
+    swing_clearance: bool = True
+    swing_landing_lead_s: float = 0.067
 
     def __post_init__(self) -> None:
         if not self.control_hz > 0 or not self.physics_dt_s > 0:
@@ -174,6 +185,9 @@ class SimulationResult:
     dyn_root_correction_m: np.ndarray | None = None
     """(N, 3) pelvis translation the dynamics pass added to the tracked reference, m (world);
     ``None`` without a dynamics pass."""
+    swing_penetration_m: np.ndarray | None = None
+    """(N,) depth below the floor of the lowest sole point of a foot whose floor collisions were off
+    (``SimConfig.swing_clearance``), m; 0 elsewhere; ``None`` without swing clearance."""
 
     @property
     def n_frames(self) -> int:
@@ -262,6 +276,17 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
                 gate[:, body_ids_all[j]] &= st[:, f]
     body_ids = hum.body_ids
     root_body = int(body_ids[0])
+    swing_geoms = None
+    if plan is not None and cfg.swing_clearance:
+        # a foot is clear of the floor from its lift-off until `swing_landing_lead_s` before the
+        # plan loads it again: it lands with collisions on, at its simulated height
+        lead = int(round(cfg.swing_landing_lead_s * cfg.control_hz))
+        soon = loaded.copy()
+        for j in range(1, lead + 1):
+            soon[:-j] |= loaded[j:]
+        swing = ~(soon[:-1] | soon[1:])
+        swing_geoms = [np.flatnonzero(np.isin(m.geom_bodyid, body_ids_all[list(b)]))
+                       for b in (LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)]
 
     rq, rv, ra = hum.qpos_to_mj(ref.qpos), hum.dof_to_mj(ref.qvel), hum.dof_to_mj(ref.qacc)  # MuJoCo layout
 
@@ -336,6 +361,11 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         if spring_q.size:
             m.qpos_spring[spring_q] = rq[k, spring_q]
         d.qfrc_applied[:6] = residual
+        if swing_geoms is not None:
+            for f in range(2):
+                on = 0 if swing[k, f] else 1
+                m.geom_contype[swing_geoms[f]] = 2 * on
+                m.geom_conaffinity[swing_geoms[f]] = on
         t_before = d.time
         s0 = (k % spf) * nsub
         for s in range(s0, s0 + nsub):
@@ -356,11 +386,12 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     f_sum += F.sum(axis=1) / nsub
     mo_sum += (sd[..., 4:7] + cross(sd[..., 7:10], F)).sum(axis=1) / nsub
     return _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau_sum / spf,
-                   res_sum / spf, dem_sum / spf, f_sum / spf, mo_sum / spf, reset, dyn)
+                   res_sum / spf, dem_sum / spf, f_sum / spf, mo_sum / spf, reset, dyn,
+                   None if swing_geoms is None else swing.reshape(n, spf, 2).any(axis=1))
 
 
 def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau, res, dem, fbody, mbody, reset,
-            dyn: DynamicsResult | None = None) -> SimulationResult:
+            dyn: DynamicsResult | None = None, swing: np.ndarray | None = None) -> SimulationResult:
     n = motion.n_frames
     fps = float(motion.fps_hz)
     qp = hum.qpos_from_mj(qpos_rec[:n])
@@ -399,13 +430,21 @@ def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau
     metrics = sequence_metrics(result_arrays, comv_rec, hum.mass_kg, fps)
     if dyn is not None:  # how far the dynamics pass moved the motion, and what it left unexplained
         metrics.update(dyn.metrics)
+    swing_pen = None
+    if swing is not None:  # (N, 2): a foot's floor collisions were off in part of the interval
+        sole_z = sk.sole_points(glob, joints, skel)[..., 2]  # (N, 4): l heel, l toe, r heel, r toe
+        low = np.stack([sole_z[:, :2].min(1), sole_z[:, 2:].min(1)], axis=1)
+        swing_pen = np.where(swing, np.maximum(-low, 0.0), 0.0).max(axis=1)
+        metrics["swing_clear_frac"] = float(swing.mean())
+        metrics["swing_penetration_max_m"] = float(swing_pen.max())
         metrics["dyn_mpjpe_median_mm"] = float(np.median(np.linalg.norm(
             dyn.motion.joint_pos_m - motion.joint_pos_m, axis=-1).mean(axis=1)) * 1000.0)
     for v in result_arrays.values():
         v.setflags(write=False)
     return SimulationResult(
         sequence_id=motion.provenance.sequence_id, pass_index=int(pass_index), fps_hz=fps, mass_kg=hum.mass_kg,
-        metrics=metrics, dyn_root_correction_m=None if dyn is None else dyn.root_correction_m, **result_arrays,
+        metrics=metrics, dyn_root_correction_m=None if dyn is None else dyn.root_correction_m,
+        swing_penetration_m=swing_pen, **result_arrays,
     )
 
 
