@@ -5,15 +5,17 @@ Usage::
     python benchmarks/physics_bench.py                 # everything (~3 min on one core)
     python benchmarks/physics_bench.py --no-demo       # only the lab walks and the speed ratio
 
-Prints, for each simulator variant (``VARIANTS``: the default engine = "before", the dynamics
-pass with its force plan, and the same with the root residual torque capped):
+Prints, for each simulator variant (``VARIANTS``: the previous engine = "before", the default
+engine = "after", and the default with the root residual torque capped):
 
 1. the four shared lab walks with force plates (``../shared/data/c3d``: opensim-core walking2,
    BTK PiG_Motion3_FF and Gait, kineticstoolkit walk), each read by the C3D source and processed
-   as the build does, simulated, and compared with the same trial's measured per-foot GRF:
-   λ = mean ‖F_sim − F_plate‖ / mass per foot (N/kg, ImDy's metric) on frames where the plate
-   value is known, peak vertical force sim vs plate (BW), stance vertical impulse sim vs plate
-   (BW·s), MPJPE median / p95 (mm, against the canonical motion), resets, the uncapped residual
+   as the build does, simulated, and compared with the same trial's measured per-foot GRF and with
+   inverse dynamics under the plate forces, using the build's own validation metrics
+   (``pipeline.quality.validation``): λ = mean ‖F_sim − F_plate‖ / mass per foot (N/kg, ImDy's
+   metric), peak and stance-impulse errors, sagittal hip/knee/ankle torque RMSE vs ID (N·m/kg);
+   plus peak vertical force sim vs plate (BW), MPJPE median / p95 (mm, against the canonical
+   motion), resets, the uncapped residual
    force demand (median, BW; fraction of frames ≤ 5 % BW), and the RMS of the applied root
    residual force (N) and torque (N·m);
 2. the dynamics pass's own force plan against the plates (no simulation): blind, and with the
@@ -48,11 +50,11 @@ C3D_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "c3d"
 WALKS = {"walking2": "opensim-core/walking2.c3d", "PiG_Motion3_FF": "btk/PiG/PiG_Motion3_FF.c3d",
          "Gait": "btk/others/Gait.c3d", "kit walk": "kineticstoolkit/walk.c3d"}
 VARIANTS: dict[str, tuple[str, SimConfig]] = {
-    "before": ("default SimConfig(): tracks the canonical motion as it is", SimConfig()),
-    "dynamics": ("--dynamics-pass: conditioned, corrected reference + per-foot force plan",
-                 SimConfig(dynamics=DynamicsConfig())),
-    "dynamics+cap": ("dynamics pass + root residual torque capped at 0.5 N·m/kg",
-                     SimConfig(dynamics=DynamicsConfig(), residual_torque_limit_nm_per_kg=0.5)),
+    "before": ("the previous engine: tracks the canonical motion as it is (SimConfig(dynamics=None))",
+               SimConfig(dynamics=None)),
+    "after": ("the default SimConfig(): dynamics pass, plan load sharing, swing clearance", SimConfig()),
+    "after+cap1": ("default + root residual torque capped at 1.0 N·m/kg",
+                   SimConfig(residual_torque_limit_nm_per_kg=1.0)),
 }
 
 
@@ -74,10 +76,17 @@ def per_foot(force: np.ndarray, meas, fps: float) -> dict:
     return {"lam": lam, "peak": peak, "imp": imp}
 
 
-def walk_row(p, r) -> dict:
+def walk_row(p, r, id_torque: np.ndarray) -> dict:
+    """The build's own validation metrics (pipeline.quality.validation) plus peaks, impulses,
+    tracking and residuals of one simulated lab walk."""
+    from pipeline.quality.validation import grf_validation, torque_validation
+
     meas = p.measured
     bw = meas.mass_kg * G
     out = per_foot(r.grf_n, meas, p.motion.fps_hz)
+    out.update(grf_validation(r.grf_n, meas.grf_n, meas.mass_kg, p.motion.fps_hz))
+    out.update(torque_validation(r.joint_torque_nm, id_torque, meas.mass_kg, r.sim_joint_rot_aa_rad,
+                                 p.motion.joint_rot_aa_rad))
     dem = np.linalg.norm(r.residual_demand_wrench[:, :3], axis=-1) / bw
     out.update(
         mpjpe=(r.metrics["mpjpe_median_mm"], r.metrics["mpjpe_p95_mm"]), resets=r.metrics["reset_count"],
@@ -89,24 +98,32 @@ def walk_row(p, r) -> dict:
 
 
 def print_walks(walks: dict, names: list[str]) -> dict:
-    print("== 1. lab walks: simulated vs force plates ==")
-    print(f"{'variant':<14}{'trial':<16}{'λ L/R N/kg':>12}{'peak Fz L sim/plate':>21}{'R sim/plate':>13}"
-          f"{'impulse L':>11}{'R':>11}{'MPJPE p50/p95':>15}{'resets':>7}{'demand p50':>11}{'≤5%BW':>7}"
-          f"{'F_res RMS':>10}{'T_res RMS':>10}")
+    from pipeline.inverse_dynamics import measured_inverse_dynamics
+
+    print("== 1. lab walks: simulated vs force plates and vs inverse dynamics with the plate forces ==")
+    print("   λ = the build's grf_vs_plate_err (plate averaged onto the simulated intervals), N/kg; peak/impulse"
+          " errors: the build's grf_peak_err_frac / grf_impulse_err_frac (worst foot); τ RMSE: sagittal"
+          " hip/knee/ankle vs ID, N·m/kg")
+    print(f"{'variant':<12}{'trial':<16}{'λ L/R':>11}{'peak err':>9}{'imp err':>8}{'τ RMSE':>7}"
+          f"{'peak Fz L sim/plate':>20}{'R sim/plate':>13}{'MPJPE p50/p95':>15}{'resets':>7}"
+          f"{'demand p50':>11}{'≤5%BW':>7}{'F_res RMS':>10}{'T_res RMS':>11}")
+    ids = {k: measured_inverse_dynamics(p.motion, p.measured).joint_torque_nm for k, p in walks.items()}
     means = {}
     for v in names:
         cfg = VARIANTS[v][1]
         lams = []
         for k, p in walks.items():
-            c = walk_row(p, simulate([p.motion], cfg)[0])
-            lams += c["lam"]
-            (pl, pr), (il, ir) = c["peak"], c["imp"]
-            print(f"{v:<14}{k:<16}{c['lam'][0]:>6.2f}/{c['lam'][1]:<5.2f}{pl[0]:>13.2f}/{pl[1]:<7.2f}"
-                  f"{pr[0]:>6.2f}/{pr[1]:<6.2f}{il[0]:>5.2f}/{il[1]:<5.2f}{ir[0]:>5.2f}/{ir[1]:<5.2f}"
+            c = walk_row(p, simulate([p.motion], cfg)[0], ids[k])
+            lam = (c["grf_vs_plate_err_left_n_per_kg"], c["grf_vs_plate_err_right_n_per_kg"])
+            lams += list(lam)
+            (pl, pr) = c["peak"]
+            print(f"{v:<12}{k:<16}{lam[0]:>5.2f}/{lam[1]:<5.2f}{100 * c['grf_peak_err_frac']:>7.0f} %"
+                  f"{100 * c['grf_impulse_err_frac']:>6.0f} %{c['torque_vs_id_rmse_nm_per_kg']:>7.2f}"
+                  f"{pl[0]:>12.2f}/{pl[1]:<7.2f}{pr[0]:>6.2f}/{pr[1]:<6.2f}"
                   f"{c['mpjpe'][0]:>8.0f}/{c['mpjpe'][1]:<6.0f}{c['resets']:>7d}{c['dem']:>9.2f}BW{c['dem5']:>7.2f}"
-                  f"{c['rf']:>8.0f} N{c['rt']:>7.0f} N·m")
+                  f"{c['rf']:>8.0f} N{c['rt']:>8.0f} N·m")
         means[v] = float(np.mean(lams))
-        print(f"{v:<14}{'mean λ':<16}{means[v]:>6.2f} N/kg   ({VARIANTS[v][0]})")
+        print(f"{v:<12}{'mean λ':<16}{means[v]:>5.2f} N/kg   ({VARIANTS[v][0]})")
     return means
 
 
@@ -156,7 +173,7 @@ def print_speed() -> None:
 
     print("== 4. speed (one core) ==")
     mo = demo_motion("walk", 1.2, duration_s=3.0)
-    for v in ("before", "dynamics"):
+    for v in ("before", "after"):
         dt, t_step, steps = timed_run(mo, VARIANTS[v][1])
         print(f"  {v:<10} loop / raw mj_step: {(steps / dt) / (steps / t_step):.2f} (goal ≥ 0.5); "
               f"{mo.n_frames / mo.fps_hz / dt:.1f} s of motion per second")
