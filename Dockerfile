@@ -1,7 +1,8 @@
-# CPU worker image for dynaset: runs `dynaset build` or serves as a Dask worker.
+# CPU worker image for dynaset: runs `dynaset build`, a Dask worker, the Dask scheduler or the Prefect
+# server (compose.yaml brings all of them up; docs/scaling.md).
 #   docker build -t dynaset .
 #   docker run --rm -v /data:/data dynaset dynaset build --source amass=/data/AMASS --out /data/dynaset
-#   docker run --rm dynaset dask worker tcp://scheduler:8786 --nthreads 1
+#   docker run --rm -v /data:/data dynaset dynaset worker tcp://scheduler:8786   # 1 thread per process
 # Python 3.11: the pinned torch (optional [smpl] extra) is cp311-only; see docs/python_version.md.
 FROM python:3.11-slim-bookworm
 
@@ -11,15 +12,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PREFECT_HOME=/var/lib/dynaset/prefect \
     PREFECT_SERVER_ANALYTICS_ENABLED=false
 
+# /var/lib/dynaset/{server,work}: mount points of compose.yaml's volumes (the Prefect server's
+# database; the shared working mirror DYNASET_WORK_DIR), owned by the user the containers run as
 RUN useradd --create-home --uid 1000 dynaset \
-    && mkdir -p /var/lib/dynaset/prefect && chown -R dynaset /var/lib/dynaset
+    && mkdir -p /var/lib/dynaset/prefect /var/lib/dynaset/server /var/lib/dynaset/work \
+    && chown -R dynaset /var/lib/dynaset
 
 WORKDIR /opt/dynaset
 COPY pyproject.toml README.md storage_layout.md ./
 COPY pipeline ./pipeline
 COPY flows ./flows
 COPY schemas ./schemas
-RUN pip install . && dynaset --help > /dev/null
+RUN pip install . && dynaset --help > /dev/null && dynaset worker --help > /dev/null
 
 USER dynaset
 WORKDIR /home/dynaset

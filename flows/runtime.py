@@ -3,6 +3,8 @@
 Prefect's ephemeral API is a temporary server process. Dask worker processes would each start
 their own unless ``PREFECT_API_URL`` points at one, so ``prefect_api`` starts the ephemeral
 server once in the flow's process and exports its URL before the Dask cluster spawns workers.
+Workers of an existing cluster (``--scheduler-address``) were started elsewhere; the flow sends them
+its URL when it connects (``flows.dask_runner``, ``flows.worker``; docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -105,16 +107,56 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-def dask_task_runner(workers: int | None = None, address: str | None = None):
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a literal loopback IP (127.0.0.0/8, ::1); host names are not resolved."""
+    import ipaddress
+
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def scheduler_is_loopback(address: str) -> bool:
+    """Whether a Dask scheduler address (``tcp://127.0.0.1:8786``, ``localhost:8786``,
+    ``inproc://...``) is on this machine's loopback interface, so its workers run here too."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, loc = parse_address(address)
+    if scheme == "inproc":
+        return True
+    host, _ = parse_host_port(loc, default_port=8786)
+    return is_loopback_host(host)
+
+
+def api_url_is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    return is_loopback_host(urlsplit(url).hostname)
+
+
+def dask_task_runner(workers: int | None = None, address: str | None = None, api_url: str | None = None,
+                     shared_paths: tuple[str, ...] = ()):
     """A ``DaskTaskRunner``: an existing scheduler at ``address``, or a local process cluster.
 
     Local clusters use one thread per worker process (the stages are numpy/Python bound) and
-    ``min(cpu count, 4)`` workers unless ``workers`` is given.
+    ``min(cpu count, 4)`` workers unless ``workers`` is given; they inherit this process's
+    environment, ``PREFECT_API_URL`` included. On an existing cluster the workers were started
+    elsewhere, so the runner sends them the flow's Prefect API URL (``api_url``, default the
+    flow's own client's) when it connects (``flows.worker.PrefectAPIPlugin``) and checks that
+    every worker sees ``shared_paths`` (the dataset root, the source folders).
     """
+    if address:
+        from flows.dask_runner import ExternalDaskTaskRunner
+
+        return ExternalDaskTaskRunner(address=address, api_url=api_url, shared_paths=tuple(shared_paths))
     from prefect_dask import DaskTaskRunner
 
-    if address:
-        return DaskTaskRunner(address=address)
     n = workers or default_workers()
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",

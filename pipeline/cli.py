@@ -4,6 +4,7 @@
     dynaset generate --out DIR [--hours H]         only generate a synthetic corpus
     dynaset build --source amass=DIR --out DIR     build subset stores from source folders
     dynaset validate STORE [STORE ...]             check stores against their schemas
+    dynaset worker SCHEDULER [--gpu]               a Dask worker for builds on an existing cluster
 """
 
 from __future__ import annotations
@@ -31,13 +32,23 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-simulate", action="store_true",
                    help="skip the physics imitation stage (ground_reaction/torque stay empty)")
     p.add_argument("--passes", type=int, default=1, help="imitation passes per motion (default 1)")
-    p.add_argument("--dynamics-pass", action="store_true",
-                   help="make each motion dynamically consistent before imitating it (docs/simulation.md)")
+    p.add_argument("--no-dynamics-pass", action="store_true",
+                   help="imitate the canonical motion as it is, without first making it dynamically "
+                        "consistent (the previous engine; docs/simulation.md)")
     p.add_argument("--sim-backend", choices=["cpu", "gpu", "isaacgym"], default="cpu",
                    help="simulator backend: cpu (MuJoCo), gpu (MuJoCo Warp/MJX on GPU workers)")
     p.add_argument("--thresholds", default=None, help="quality thresholds file (TOML/JSON), see docs/quality.md")
-    p.add_argument("--workers", type=int, default=None, help="local Dask worker processes (default min(cpus, 4))")
-    p.add_argument("--scheduler-address", default=None, help="use an existing Dask scheduler instead")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local Dask worker processes (default min(cpus, 4)); with --scheduler-address, the "
+                        "cluster's worker processes in all (sizes the file batches)")
+    p.add_argument("--scheduler-address", default=None,
+                   help="use an existing Dask scheduler instead, with `dynaset worker` processes (docs/scaling.md)")
+    p.add_argument("--shared-root", action="store_true", help=SHARED_ROOT_HELP)
+
+
+SHARED_ROOT_HELP = ("with a --scheduler-address on another machine: the dataset root (or, for an s3:// root, "
+                    "its working mirror DYNASET_WORK_DIR) and the source folders are on a filesystem "
+                    "mounted at the same path on every worker (docs/scaling.md)")
 
 
 def _build_config(args: argparse.Namespace):
@@ -53,10 +64,8 @@ def _build_config(args: argparse.Namespace):
     if args.window_stride is not None:
         windows = replace(windows, stride=args.window_stride)
     sim = None if args.no_simulate else replace(cfg.simulate, passes=args.passes)
-    if sim is not None and args.dynamics_pass:
-        from pipeline.dynamics import DynamicsConfig
-
-        sim = replace(sim, dynamics=DynamicsConfig())
+    if sim is not None and args.no_dynamics_pass:
+        sim = replace(sim, dynamics=None)
     return replace(cfg, canonical=canonical, windows=windows, simulate=sim, sim_backend=args.sim_backend)
 
 
@@ -66,32 +75,67 @@ def _thresholds(args: argparse.Namespace):
     return Thresholds.load(args.thresholds) if args.thresholds else None
 
 
-def run_build(sources, out, cfg, workers=None, scheduler_address=None, thresholds=None, force=False) -> dict:
+def run_build(sources, out, cfg, workers=None, scheduler_address=None, thresholds=None, force=False,
+              shared_root=False) -> dict:
     """Run the Prefect ``build`` flow on a Dask task runner with one Prefect API for all processes.
 
     ``out`` is a local dataset root or an ``s3://`` URL (built in a local mirror, then pushed:
-    ``pipeline.store.remote_root``).
+    ``pipeline.store.remote_root``). With a ``scheduler_address`` that is not a loopback address
+    the workers run on other machines: ``shared_root`` must assert that the root (the mirror of
+    an ``s3://`` root) and the sources are on a shared filesystem, else ``ValueError``.
     """
     from pipeline.store.remote_root import is_remote
 
+    if scheduler_address:
+        check_worker_paths(out, scheduler_address, shared_root)
     if is_remote(out):
-        return _run_remote_build(sources, str(out), cfg, workers, scheduler_address, thresholds, force)
+        return _run_remote_build(sources, str(out), cfg, workers, scheduler_address, thresholds, force, shared_root)
     out = Path(out)
     from flows.runtime import prefect_environment
 
     prefect_environment()
     from flows.build import build
-    from flows.runtime import dask_task_runner, default_workers, prefect_api
+    from flows.runtime import (api_url_is_loopback, dask_task_runner, default_workers, prefect_api,
+                               scheduler_is_loopback)
 
-    with prefect_api():
-        runner = dask_task_runner(workers=workers, address=scheduler_address)
+    with prefect_api() as api_url:
+        shared = ()
+        if scheduler_address:
+            shared = (str(out), *(str(s.root) for s in sources))
+            if api_url_is_loopback(api_url) and not scheduler_is_loopback(scheduler_address):
+                print(f"[prefect] warning: the flow's Prefect API {api_url} is a loopback address, which Dask "
+                      f"workers on other machines than this one cannot reach; run `dynaset server --root ROOT "
+                      "--host 0.0.0.0` and export PREFECT_API_URL=http://THIS-HOST:4200/api here and on the "
+                      "workers (docs/scaling.md)", file=sys.stderr, flush=True)
+        runner = dask_task_runner(workers=workers, address=scheduler_address, api_url=api_url, shared_paths=shared)
         n = workers or default_workers()
         return build.with_options(task_runner=runner)(
             sources=list(sources), out_dir=str(out), cfg=cfg, workers=n, thresholds=thresholds, force=force
         )
 
 
-def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds, force) -> dict:
+def check_worker_paths(out, scheduler_address: str, shared_root: bool) -> None:
+    """Refuse a dataset root the Dask workers may not see: a local path (an ``s3://`` root's local
+    working mirror) with a scheduler that is not on this machine, unless ``shared_root`` says the
+    path is on a shared filesystem. Loopback schedulers (their workers run here) are fine."""
+    from flows.runtime import scheduler_is_loopback
+    from pipeline.store.remote_root import is_remote, mirror_dir
+
+    if shared_root or scheduler_is_loopback(scheduler_address):
+        return
+    if is_remote(out):
+        what = (f"the working mirror {mirror_dir(str(out))} of {out} (set DYNASET_WORK_DIR to a folder on a "
+                "shared filesystem)")
+    else:
+        what = f"the dataset root {out}"
+    raise ValueError(
+        f"Dask scheduler {scheduler_address} is not a loopback address, so its workers may run on other "
+        f"machines, but {what} is a local path they may not see (they write staging and cache files there "
+        "and read the source folders); put it and the sources on a filesystem mounted at the same path on "
+        "every worker and pass --shared-root (docs/scaling.md)")
+
+
+def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds, force, shared_root=False) -> dict:
     from pipeline.store.location import open_location
     from pipeline.store.remote_root import mirror_dir, pull_state, push_state, remote_has_stores
 
@@ -100,7 +144,7 @@ def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds,
     with loc.lock("build"):
         pulled = pull_state(loc, mirror)
         print(f"[remote] {url}: working mirror {mirror} (pulled {', '.join(pulled) or 'nothing'})")
-        summary = run_build(sources, mirror, cfg, workers, scheduler_address, thresholds, force)
+        summary = run_build(sources, mirror, cfg, workers, scheduler_address, thresholds, force, shared_root)
         stores = not summary.get("up_to_date") or not remote_has_stores(loc)
         pushed = push_state(loc, mirror, stores=stores)
         print(f"[remote] pushed {', '.join(pushed)} to {url}")
@@ -182,7 +226,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     _check_sources(args.source)
     cfg = _build_config(args)
     summary = run_build(args.source, out, cfg, args.workers, args.scheduler_address,
-                        _thresholds(args), force=args.force)
+                        _thresholds(args), force=args.force, shared_root=args.shared_root)
     return _finish(summary, out, cfg.simulate is not None)
 
 
@@ -205,7 +249,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"[demo] generated {len(files)} AMASS-format npz files (60/100/120/250 Hz) under {corpus}")
     cfg = _build_config(args)
     summary = run_build([SourceSpec("amass", corpus)], out / "stores", cfg,
-                        args.workers, args.scheduler_address, _thresholds(args))
+                        args.workers, args.scheduler_address, _thresholds(args), shared_root=args.shared_root)
     status = _finish(summary, out / "stores", cfg.simulate is not None)
     print("open a store with plain xarray:  python -c \"import xarray as xr; "
           f"print(xr.open_zarr('{summary['subsets']['motion']['store']}'))\"")
@@ -254,7 +298,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     config = DatasetConfig.from_json(loc.read_bytes("dataset.json").decode(), f"{root}/dataset.json")
     _check_sources(config.sources)
     summary = run_build(config.sources, root, config.build, args.workers, args.scheduler_address,
-                        config.thresholds, force=args.force)
+                        config.thresholds, force=args.force, shared_root=args.shared_root)
     _print_summary(summary)
     line, status = build_outcome(summary, config.build.simulate is not None)
     print(line)
@@ -363,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     from flows.schedule import add_server_parsers
 
     add_server_parsers(sub)  # dynaset server / dynaset schedule (docs/scheduling.md)
+    from flows.worker import add_worker_parser
+
+    add_worker_parser(sub)  # dynaset worker (docs/scaling.md)
 
     p = sub.add_parser("validate", help="check stores against their schemas")
     p.add_argument("stores", nargs="+")
@@ -373,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="reprocess every file, ignoring the cache")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--scheduler-address", default=None)
+    p.add_argument("--shared-root", action="store_true", help=SHARED_ROOT_HELP)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("release", help="publish the current stores as an immutable release")

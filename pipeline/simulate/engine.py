@@ -68,9 +68,9 @@ class SimConfig:
         dynamics: the dynamics pass (``pipeline.dynamics``) run before tracking: the motion is
             conditioned and its pelvis translation corrected so that contact forces inside
             friction cones explain it; the controller tracks that motion and shares the load
-            between the feet as its force plan says. ``None`` (default) tracks the canonical
-            motion as it is; ``dynaset build --dynamics-pass`` turns it on (docs/simulation.md:
-            measured effect on the lab walks and the demo corpus).
+            between the feet as its force plan says (default). ``None`` tracks the canonical
+            motion as it is, the previous engine (``dynaset build --no-dynamics-pass``);
+            docs/simulation.md has the measured effect on the lab walks and the demo corpus.
         plan_target_weight: weight of the plan's load sharing between the feet in the per-tick
             contact distribution (``TrackingController.compute``); 0 = ignore it.
         plan_gate_n: with a dynamics pass, a foot's contacts are planned over a control interval
