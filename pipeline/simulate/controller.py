@@ -243,6 +243,7 @@ class TrackingController:
         d.qacc[:] = self.desired_acceleration(d, q_ref, v_ref, a_ref)
         tau = self._tau
         mujoco.mj_rne(m, d, 1, tau)
+        tau += m.dof_armature * d.qacc  # mj_rne leaves out the armature that mj_crb adds to M
         demand = tau[:6]
         mujoco.mj_collision(m, d)
         ncon = d.ncon

@@ -121,8 +121,8 @@ class HumanoidParams:
         armature: joint armature (reflected rotor inertia added to every ball dof), kg·m². A
             model term for numerical stability of the light distal segments (toes ≈ 2e-4 kg·m²,
             fingers) under zero-order-hold torques; it adds ``armature · q̈`` to the torque each
-            joint needs, which the controller's inverse dynamics (on MuJoCo's own model) supplies,
-            so the recorded torque remains the actuator torque applied. 0.01 kg·m² is ≈ 1/10 of
+            joint needs, which the controller's inverse dynamics adds explicitly (``mj_rne`` leaves
+            armature out), so the recorded torque remains the actuator torque applied. 0.01 kg·m² is ≈ 1/10 of
             a shank's and ≈ 50× a toe segment's inertia.
         damping: joint viscous damping, N·m·s/rad (0: idem).
         limit_solref: joint-limit softness (time constant s, damping ratio).
