@@ -127,6 +127,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("mpjpe_high", "mpjpe_p95_mm", ">", 100.0, "warn",
          "p95 tracking error > 10 cm; PHC/ImDy report ≈ 30–60 mm on AMASS for successful sequences"),
     Rule("mpjpe_fail", "mpjpe_max_mm", ">", 500.0, "exclude", "PHC failure criterion: mean joint deviation > 0.5 m"),
+    Rule("mpjpe_median_high", "mpjpe_p50_mm", ">", 100.0, "exclude",
+         "median joint error > 10 cm without a reset: the simulated pass no longer imitates the motion, its "
+         "forces and torques belong to another motion (dynaset; 3× PHC/ImDy's 30–37 mm on AMASS)"),
     Rule("residual_high", "residual_force_bw_p95", ">", 0.05, "warn",
          "root residual force > 5 % (Hicks et al. 2015, 'Is my model good enough?'; AddBiomechanics reports residual norms)"),
     Rule("residual_dominant", "residual_force_bw_p50", ">", 0.25, "exclude",
