@@ -430,6 +430,8 @@ def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau
     metrics = sequence_metrics(result_arrays, comv_rec, hum.mass_kg, fps)
     if dyn is not None:  # how far the dynamics pass moved the motion, and what it left unexplained
         metrics.update(dyn.metrics)
+        metrics["dyn_mpjpe_median_mm"] = float(np.median(np.linalg.norm(
+            dyn.motion.joint_pos_m - motion.joint_pos_m, axis=-1).mean(axis=1)) * 1000.0)
     swing_pen = None
     if swing is not None:  # (N, 2): a foot's floor collisions were off in part of the interval
         sole_z = sk.sole_points(glob, joints, skel)[..., 2]  # (N, 4): l heel, l toe, r heel, r toe
@@ -437,8 +439,6 @@ def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau
         swing_pen = np.where(swing, np.maximum(-low, 0.0), 0.0).max(axis=1)
         metrics["swing_clear_frac"] = float(swing.mean())
         metrics["swing_penetration_max_m"] = float(swing_pen.max())
-        metrics["dyn_mpjpe_median_mm"] = float(np.median(np.linalg.norm(
-            dyn.motion.joint_pos_m - motion.joint_pos_m, axis=-1).mean(axis=1)) * 1000.0)
     for v in result_arrays.values():
         v.setflags(write=False)
     return SimulationResult(
