@@ -114,10 +114,20 @@ def cutoff_for(motion: CanonicalMotion, cfg: DynamicsConfig) -> float:
     return float(min(max(fc, cfg.walk_cutoff_hz), cfg.fast_cutoff_hz, 0.45 * motion.fps_hz))
 
 
-def _filtfilt(x: np.ndarray, b: np.ndarray, a: np.ndarray) -> np.ndarray:
-    n = x.shape[0]
-    pad = min(3 * max(len(a), len(b)), n - 1)
-    return filtfilt(b, a, x, axis=0, padtype="odd" if pad > 0 else None, padlen=pad)
+def lowpass_pose(motion: CanonicalMotion, cutoff_hz: float, order: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-phase Butterworth low-pass (``order``, run forward and backward) of the pelvis
+    position (N, 3) m and the joint rotations (N, 24, 3) rad: quaternion signs made continuous in
+    time, filtered component-wise, renormalised. Odd padding of up to 3·(order + 1) frames."""
+    b, a = butter(order, cutoff_hz / (0.5 * motion.fps_hz))
+    pad = min(3 * max(len(a), len(b)), motion.n_frames - 1)
+
+    def zero_phase(x: np.ndarray) -> np.ndarray:
+        return filtfilt(b, a, x, axis=0, padtype="odd" if pad > 0 else None, padlen=pad)
+
+    pos = zero_phase(np.asarray(motion.root_pos_m, float))
+    q = zero_phase(rot.quat_make_continuous(rot.aa_to_quat(np.asarray(motion.joint_rot_aa_rad, float)), axis=0))
+    q /= np.linalg.norm(q, axis=-1, keepdims=True)
+    return pos, rot.quat_to_aa(q)
 
 
 def condition(motion: CanonicalMotion, cutoff_hz: float) -> CanonicalMotion:
@@ -125,12 +135,7 @@ def condition(motion: CanonicalMotion, cutoff_hz: float) -> CanonicalMotion:
     joint positions and markers are recomputed by forward kinematics."""
     if motion.n_frames < 4:
         return motion
-    b, a = butter(2, cutoff_hz / (0.5 * motion.fps_hz))
-    pos = _filtfilt(np.asarray(motion.root_pos_m, float), b, a)
-    q = rot.quat_make_continuous(rot.aa_to_quat(np.asarray(motion.joint_rot_aa_rad, float)), axis=0)
-    qf = _filtfilt(q, b, a)
-    qf /= np.linalg.norm(qf, axis=-1, keepdims=True)
-    return with_pose(motion, pos, rot.quat_to_aa(qf))
+    return with_pose(motion, *lowpass_pose(motion, cutoff_hz))
 
 
 def with_pose(motion: CanonicalMotion, root_pos_m: np.ndarray, joint_rot_aa_rad: np.ndarray) -> CanonicalMotion:

@@ -249,21 +249,15 @@ def lowpass_motion(motion: CanonicalMotion, cutoff_hz: float, order: int = 2) ->
     short for ``filtfilt``'s padding (≤ 3·(order + 1) frames) are returned as they are."""
     import dataclasses
 
-    from scipy.signal import butter, filtfilt
-
-    from pipeline import rotations as rot
+    from pipeline.dynamics import lowpass_pose
 
     fps = float(motion.fps_hz)
     if not 0.0 < cutoff_hz < 0.5 * fps:
         raise ValueError(f"cutoff {cutoff_hz} Hz must lie in (0, {0.5 * fps}) Hz (the motion's Nyquist rate)")
     if motion.n_frames <= 3 * (order + 1):
         return motion
-    b, a = butter(order, cutoff_hz / (0.5 * fps))
-    pos = filtfilt(b, a, np.asarray(motion.root_pos_m, np.float64), axis=0)
-    q = rot.quat_make_continuous(rot.aa_to_quat(np.asarray(motion.joint_rot_aa_rad, np.float64)), axis=0)
-    q = filtfilt(b, a, q, axis=0)
-    q /= np.linalg.norm(q, axis=-1, keepdims=True)
-    return dataclasses.replace(motion, root_pos_m=pos, joint_rot_aa_rad=rot.quat_to_aa(q))
+    pos, aa = lowpass_pose(motion, cutoff_hz, order)
+    return dataclasses.replace(motion, root_pos_m=pos, joint_rot_aa_rad=aa)
 
 
 def measured_inverse_dynamics(motion: CanonicalMotion, measured, params=None,
