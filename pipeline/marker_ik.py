@@ -191,6 +191,13 @@ class IKConfig:
     """Prior weight of every active joint's deviation from ``REST_POSE``: 1 rad costs like 1 cm of marker error."""
     trunk_reg_m_per_rad: float = 0.05
     """Stronger prior on spine1, spine2, neck and the collars (few markers, redundant chain)."""
+    twist_reg_m_per_rad: float = 0.05
+    """Extra prior on the *twist* of the leg's segments (hip and knee rotation, foot roll: the
+    rotation-vector component along the segment's rest bone axis). Marker offsets are calibrated, so
+    a thigh twisted about its own axis and a knee twisted back can fit the markers as well as the
+    anatomical pose; without this prior such 'candy-wrapper' solutions occurred on real files
+    (kineticstoolkit walk: hips at 166°, beyond any joint range; PiG_Motion3_FF: feet rolled 70–90°
+    onto their sides). Real gait twists stay within ±15°, where this costs < 1.5 cm of marker error."""
     max_offset_shift_m: float = 0.03
     """Largest calibrated move of an anatomical marker's offset from the template."""
     max_wand_shift_m: float = 0.12
@@ -208,6 +215,11 @@ class IKConfig:
 
 
 _TRUNK = (3, 6, 12, 13, 14)
+_TWIST_JOINTS = (1, 2, 4, 5, 7, 8)
+"""Hips, knees and ankles: the thigh and the shank twist little in life (hip rotation ±45°, knee ±30°),
+the foot rolls little about its long axis (inversion/eversion ±20°), and these directions are nearly
+unobservable once offsets are calibrated (``IKConfig.twist_reg_m_per_rad``). The arms are
+left out: forearm pronation is large, real motion and its markers (WRA/WRB) observe it."""
 _DAMP_FLOOR = 1e-3
 """Added to the Hessian diagonal before the LM damping factor (m² per rad², a 3 cm lever): keeps steps
 along nearly unobservable directions short."""
@@ -312,11 +324,28 @@ def _reg_weights(active: np.ndarray, cfg: IKConfig) -> np.ndarray:
     return np.asarray([cfg.trunk_reg_m_per_rad if j in _TRUNK else cfg.reg_m_per_rad for j in active])
 
 
-def _cost(pred, obs, w, local, active, wreg):
+def _twist_axes(active: np.ndarray, skel: sk.Skeleton, cfg: IKConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per active joint: unit rest bone axis of its segment (template = parent frame at rest), (A, 3),
+    and the twist prior weight (A,), m/rad (0 for joints without a long bone)."""
+    axes = np.zeros((len(active), 3))
+    wt = np.zeros(len(active))
+    for a, j in enumerate(active.tolist()):
+        kids = [c for c in range(sk.N_JOINTS) if sk.PARENTS[c] == j]
+        if j in _TWIST_JOINTS and len(kids) == 1:
+            off = np.asarray(skel.offsets_m[kids[0]], dtype=np.float64)
+            axes[a] = off / max(np.linalg.norm(off), 1e-9)
+            wt[a] = cfg.twist_reg_m_per_rad
+    return axes, wt
+
+
+def _cost(pred, obs, w, local, active, wreg, twist=None):
     r = np.where(w[..., None] > 0, pred - obs, 0.0)
     c = np.einsum("tk,tki->t", w, r * r)
     dev = rot.rotmat_to_aa(local[:, active]) - REST_POSE[active]
     c += np.einsum("a,tai->t", wreg**2, dev * dev)
+    if twist is not None:
+        axes, wt = twist
+        c += np.einsum("a,ta->t", wt**2, np.einsum("tai,ai->ta", dev, axes) ** 2)
     return c, r, dev
 
 
@@ -340,10 +369,12 @@ def solve_poses(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton
         anc = set(_ancestors(int(p)))
         mask[i] = [1.0 if j in anc else 0.0 for j in active]
     wreg = _reg_weights(active, cfg) * reg_scale
+    twist = _twist_axes(active, skel, cfg)
+    twist = (twist[0], twist[1] * reg_scale)
     parent_of = np.asarray([max(sk.PARENTS[j], 0) for j in active])
     lam = np.full(n, 0.1)
     glob, joints, pred = _forward(local, root, skel, ts, offsets_m)
-    cost, r, dev = _cost(pred, obs, w, local, active, wreg)
+    cost, r, dev = _cost(pred, obs, w, local, active, wreg, twist)
     sw = np.sqrt(w)
     eye3 = np.eye(3)
     for _ in range(iterations):
@@ -365,6 +396,10 @@ def solve_poses(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton
             s = slice(3 + 3 * a, 6 + 3 * a)
             hess[:, s, s] += np.matmul(jreg[:, a].transpose(0, 2, 1), jreg[:, a])
             grad[:, s] += np.einsum("tji,tj->ti", jreg[:, a], wreg[a] * dev[:, a])
+            if twist[1][a] > 0.0:  # twist prior: d(u·dev)/dω = (G_parent u)ᵀ
+                row = twist[1][a] * (gp[:, a] @ twist[0][a])  # (T, 3)
+                hess[:, s, s] += row[:, :, None] * row[:, None, :]
+                grad[:, s] += row * (twist[1][a] * (dev[:, a] @ twist[0][a]))[:, None]
         diag = np.einsum("tii->ti", hess)
         a_mat = hess + (lam[:, None] * (diag + _DAMP_FLOOR))[:, :, None] * np.eye(npar)[None]
         step = -np.linalg.solve(a_mat, grad[..., None])[..., 0]
@@ -379,7 +414,7 @@ def solve_poses(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton
                 g = glob[:, sk.PARENTS[j]]
                 new_local[:, j] = g.transpose(0, 2, 1) @ dr[:, a] @ g @ local[:, j]
         g2, j2, p2 = _forward(new_local, new_root, skel, ts, offsets_m)
-        c2, r2, dev2 = _cost(p2, obs, w, new_local, active, wreg)
+        c2, r2, dev2 = _cost(p2, obs, w, new_local, active, wreg, twist)
         better = c2 < cost
         lam = np.where(better, lam / 3.0, np.minimum(lam * 5.0, 1e6))
         b = better

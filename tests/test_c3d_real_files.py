@@ -264,3 +264,26 @@ def test_walking2_per_foot_results():
     want = pl.moment_centre_nm[85] + np.cross(pl.centre_m - p, pl.force_n[85])
     np.testing.assert_allclose(ft.moment_nm[85, 1], want, atol=1e-9)
     assert ft.body_mass_source == "default" and ft.body_mass_kg == 75.0
+
+
+WALKS = ["opensim-core/walking2.c3d", "btk/PiG/PiG_Motion3_FF.c3d", "btk/others/Gait.c3d", "kineticstoolkit/walk.c3d"]
+
+
+@pytest.mark.parametrize("rel", WALKS)
+def test_marker_ik_on_real_walks_is_anatomical(rel):
+    """The fitted leg joints stay in anatomical ranges: no 'candy-wrapper' solution (thigh twisted about its
+    own axis, knee twisted back). kineticstoolkit walk had hips at 166° (median; the humanoid's hip range is
+    140°) and ankles at 118° before the long-bone twist prior; the markers still fit within 25 mm."""
+    from pipeline.sources.base import get_source
+
+    raw = get_source("c3d").read(C3D_ROOT / rel, C3D_ROOT)[0]
+    ik = raw.measured.ik
+    legs = np.asarray(ik.body_pose_aa_rad)[:, [0, 1, 3, 4, 6, 7]]  # hips, knees, ankles (joints 1, 2, 4, 5, 7, 8)
+    angle = np.degrees(np.linalg.norm(legs, axis=-1))
+    assert np.percentile(angle[:, :2], 95) < 75.0, f"hips {np.percentile(angle[:, :2], 95):.0f}°"
+    assert np.percentile(angle[:, 2:4], 95) < 90.0, f"knees {np.percentile(angle[:, 2:4], 95):.0f}°"
+    assert np.percentile(angle[:, 4:], 95) < 50.0, f"ankles {np.percentile(angle[:, 4:], 95):.0f}°"
+    # twist of hips and knees about their bone axes (the axis-angle's component along -y of the template)
+    twist = np.degrees(np.abs(legs[:, :4, 1]))
+    assert np.median(twist) < 30.0, f"median hip/knee twist {np.median(twist):.0f}°"
+    assert np.nanmedian(ik.rmse_m) < 0.025
