@@ -51,11 +51,13 @@ C3D_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "c3d"
 WALKS = {"walking2": "opensim-core/walking2.c3d", "PiG_Motion3_FF": "btk/PiG/PiG_Motion3_FF.c3d",
          "Gait": "btk/others/Gait.c3d", "kit walk": "kineticstoolkit/walk.c3d"}
 VARIANTS: dict[str, tuple[str, SimConfig]] = {
-    "before": ("the previous engine: tracks the canonical motion as it is (SimConfig(dynamics=None))",
-               SimConfig(dynamics=None)),
-    "after": ("the default SimConfig(): dynamics pass, plan load sharing, swing clearance", SimConfig()),
-    "after+cap1": ("default + root residual torque capped at 1.0 N·m/kg",
-                   SimConfig(residual_torque_limit_nm_per_kg=1.0)),
+    "before": ("the previous engine: tracks the canonical motion as it is, root torque uncapped "
+               "(SimConfig(dynamics=None, residual_torque_limit_nm_per_kg=inf))",
+               SimConfig(dynamics=None, residual_torque_limit_nm_per_kg=float("inf"))),
+    "after": ("the default SimConfig(): dynamics pass, plan load sharing, swing clearance, root residual torque "
+              "capped at 1 N·m/kg", SimConfig()),
+    "after-uncapped": ("the default with the root residual torque uncapped",
+                       SimConfig(residual_torque_limit_nm_per_kg=float("inf"))),
 }
 
 

@@ -128,10 +128,11 @@ def test_real_walks_simulated_against_force_plates(real_walks):
     """Regression of the default engine on the four lab walks with the build's own validation
     metric (pipeline.quality.validation; ImDy's mean ‖F_sim − F_plate‖ / mass per foot).
 
-    Measured 2026-11-30 (benchmarks/physics_bench.py): walking2 1.67/1.59, PiG_Motion3_FF
-    0.86/0.46, Gait 1.23/1.07, kineticstoolkit walk 1.51/1.64 N/kg (mean 1.25; the previous
-    engine: 3.57), no resets, uncapped residual force demand median ≤ 0.03 BW. The closed loop is
-    sensitive: model changes of ~1 N·m (e.g. the armature term) move single walks by ±0.3 N/kg.
+    Measured 2026-12-01 (benchmarks/physics_bench.py --passes 1): walking2 1.34/0.96, PiG_Motion3_FF
+    1.34/0.93, Gait 0.76/0.61, kineticstoolkit walk 0.98/0.91 N/kg (mean 0.98; over 3 passes 0.93; the
+    engine before the dynamics pass: 3.57), no resets, root residual torque capped at 1 N·m/kg
+    (RMS 27–51 N·m), uncapped residual force demand median ≤ 0.02 BW. The closed loop is sensitive:
+    model changes of ~1 N·m move single walks by ±0.3 N/kg, hence the margins.
     """
     from pipeline.quality.validation import grf_validation
 
@@ -142,6 +143,8 @@ def test_real_walks_simulated_against_force_plates(real_walks):
         lam = [v["grf_vs_plate_err_left_n_per_kg"], v["grf_vs_plate_err_right_n_per_kg"]]
         lams += lam
         assert r.metrics["reset_count"] == 0, rel
-        assert max(lam) <= (1.4 if "btk" in rel else 1.9), (rel, lam)
+        assert max(lam) <= 1.5, (rel, lam)
         assert r.metrics["residual_force_demand_median_bw"] <= 0.05, (rel, r.metrics)
-    assert np.mean(lams) <= 1.4, lams
+        torque_rms = np.sqrt(np.mean(np.sum(r.residual_wrench[:, 3:] ** 2, axis=-1)))
+        assert torque_rms <= 60.0, (rel, torque_rms)
+    assert np.mean(lams) <= 1.05, lams

@@ -319,10 +319,15 @@ class TrackingController:
             da = -np.linalg.solve(M[:6, :6], shortfall)
             joint = joint + M[6:, :6] @ da
         if self.torque_limits:
-            jt = joint.reshape(N_BALL, 3)
+            # the limit applies to the net joint torque the actuator and damper produce together
+            # (what is recorded): the command's feed-forward b·v_ref is mostly cancelled by the
+            # damper's −b·v, so clipping the command itself would cut fast joints (a running
+            # hip's b·v_ref alone reaches the limit) while their net torque is moderate
+            passive = self.damping[6:] * d.qvel[6:] if self.implicit_damping else 0.0
+            jt = (joint - passive).reshape(N_BALL, 3)
             norm = np.linalg.norm(jt, axis=1)
             over = norm > self._limit
             if over.any():
                 jt[over] *= (self._limit[over] / norm[over])[:, None]
-            joint = jt.reshape(-1)
+            joint = jt.reshape(-1) + passive
         return joint.copy(), residual

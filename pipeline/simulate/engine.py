@@ -45,7 +45,8 @@ class SimConfig:
         residual: apply the root residual wrench (residual force control); off = pure torques.
         residual_force_limit_bw: the applied residual force is capped at this × body weight
             (the uncapped demand is recorded in the metrics); ``inf`` = uncapped.
-        residual_torque_limit_nm_per_kg: cap of the applied residual torque, N·m per kg.
+        residual_torque_limit_nm_per_kg: cap of the applied residual torque, N·m per kg (1.0: 50–
+            100 N·m for a 50–100 kg subject; balance comes from the contact forces; ``inf`` = uncapped).
         torque_limits: clip joint torques to ``humanoid.TORQUE_LIMIT_NM_PER_KG × mass``.
         reset_root_height_err_m: reset when |z_pelvis − z_pelvis,ref| exceeds this, m.
         reset_mpjpe_m: reset when the mean joint position error (world) exceeds this, m.
@@ -93,7 +94,7 @@ class SimConfig:
     contact: ContactQP = field(default_factory=ContactQP)
     residual: bool = True
     residual_force_limit_bw: float = 0.05
-    residual_torque_limit_nm_per_kg: float = float("inf")
+    residual_torque_limit_nm_per_kg: float = 1.0
     torque_limits: bool = True
     reset_root_height_err_m: float = 0.25
     reset_mpjpe_m: float = 0.30
