@@ -32,7 +32,10 @@ Two steps, run on a ``CanonicalMotion`` before simulation (docs/simulation.md, "
    ``c``, ``L`` (centroidal angular momentum) and the corners come from MuJoCo on the subject's
    own humanoid (``pipeline.simulate.humanoid``), so the plan is consistent with the simulator's
    mass model. Candidate corners: within ``contact_height_m`` of the floor and slower than
-   ``contact_speed_mps``; forces elsewhere are zero (flight phases have none).
+   ``contact_speed_mps`` horizontally, and not leaving it (higher than ``contact_lift_height_m``
+   and rising faster than ``contact_lift_speed_mps``: a take-off foot may not push on from
+   centimetres up, a push-off the simulated foot, already in the air, cannot deliver); forces
+   elsewhere are zero (flight phases have none).
 
 Output: the corrected motion (pelvis translation + δp, joints unchanged), the planned per-foot
 contact forces and how far the motion moved (``DynamicsResult.metrics``).
@@ -64,6 +67,8 @@ class DynamicsConfig:
     cutoff_slope_hz_per_mps: float = 2.5
     contact_height_m: float = 0.06
     contact_speed_mps: float = 1.0
+    contact_lift_height_m: float = 0.01
+    contact_lift_speed_mps: float = 0.3
     stance_height_m: float = 0.04
     stance_speed_mps: float = 0.5
     mu: float = 0.8
@@ -217,7 +222,8 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
     # candidate corners and stance feet from the conditioned reference
     cv = np.gradient(corners, axis=0) * fps
     hspeed = np.linalg.norm(cv[..., :2], axis=-1)
-    cand = (corners[..., 2] < cfg.contact_height_m) & (hspeed < cfg.contact_speed_mps)  # (n, 12)
+    leaving = (corners[..., 2] > cfg.contact_lift_height_m) & (cv[..., 2] > cfg.contact_lift_speed_mps)
+    cand = (corners[..., 2] < cfg.contact_height_m) & (hspeed < cfg.contact_speed_mps) & ~leaving  # (n, 12)
     low = np.stack([corners[:, :6, 2].min(1), corners[:, 6:, 2].min(1)], 1)  # (n, 2)
     low_arg = np.stack([corners[:, :6, 2].argmin(1), 6 + corners[:, 6:, 2].argmin(1)], 1)
     foot_speed = np.stack([hspeed[np.arange(n), low_arg[:, 0]], hspeed[np.arange(n), low_arg[:, 1]]], 1)
