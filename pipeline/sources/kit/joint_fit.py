@@ -15,7 +15,8 @@ SMPL joints with body-fixed offsets, exactly like lab markers in ``pipeline.mark
   towards its neutral pose), the height is known (the motion's ``ModelProcessorConfig``), the offsets are
   calibrated on up to ``IKConfig.calib_frames`` frames as for markers (median in the parent frame, moved at
   most ``max_offset_shift_m``), then every frame is solved from the calibration poses, outliers re-solved
-  from a neighbour (``marker_ik._repair``).
+  from a neighbour (``marker_ik._repair``), and pose flips between equally good solutions removed
+  (``continuity_repair``).
 
 Result: ``IKResult`` with per-frame RMSE over the targets (m) and per-target residuals.
 """
@@ -137,9 +138,50 @@ def build_targets(model: MMMModel, height_m: float) -> tuple[ik.TargetSet, tuple
 REQUIRED_TARGETS = ("ROOT", "LHIP", "RHIP", "LKNEE", "RKNEE", "LANKLE", "RANKLE")
 
 
-def fit_joint_centres(obs_m: np.ndarray, ts: ik.TargetSet, height_m: float, cfg: ik.IKConfig | None = None
-                      ) -> ik.IKResult:
-    """Fit the anthropometric SMPL skeleton (``height_m``) to MMM joint centres ``obs_m`` (T, K, 3), z up, m.
+MAX_JOINT_SPEED_RAD_S = 20.0
+"""A joint turning faster than this between two frames is re-solved from the previous frame's pose
+(``continuity_repair``)."""
+
+CONTINUITY_TOL_M = 0.002
+"""A re-solved frame is kept when its RMSE is at most this much worse than the frame's own solution, m."""
+
+
+def _frame_jump(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(T,) largest rotation angle over joints between local rotations a and b (T, 24, 3, 3), rad."""
+    rel = np.einsum("tjki,tjkl->tjil", a, b)
+    cos = np.clip((np.einsum("tjii->tj", rel) - 1.0) / 2.0, -1.0, 1.0)
+    return np.arccos(cos).max(axis=1)
+
+
+def continuity_repair(ts: ik.TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton, offsets_m: np.ndarray,
+                      local: np.ndarray, root: np.ndarray, cfg: ik.IKConfig, fps_hz: float
+                      ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Frames solved independently can land on either of two equally good poses where a joint centre is
+    nearly on a rotation axis (a straight elbow: upper-arm twist vs elbow rotation). Walking forward, a frame
+    whose joints turn faster than ``MAX_JOINT_SPEED_RAD_S`` from the previous frame is re-solved from the
+    previous frame's pose and the new pose kept if it fits within ``CONTINUITY_TOL_M``. Returns the poses and
+    the number of frames changed."""
+    local, root = local.copy(), root.copy()
+    limit = MAX_JOINT_SPEED_RAD_S / fps_hz
+    err = ik._frame_rmse(ts, obs, w, skel, offsets_m, local, root)
+    changed = 0
+    for t in range(1, local.shape[0]):
+        if _frame_jump(local[t - 1: t], local[t: t + 1])[0] <= limit:
+            continue
+        l2, r2 = ik.solve_poses(ts, obs[t: t + 1], w[t: t + 1], skel, offsets_m, local[t - 1: t], root[t - 1: t],
+                                cfg.iterations, cfg)
+        e2 = ik._frame_rmse(ts, obs[t: t + 1], w[t: t + 1], skel, offsets_m, l2, r2)[0]
+        if e2 <= err[t] + CONTINUITY_TOL_M and _frame_jump(local[t - 1: t], l2)[0] < _frame_jump(
+                local[t - 1: t], local[t: t + 1])[0]:
+            local[t], root[t], err[t] = l2[0], r2[0], e2
+            changed += 1
+    return local, root, changed
+
+
+def fit_joint_centres(obs_m: np.ndarray, ts: ik.TargetSet, height_m: float, cfg: ik.IKConfig | None = None,
+                      fps_hz: float | None = None) -> ik.IKResult:
+    """Fit the anthropometric SMPL skeleton (``height_m``) to MMM joint centres ``obs_m`` (T, K, 3), z up, m,
+    sampled at ``fps_hz`` (given: ``continuity_repair`` runs after the per-frame solve).
 
     ``ts`` from ``build_targets``; ``ValueError`` when the legs/pelvis targets are missing.
     """
@@ -172,6 +214,8 @@ def fit_joint_centres(obs_m: np.ndarray, ts: ik.TargetSet, height_m: float, cfg:
     local_f[:, 0] = r0
     local_f, root_f = ik.solve_poses(ts, obs, w, skel, offsets, local_f, root_f, cfg.iterations, cfg)
     local_f, root_f = ik._repair(ts, obs, w, skel, offsets, local_f, root_f, cfg)
+    if fps_hz is not None:
+        local_f, root_f, _ = continuity_repair(ts, obs, w, skel, offsets, local_f, root_f, cfg, fps_hz)
     glob, joints = sk.forward_kinematics(local_f, root_f, skel.offsets_m)
     pred = ik.target_positions(glob, joints, ts.parents, offsets)
     res = np.where(w > 0, np.linalg.norm(pred - np.nan_to_num(obs), axis=-1), np.nan)

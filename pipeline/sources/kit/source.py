@@ -129,12 +129,14 @@ def find_model(motion_path: Path, motion: MMMMotion, root: Path) -> Path | None:
     chain = [folder, *folder.parents]
     root = Path(root).absolute()
     chain = chain[: chain.index(root) + 1] if root in chain else [folder]
+    nearest = None
     for d in chain:
         models = sorted(p for p in d.glob("*") if p.suffix.lower() == ".xml" and p.is_file() and is_model_file(p))
         for p in models:
             if _model_has(p, motion.joint_names):
                 return p
-    return None
+        nearest = nearest or (models[0] if models else None)
+    return nearest  # lacks some joint: reading names it
 
 
 def subject_id(motion: MMMMotion, rel: PurePosixPath) -> str:
@@ -184,7 +186,7 @@ def raw_from_mmm(motion: MMMMotion, model: MMMModel, provenance: Provenance, mod
     _, pos = fk.forward_kinematics(scaled, motion.root_pos_mm, motion.root_rpy_rad, values)
     ts, nodes = joint_fit.build_targets(scaled, height)
     obs = pos[:, list(nodes)]
-    fit = joint_fit.fit_joint_centres(obs, ts, height, cfg)
+    fit = joint_fit.fit_joint_centres(obs, ts, height, cfg, motion.fps_hz)
     pose = np.concatenate([fit.root_orient_aa_rad[:, None], fit.body_pose_aa_rad], axis=1)
     pose = ik.lift_toes(pose, fit.root_pos_m, height, mmm_floor_m(obs, ts.names))
     fit = dataclasses.replace(fit, body_pose_aa_rad=pose[:, 1:])
@@ -229,8 +231,8 @@ class KITSource:
         if model_path is None:
             ref = motion.model_file or "mmm.xml"
             raise SourceError(rel, f"no MMM model file: {ref!r} not found next to the motion and no Simox <Robot> "
-                                   f"XML with its {len(motion.joint_names)} joints in its folder or a parent up to "
-                                   f"the source root; put the MMM reference model there (docs/kit.md)")
+                                   f"XML in its folder or a parent up to the source root; put the MMM reference "
+                                   f"model there (docs/kit.md)")
         model_rel = _rel(model_path, root).as_posix()
         try:
             model, changes = conform_to_reference(load_model(model_path))
