@@ -150,6 +150,8 @@ def _measured(side_car: Any, motion: CanonicalMotion, cfg: BuildConfig) -> Any:
 
     if isinstance(side_car, C3DMeasurement):
         return measured_ground_reaction(side_car, motion, cfg.canonical.default_bmi_kg_m2)
+    if hasattr(side_car, "at_canonical"):  # e.g. pipeline.sources.kit.source.KITMeasurement (joint-fit residuals)
+        return side_car.at_canonical(motion, cfg)
     raise TypeError(f"unknown measured side-car {type(side_car).__name__}")
 
 

@@ -104,12 +104,15 @@ class SourceSpec:
 
 
 def get_source(kind: str) -> Source:
-    """The registered source of that kind (``amass``, ``c3d``)."""
+    """The registered source of that kind (``amass``, ``c3d``, ``kit``)."""
     factories: dict[str, Callable[[], Source]] = {}
     from pipeline.sources import amass, c3d
 
     factories["amass"] = amass.AmassSource
     factories["c3d"] = c3d.C3DSource
+    from pipeline.sources.kit import KITSource
+
+    factories["kit"] = KITSource
     try:
         return factories[kind]()
     except KeyError:
