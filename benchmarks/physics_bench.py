@@ -135,14 +135,14 @@ def print_walks(walks: dict, names: list[str], passes: int = 1) -> dict:
             lam = (c["grf_vs_plate_err_left_n_per_kg"], c["grf_vs_plate_err_right_n_per_kg"])
             lams += list(lam)
             (pl, pr) = c["peak"]
-            print(f"{v:<12}{k:<16}{lam[0]:>5.2f}/{lam[1]:<5.2f}{100 * c['grf_peak_err_frac']:>7.0f} %"
+            print(f"{v:<16}{k:<16}{lam[0]:>5.2f}/{lam[1]:<5.2f}{100 * c['grf_peak_err_frac']:>7.0f} %"
                   f"{100 * c['grf_impulse_err_frac']:>6.0f} %{c['torque_vs_id_rmse_nm_per_kg']:>7.2f}"
                   f"{pl[0]:>12.2f}/{pl[1]:<7.2f}{pr[0]:>6.2f}/{pr[1]:<6.2f}"
                   f"{c['mpjpe'][0]:>8.0f}/{c['mpjpe'][1]:<6.0f}{c['resets']:>7.1f}{c['dem']:>9.2f}BW{c['dem5']:>7.2f}"
                   f"{c['rf']:>8.0f} N{c['rt']:>8.0f} N·m"
                   + (f"   spread {min(spread):.2f}–{max(spread):.2f}" if len(rows) > 1 else ""))
         means[v] = float(np.mean(lams))
-        print(f"{v:<12}{'mean λ':<16}{means[v]:>5.2f} N/kg   ({VARIANTS[v][0]})")
+        print(f"{v:<16}{'mean λ':<16}{means[v]:>5.2f} N/kg   ({VARIANTS[v][0]})")
     return means
 
 
