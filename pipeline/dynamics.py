@@ -363,6 +363,10 @@ def solve_nonneg_lsq(A: sparse.spmatrix, b: np.ndarray, n_free: int) -> tuple[np
     G = sparse.hstack([sparse.csc_matrix((nb, n_free)), -sparse.identity(nb, format="csc")], format="csc")
     settings = clarabel.DefaultSettings()
     settings.verbose = False
+    # the rows are already scaled by their tolerances; Clarabel's own equilibration made it take
+    # 58 interior-point iterations instead of 14 on a 3 s walk (0.52 → 0.12 s) and stop at a
+    # slightly worse objective (664.7 vs 661.3)
+    settings.equilibrate_enable = False
     solver = clarabel.DefaultSolver(P, q, G, np.zeros(nb), [clarabel.NonnegativeConeT(nb)], settings)
     sol = solver.solve()
     if str(sol.status) not in ("Solved", "AlmostSolved"):
