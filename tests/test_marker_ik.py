@@ -1,4 +1,4 @@
-"""Marker IK (pipeline.marker_ik): recovery of known poses from our own virtual markers, matching, rejection."""
+"""Marker IK (pipeline.lab.marker_ik): recovery of known poses from our own virtual markers, matching, rejection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import marker_ik as ik
+from pipeline.lab import marker_ik as ik
 from pipeline import markers as mk
 from pipeline import rotations as rot
 from pipeline import skeleton as sk

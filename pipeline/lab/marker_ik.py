@@ -5,7 +5,7 @@ Output: per frame the pelvis position, the global pelvis rotation and local rota
 joints (SMPL axis-angle), the subject height that scales the skeleton, and per-frame marker RMSE.
 
 * **Targets** (``match_targets``): a lab label is matched after dropping a ``Subject:`` prefix,
-  upper-casing and removing separators (``pipeline.foot_assignment.split_label``); its side comes from an
+  upper-casing and removing separators (``pipeline.lab.foot_assignment.split_label``); its side comes from an
   ``L``/``R``/``LEFT``/``RIGHT`` prefix or suffix. Each target is a virtual marker of ``pipeline.markers``
   (Plug-in Gait names) or a derived point — ``SACR`` (midpoint of LPSI/RPSI), ``LWRI`` (midpoint of the
   radial and ulnar styloid markers), hip/knee/ankle joint centres ``LHJC``/``LKJC``/``LAJC`` — with lab
@@ -43,7 +43,7 @@ import numpy as np
 from pipeline import markers as mk
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
-from pipeline.foot_assignment import split_label
+from pipeline.lab.foot_assignment import split_label
 
 # ------------------------------------------------------------------------------------------- targets
 SIDED_ALIASES: dict[str, tuple[str, ...]] = {
