@@ -112,16 +112,16 @@ def raw_from_c3d(rec: C3DRecord, provenance: Provenance, cfg: ik.IKConfig | None
     Raises ``ValueError`` (one line) without enough named markers or without a long enough run of frames
     where the pelvis is visible.
     """
-    targets = ik.match_targets(rec.marker_labels)
-    problem = ik.check_targets(targets)
-    if problem:
-        raise ValueError(problem)
     markers = np.asarray(rec.markers, dtype=np.float64) * rec.point_unit_to_m
     up = lab_up_axis(rec, markers)
     filled, _ = ml.fill_gaps(markers, max_gap)
     z_up = ml.to_z_up(filled, up)
+    targets = ik.match_targets_in_data(rec.marker_labels, z_up)
+    problem = ik.check_targets(targets)
+    if problem:
+        raise ValueError(problem)
     obs = targets.positions(z_up)
-    pelvis = [k for k, n in enumerate(targets.names) if n in ik.PELVIS_TARGETS]
+    pelvis = targets.pelvis_indices()
     ok = np.isfinite(obs[:, pelvis]).all(axis=-1).sum(axis=1) >= 3
     a, b = _longest_run(ok)
     if (b - a - 1) / rec.point_rate_hz < MIN_DURATION_S:
