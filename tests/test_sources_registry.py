@@ -10,7 +10,7 @@ from pipeline.sources.base import get_source
 
 def test_builtin_sources_register_themselves():
     kinds = registry.known_kinds()
-    assert {"amass", "c3d"} <= set(kinds)
+    assert {"amass", "c3d", "opensim", "addbiomechanics"} <= set(kinds)
     for kind in kinds:
         assert get_source(kind).name == kind
 

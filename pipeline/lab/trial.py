@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class LabTrialMeasurement:
         ik: marker IK at the trial's kept frames. markers_z_up_m: (T, M, 3) those frames' markers.
         rate_hz: marker rate. t0_s: time of the first kept marker frame (the forces' clock).
         forces: per-foot forces or ``None``. mass_kg/mass_source: body mass and where it came from.
-        extra_metrics: per-sequence figures for the quality row (units in the names). warnings: soft problems.
+        extra_metrics: per-sequence figures of the source (units in the names). warnings: soft problems.
     """
 
     ik: ik.IKResult
@@ -103,6 +104,8 @@ class LabTrialMeasurement:
     warnings: tuple[str, ...] = ()
     cutoff_fraction: float = fp.DEFAULT_CUTOFF_FRACTION_OF_FPS
     threshold_n: float = 20.0
+    source_results: Any = None
+    """The source's own results for the trial (e.g. AddBiomechanics' ID torques), kept for the user."""
 
     def ground_reaction(self, motion: CanonicalMotion, default_bmi_kg_m2: float) -> lm.MeasuredGroundReaction:
         """Per-foot forces at the canonical frames (module docstring)."""
