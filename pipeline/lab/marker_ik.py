@@ -11,7 +11,10 @@ joints (SMPL axis-angle), the subject height that scales the skeleton, and per-f
   radial and ulnar styloid markers), hip/knee/ankle joint centres ``LHJC``/``LKJC``/``LAJC`` — with lab
   aliases (``TARGET_ALIASES``: e.g. ``CAL`` → HEE, ``MT2`` → TOE, ``LMAL`` → ANK, ``LFC`` → KNE,
   ``SHA`` → TIB, ``VSAC`` → SACR, ``IJ`` → CLAV, ``PX`` → STRN; ``KNE_2``/``ANK_2``, the second marker
-  of a duplicated 4-character label, → medial knee/ankle). ``check_targets`` demands ≥ 3 pelvis targets
+  of a duplicated 4-character label, → medial knee/ankle; gait2354, OpenCap and CAST names too). Markers
+  whose segment only is known (an .osim MarkerSet, cluster names ``RTH1``/``PV2``, rigidity:
+  ``pipeline.lab.marker_sets``, docs/marker_sets.md) become *segment targets* whose offsets are calibrated
+  from the data (``_calibrate_with_segments``). ``check_targets`` demands ≥ 3 targets moving with the pelvis
   and per leg ≥ 3 targets, one of them on the foot.
 * **Solver** (``solve_poses``): Levenberg–Marquardt, vectorised over frames (every frame solved at once,
   one (P × P) system per frame). Unknowns: pelvis position and a world-frame rotation increment per
@@ -74,8 +77,6 @@ _JOINT_CENTRES = {"LHJC": 1, "RHJC": 2, "LKJC": 4, "RKJC": 5, "LAJC": 7, "RAJC":
 _WAND = ("THI", "TIB", "UPA", "FRM", "BAK", "T10")
 """Markers placed anywhere along a segment (their offsets are calibrated freely)."""
 
-PELVIS_TARGETS = ("LASI", "RASI", "LPSI", "RPSI", "SACR", "LHJC", "RHJC")
-FOOT_TARGETS = ("ANK", "MED", "HEE", "TOE", "MT5", "AJC")
 
 REST_POSE = np.zeros((sk.N_JOINTS, 3))
 REST_POSE[16] = (0.0, 0.0, -1.2)  # left arm down ~70° (template z is forward; +x left arm → −y)

@@ -99,12 +99,7 @@ def parse_trc(text: str) -> TrcData:
         raise ValueError("not a TRC file: first line does not start with 'PathFileType'")
     keys = [k.strip() for k in lines[1].split("\t")]
     vals = [v.strip() for v in lines[2].split("\t")]
-    vals = [v for v in vals]
-    head = {}
-    vi = [v for v in vals if v != ""]
-    ki = [k for k in keys if k != ""]
-    for k, v in zip(ki, vi):
-        head[k] = v
+    head = dict(zip([k for k in keys if k], [v for v in vals if v]))
     try:
         rate = float(head.get("DataRate") or head.get("CameraRate"))
         n_markers = int(float(head["NumMarkers"]))
@@ -274,7 +269,5 @@ def applied_forces(table: MotTable, loads: tuple[ExternalForceSpec, ...] | None)
             if tq is not None:
                 break
         body = {"r": "calcn_r", "l": "calcn_l"}.get(key, "")
-        if not key and stem[:1].isdigit():
-            body = ""
         out.append(AppliedForce(body, f, p, np.zeros_like(f) if tq is None else tq))
     return tuple(out)

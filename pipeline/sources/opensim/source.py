@@ -64,7 +64,7 @@ def _is_external_loads(path: Path) -> bool:
 def _pick(cands: list[Path], stem: str) -> Path | None:
     if not cands:
         return None
-    same = [p for p in cands if p.stem.startswith(stem) or stem.startswith(p.stem.split("_")[0])]
+    same = [p for p in cands if p.stem.startswith(stem)]
     return sorted(same or cands)[0]
 
 
