@@ -156,7 +156,9 @@ def test_segment_targets_join_named_ones_and_unknown_markers_by_rigidity():
     c_labels, c_markers = _clusters(glob, joints, np.random.default_rng(4), {"LTB": (4, 3), "RTB": (5, 3)})
     labels = list(mk.MARKER_NAMES) + c_labels
     allm = np.concatenate([markers, c_markers], axis=1)
-    ts = ik.match_targets(labels)
+    assert not ik.match_targets(labels).free.any()  # named markers suffice: cluster names are not added
+    segments = {n: ("left_shank" if n[0] == "L" else "right_shank") for n in c_labels}
+    ts = ik.match_targets(labels, segments)  # a model's marker set places them
     assert int(ts.free.sum()) == 6 and {ts.parents[k] for k in np.flatnonzero(ts.free)} == {4, 5}
     res = ik.fit_markers(allm, labels, targets=ts)
     assert np.nanmedian(res.rmse_m) < 0.005

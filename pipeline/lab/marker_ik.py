@@ -173,7 +173,9 @@ def segment_offset_frac(joint: int) -> np.ndarray:
 def match_targets(labels: tuple[str, ...] | list[str], segments: dict[str, str] | None = None) -> TargetSet:
     """Targets found among the lab ``labels`` (module docstring), in ``_target_names`` order, then the
     segment targets: every other label whose segment ``segments`` (label → ``marker_sets.SEGMENT_JOINT``
-    key, e.g. from an OpenSim MarkerSet) or the cluster name table (``marker_sets.segment_from_name``) gives."""
+    key, e.g. from an OpenSim MarkerSet) gives; without ``segments``, the cluster name table
+    (``marker_sets.segment_from_name``) — only when the named targets alone cannot support the IK, so that
+    files the named landmarks fit keep exactly their named fit."""
     from pipeline.lab import marker_sets as ms
 
     table: dict[tuple[str | None, str], int] = {}
@@ -201,10 +203,14 @@ def match_targets(labels: tuple[str, ...] | list[str], segments: dict[str, str] 
     keep = [k for k, n in enumerate(names) if not (n in _DERIVED and all(p in names for p in _DERIVED[n]))]
     used = {i for k in keep for i in idx[k]}
     free = [False] * len(keep)
+    named_suffice = segments is None and check_targets(TargetSet(
+        names=tuple(names[k] for k in keep), parents=np.asarray([parents[k] for k in keep], dtype=int),
+        offset_frac=np.zeros((len(keep), 3)), indices=tuple(idx[k] for k in keep),
+        labels=tuple(labs[k] for k in keep), wand=np.zeros(len(keep), bool))) is None
     for i, lab in enumerate(labels):
-        if i in used:
+        if i in used or named_suffice:
             continue
-        seg = (segments or {}).get(lab) or ms.segment_from_name(_STUDY.sub("", lab))
+        seg = segments.get(lab) if segments is not None else ms.segment_from_name(_STUDY.sub("", lab))
         if seg is None or seg not in ms.SEGMENT_JOINT:
             continue
         j = ms.SEGMENT_JOINT[seg]
