@@ -215,8 +215,13 @@ def _finish(summary: dict, out, simulate: bool) -> int:
 
 
 def _check_sources(sources) -> None:
-    """Refuse a missing source folder before any server or cluster starts."""
+    """Refuse an unknown source kind or a missing source folder before any server or cluster starts."""
+    from pipeline.sources.registry import known_kinds
+
+    kinds = known_kinds()
     for spec in sources:
+        if spec.kind not in kinds:
+            raise ValueError(f"unknown source kind {spec.kind!r}; known: {', '.join(kinds)}")
         if not Path(spec.root).is_dir():
             raise FileNotFoundError(f"{spec.kind} source folder {spec.root} does not exist or is not a directory")
 
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("build", help="build the subset stores from source folders")
     p.add_argument("--source", action="append", type=_source_arg, required=True,
-                   metavar="KIND=DIR", help="a source folder, e.g. amass=/data/AMASS (repeatable)")
+                   metavar="KIND=DIR", help="a source folder, e.g. amass=/data/AMASS (repeatable); kinds: amass, c3d, "
+                   "opensim, addbiomechanics and any other registered source package")
     p.add_argument("--out", required=True,
                    help="dataset root: stores, ingestion ledger, processing cache, releases (see storage_layout.md)")
     p.add_argument("--force", action="store_true", help="reprocess every file, ignoring the processing cache")

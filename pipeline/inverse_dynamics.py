@@ -10,7 +10,7 @@ reactions (lab data: force plates), on **the same MuJoCo humanoid the simulator 
 * ``q, q̇, q̈`` at the motion's frames ``t_i = i / fps`` are the simulator's reference
   (``pipeline.simulate.reference.build_reference`` at the motion's own rate: not-a-knot cubic
   splines of the pelvis position and of every joint quaternion, analytic derivatives; no other
-  filtering — the plates are low-passed at 0.4 × fps by ``pipeline.c3d_process``).
+  filtering — the plates are low-passed at 0.4 × fps by ``pipeline.sources.c3d.process``).
 * ``M q̈ + c`` is MuJoCo's recursive Newton–Euler (``mj_rne``, gravity included). MuJoCo's
   ``mj_rne`` does **not** include joint armature (a dof property, not a body inertia; checked:
   ``mj_rne − qfrc_bias`` equals ``mj_mulM(q̈)`` minus ``armature · q̈``). The humanoid's armature
@@ -263,7 +263,7 @@ def lowpass_motion(motion: CanonicalMotion, cutoff_hz: float, order: int = 2) ->
 def measured_inverse_dynamics(motion: CanonicalMotion, measured, params=None,
                               cutoff_hz: float | None = KINEMATICS_CUTOFF_HZ) -> IDResult:
     """``inverse_dynamics`` of a sequence with measured ground reactions
-    (``pipeline.c3d_motion.MeasuredGroundReaction``: ``grf_n``, ``cop_m``, ``free_moment_nm``),
+    (``pipeline.lab.measured.MeasuredGroundReaction``: ``grf_n``, ``cop_m``, ``free_moment_nm``),
     kinematics low-passed at ``cutoff_hz`` (``KINEMATICS_CUTOFF_HZ``)."""
     return inverse_dynamics(motion, measured.grf_n, measured.cop_m, measured.free_moment_nm, params=params,
                             cutoff_hz=cutoff_hz)

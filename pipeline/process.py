@@ -51,7 +51,7 @@ class ProcessedSequence:
         joint_rot_fit: cubic fit of continuous joint axis-angles: coef (W, 4, 24, 3) rad, rmse (W,) rad.
         split: ``train`` | ``val`` | ``test``.
         subsets: subsets the sequence belongs to.
-        measured: measured data at the canonical frames (``pipeline.c3d_motion.MeasuredGroundReaction``
+        measured: measured data at the canonical frames (``pipeline.lab.measured.MeasuredGroundReaction``
             for C3D files: per-foot force-plate GRF, IK marker residuals); ``None`` otherwise.
     """
 
@@ -145,12 +145,12 @@ def _inverse_dynamics(motion: CanonicalMotion, measured: Any, cfg: BuildConfig) 
 
 
 def _measured(side_car: Any, motion: CanonicalMotion, cfg: BuildConfig) -> Any:
-    """Measured data of a source side-car at the canonical frames (C3D: ``c3d_motion``)."""
-    from pipeline.c3d_motion import C3DMeasurement, measured_ground_reaction
-
-    if isinstance(side_car, C3DMeasurement):
-        return measured_ground_reaction(side_car, motion, cfg.canonical.default_bmi_kg_m2)
-    if hasattr(side_car, "at_canonical"):  # e.g. pipeline.sources.kit.source.KITMeasurement (joint-fit residuals)
+    """Measured data of a source's side-car at the canonical frames: a lab source's force plates
+    (``pipeline.lab.measured.LabMeasurement.ground_reaction``) or a side-car's own ``at_canonical``
+    (KIT: joint-fit residuals, ``pipeline.sources.kit.source.KITMeasurement``)."""
+    if hasattr(side_car, "ground_reaction"):
+        return side_car.ground_reaction(motion, cfg.canonical.default_bmi_kg_m2)
+    if hasattr(side_car, "at_canonical"):
         return side_car.at_canonical(motion, cfg)
     raise TypeError(f"unknown measured side-car {type(side_car).__name__}")
 

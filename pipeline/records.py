@@ -69,7 +69,7 @@ class RawMotion:
         up_axis: vertical axis of the source world frame, ``"z"`` or ``"y"``.
         model_type: ``"smpl"``, ``"smplh"`` or ``"smplx"``.
         measured: optional side-car with measured data that ``pipeline.process.process_motion`` carries
-            to the canonical rate, e.g. ``pipeline.c3d_motion.C3DMeasurement`` (force plates, marker IK
+            to the canonical rate, e.g. ``pipeline.sources.c3d.motion.C3DMeasurement`` (force plates, marker IK
             residuals) for C3D files; ``None`` for pose sources such as AMASS.
     """
 

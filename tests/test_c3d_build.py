@@ -33,7 +33,7 @@ WALKING = {  # link name -> sample file
 }
 BAD = {  # link name -> (how it is made, expected words in the reason)
     "lab_b/broken/truncated.c3d": ("truncated copy of Gait.c3d", "truncated"),
-    "lab_b/no_pelvis/Eb015pi.c3d": ("btk/sample01/Eb015pi.c3d", "too few named markers"),
+    "lab_b/no_pelvis/TYPE-2.C3D": ("btk/sample10/TYPE-2.C3D", "too few named markers"),
 }
 
 
@@ -52,7 +52,7 @@ def built(tmp_path_factory):
     data = (C3D_ROOT / "btk/others/Gait.c3d").read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     (src / "lab_b/no_pelvis").mkdir(parents=True)
-    (src / "lab_b/no_pelvis/Eb015pi.c3d").symlink_to(C3D_ROOT / "btk/sample01/Eb015pi.c3d")
+    (src / "lab_b/no_pelvis/TYPE-2.C3D").symlink_to(C3D_ROOT / "btk/sample10/TYPE-2.C3D")
     out = root / "out"
     t0 = time.perf_counter()
     with prefect_api():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import forceplate as fp
-from pipeline import markers_lab as ml
+from pipeline.lab import forceplate as fp
+from pipeline.lab import markers as ml
 
 CORNERS = np.array([[600.0, 0, 0], [0, 0, 0], [0, 400, 0], [600, 400, 0]])  # plate z down, mm
 

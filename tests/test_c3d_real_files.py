@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.c3d_process import process_c3d
-from pipeline.forceplate import compute_plate, cop_and_free_moment
+from pipeline.sources.c3d.process import process_c3d
+from pipeline.lab.forceplate import compute_plate, cop_and_free_moment
 from pipeline.sources.base import SourceError
 from pipeline.sources.c3d import discover_c3d, read_c3d
 
@@ -183,7 +183,7 @@ def _feet(rel):
 
 @pytest.mark.parametrize("rel", sorted(GAIT_FILES))
 def test_gait_files_foot_assignment(rel):
-    from pipeline.foot_assignment import UNLOADED
+    from pipeline.lab.foot_assignment import UNLOADED
 
     expected, mass_source = GAIT_FILES[rel]
     rec, out = _feet(rel)

@@ -1,11 +1,11 @@
-"""Per-foot GRF (pipeline/foot_assignment.py) on synthetic walks with known foot trajectories and plate loads."""
+"""Per-foot GRF (pipeline/lab/foot_assignment.py) on synthetic walks with known foot trajectories and plate loads."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline import foot_assignment as fa
+from pipeline.lab import foot_assignment as fa
 
 FPS = 30.0
 N = 70

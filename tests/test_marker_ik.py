@@ -1,4 +1,4 @@
-"""Marker IK (pipeline.marker_ik): recovery of known poses from our own virtual markers, matching, rejection."""
+"""Marker IK (pipeline.lab.marker_ik): recovery of known poses from our own virtual markers, matching, rejection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import marker_ik as ik
+from pipeline.lab import marker_ik as ik
 from pipeline import markers as mk
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
@@ -89,8 +89,10 @@ def test_label_matching_aliases_and_rejection():
     assert got["CLAV"] == ("IJ",) and got["STRN"] == ("PX",)
     assert ik.check_targets(ts) is None
     bad = ik.match_targets(["RFT1", "RFT2", "LSK1", "PV1", "PV2", "PV3"])
-    msg = ik.check_targets(bad)
-    assert msg is not None and "pelvis has 0" in msg and "\n" not in msg
+    msg = ik.check_targets(bad)  # cluster names: the pelvis cluster counts, the legs have too few markers
+    assert msg is not None and "pelvis" not in msg and "left leg has 1 targets and none on the foot" in msg
+    assert "right leg has 2" in msg and "\n" not in msg
+    assert ik.check_targets(ik.match_targets(["RFT1", "LSK1", "junk"])).count("pelvis has 0") == 1
     with pytest.raises(ValueError, match="too few named markers"):
         ik.fit_markers(np.zeros((10, 6, 3)), ["RFT1", "RFT2", "LSK1", "PV1", "PV2", "PV3"])
 
@@ -111,3 +113,76 @@ def test_lift_toes_puts_toe_tips_on_the_floor():
     assert np.all(after[:, [1, 3], 2][was_below] < floor + 0.001)  # lifted just onto the floor
     np.testing.assert_allclose(np.delete(lifted, [10, 11], axis=1), np.delete(aa, [10, 11], axis=1))
     np.testing.assert_allclose(j2, j)  # joints do not move, only the toe segment
+
+
+def _clusters(glob, joints, rng, per_segment):
+    """Rigid technical-marker clusters: ``per_segment`` {label prefix: (joint, n)} at random body-fixed offsets."""
+    labels, pts = [], []
+    for prefix, (j, n) in per_segment.items():
+        offs = rng.uniform(-0.08, 0.08, (n, 3))
+        offs[:, 1] -= 0.12 if j not in (0, 7, 8) else 0.0  # along the segment, below the joint
+        for k in range(n):
+            labels.append(f"{prefix}{k + 1}")
+            pts.append(joints[:, j] + np.einsum("tij,j->ti", glob[:, j], offs[k]))
+    return labels, np.stack(pts, axis=1)
+
+
+CLUSTERS = {"PV": (0, 4), "LTH": (1, 3), "RTH": (2, 3), "LSK": (4, 3), "RSK": (5, 3), "LFT": (7, 3), "RFT": (8, 3)}
+
+
+def test_cluster_only_marker_set_is_fitted_from_segment_targets():
+    """Clusters with unknown offsets (BTK sample01-style names): segments from the name table, offsets
+    calibrated; joint centres are recovered to a few centimetres and the markers fit to millimetres."""
+    aa, root, joints, _ = _gait_like(n=200, seed=5)
+    skel = sk.anthropometric_skeleton(1.78)
+    glob, _ = sk.forward_kinematics(rot.aa_to_rotmat(aa), root, skel.offsets_m)
+    labels, markers = _clusters(glob, joints, np.random.default_rng(2), CLUSTERS)
+    ts = ik.match_targets(labels)
+    assert ts.free.all() and ik.check_targets(ts) is None
+    res = ik.fit_markers(markers, labels)
+    assert np.nanmedian(res.rmse_m) < 0.01
+    _, fitted = _fk(res)
+    legs = [0, 1, 2, 4, 5, 7, 8]
+    err = np.linalg.norm(fitted[:, legs] - joints[:, legs] - (fitted[:, :1] - joints[:, :1]), axis=-1)
+    assert np.median(err) < 0.06  # joint positions relative to the pelvis, metres
+
+
+def test_segment_targets_join_named_ones_and_unknown_markers_by_rigidity():
+    from pipeline.lab import marker_sets as ms
+
+    aa, root, joints, markers = _gait_like(n=150, seed=7)
+    skel = sk.anthropometric_skeleton(1.78)
+    glob, _ = sk.forward_kinematics(rot.aa_to_rotmat(aa), root, skel.offsets_m)
+    c_labels, c_markers = _clusters(glob, joints, np.random.default_rng(4), {"LTB": (4, 3), "RTB": (5, 3)})
+    labels = list(mk.MARKER_NAMES) + c_labels
+    allm = np.concatenate([markers, c_markers], axis=1)
+    assert not ik.match_targets(labels).free.any()  # named markers suffice: cluster names are not added
+    segments = {n: ("left_shank" if n[0] == "L" else "right_shank") for n in c_labels}
+    ts = ik.match_targets(labels, segments)  # a model's marker set places them
+    assert int(ts.free.sum()) == 6 and {ts.parents[k] for k in np.flatnonzero(ts.free)} == {4, 5}
+    res = ik.fit_markers(allm, labels, targets=ts)
+    assert np.nanmedian(res.rmse_m) < 0.005
+    # rigidity: an unnamed marker on the left shank joins the left shank, a random one joins nothing
+    idx = {n: i for i, n in enumerate(labels)}
+    known = {idx[n]: s for n, s in (("LKNE", "left_shank"), ("LTIB", "left_shank"), ("LANK", "left_foot"),
+                                     ("LHEE", "left_foot"), ("RKNE", "right_shank"), ("RTIB", "right_shank"))}
+    noise = allm[:, [idx["LTB1"]]] + np.random.default_rng(0).normal(0, 0.05, (allm.shape[0], 1, 3))
+    got = ms.assign_by_rigidity(np.concatenate([allm, noise], axis=1), known, [idx["LTB2"], allm.shape[1]])
+    assert got == {idx["LTB2"]: "left_shank"}
+
+
+def test_marker_set_tables():
+    from pipeline.lab import marker_sets as ms
+
+    assert ms.segment_of_body("femur_r") == "right_thigh" and ms.segment_of_body("calcn_l") == "left_foot"
+    assert ms.segment_of_body("torso") == "trunk" and ms.segment_of_body("/bodyset/tibia_l") == "left_shank"
+    assert ms.segment_of_body("ground") is None
+    assert ms.segment_from_name("RTH1") == "right_thigh" and ms.segment_from_name("pv4") == "pelvis"
+    assert ms.segment_from_name("L.SH2") == "left_shank" and ms.segment_from_name("LTHI") is None
+    assert ms.segment_from_name("TH1") is None  # a sided segment needs a side
+    ts = ik.match_targets(["R.ASIS", "L.ASIS", "S2", "R.Knee", "R.Ankle", "R.Heel", "R.Toe", "r_mknee_study",
+                           "L.PSIS", "LLEPI", "C7_study"])
+    got = dict(zip(ts.names, ts.labels))
+    assert got["RASI"] == ("R.ASIS",) and got["RKNE"] == ("R.Knee",) and got["RANK"] == ("R.Ankle",)
+    assert got["RKNM"] == ("r_mknee_study",) and got["LKNE"] == ("LLEPI",) and got["C7"] == ("C7_study",)
+    assert got["SACR"] == ("S2",) and got["LPSI"] == ("L.PSIS",)

@@ -6,7 +6,7 @@ Inputs (one motion, N frames at the canonical rate):
 * simulated (``SimulationResult``, docs/simulation.md): ``grf_n`` (N, 2, 3) per foot and
   ``joint_torque_nm`` (N, 23, 3) are **means over the interval** ``[t_i, t_{i+1})``; the pose
   ``joint_rot_aa_rad`` is the simulator's state at ``t_i``;
-* measured (``pipeline.c3d_motion``, ``pipeline.inverse_dynamics``): plate forces per foot and
+* measured (``pipeline.sources.c3d.motion``, ``pipeline.inverse_dynamics``): plate forces per foot and
   inverse-dynamics torques are **samples at** ``t_i``, NaN where unknown.
 
 So that both describe the same time span, measured samples are first averaged to the simulator's

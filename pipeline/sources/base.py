@@ -1,12 +1,12 @@
-"""What every source shares: errors that name the file, hashing, licence sidecars and the source
-registry."""
+"""What every source shares: errors that name the file, hashing, licence sidecars, the ``Source``
+protocol and ``get_source`` (the registry itself: ``pipeline.sources.registry``)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from pipeline.records import RawMotion
 
@@ -104,16 +104,7 @@ class SourceSpec:
 
 
 def get_source(kind: str) -> Source:
-    """The registered source of that kind (``amass``, ``c3d``, ``kit``)."""
-    factories: dict[str, Callable[[], Source]] = {}
-    from pipeline.sources import amass, c3d
+    """The registered source of that kind (``pipeline.sources.registry``: amass, c3d, opensim, ...)."""
+    from pipeline.sources.registry import get_source as _get
 
-    factories["amass"] = amass.AmassSource
-    factories["c3d"] = c3d.C3DSource
-    from pipeline.sources.kit import KITSource
-
-    factories["kit"] = KITSource
-    try:
-        return factories[kind]()
-    except KeyError:
-        raise ValueError(f"unknown source kind {kind!r}; known: {sorted(factories)}") from None
+    return _get(kind)

@@ -2,7 +2,7 @@
 
 The MMM and SMPL skeletons differ in proportions (MMM hips 0.530 H high and 0.052 H apart, SMPL's 0.502 H
 and 0.041 H; MMM upper arm 0.188 H, SMPL's 0.153 H ...), so MMM joint centres are *targets* attached to
-SMPL joints with body-fixed offsets, exactly like lab markers in ``pipeline.marker_ik``:
+SMPL joints with body-fixed offsets, exactly like lab markers in ``pipeline.lab.marker_ik``:
 
 * each target is an MMM node position (``TARGETS``) attached to the SMPL joint whose rotation carries it;
 * its initial offset (template frame, y up, +z forward, +x left) is the difference of the two skeletons'
@@ -11,7 +11,7 @@ SMPL joints with body-fixed offsets, exactly like lab markers in ``pipeline.mark
   wrist, hand end — SMPL's rest pose is a T-pose, MMM's has the arms down), or the MMM rest vector from the
   MMM joint matching the SMPL parent (``"anchored"``: sole and toe points from the ankle — SMPL's ankle sits
   0.032 H behind MMM's, which would otherwise lengthen the foot and pitch it);
-* the solver is ``pipeline.marker_ik``'s Levenberg–Marquardt (``solve_from_far``/``solve_poses``, regularised
+* the solver is ``pipeline.lab.marker_ik``'s Levenberg–Marquardt (``solve_from_far``/``solve_poses``, regularised
   towards its neutral pose), the height is known (the motion's ``ModelProcessorConfig``), the offsets are
   calibrated on up to ``IKConfig.calib_frames`` frames as for markers (median in the parent frame, moved at
   most ``max_offset_shift_m``), then every frame is solved from the calibration poses, outliers re-solved
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import marker_ik as ik
+from pipeline.lab import marker_ik as ik
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
 from pipeline.sources.kit import fk

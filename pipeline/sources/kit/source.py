@@ -10,7 +10,7 @@ Per motion file (docs/kit.md):
    without one the file is quarantined with a line saying where to put it;
 3. the model is conformed to the MMM reference segment table (``mmm_model.conform_to_reference``) and scaled
    to the subject's height and mass; forward kinematics gives the MMM joint centres (metres, z up);
-4. ``joint_fit.fit_joint_centres``: the canonical SMPL skeleton fitted to them (``pipeline.marker_ik``'s
+4. ``joint_fit.fit_joint_centres``: the canonical SMPL skeleton fitted to them (``pipeline.lab.marker_ik``'s
    solver); the fit's residuals travel in ``RawMotion.measured`` (``KITMeasurement``) and reach the
    quality metrics as ``marker_rms_m``/``marker_residual_max_m`` (joint-centre residuals here).
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import marker_ik as ik
+from pipeline.lab import marker_ik as ik
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
 from pipeline.records import CanonicalMotion, Provenance, RawMotion, SubjectInfo
@@ -54,7 +54,7 @@ class KITMeasurement:
 
     Attributes:
         joint_centres_m: (T, K) MMM joint-centre targets at the source frames, (T, K, 3) world, z up, metres.
-        fit: the SMPL fit (``pipeline.marker_ik.IKResult``; ``targets.names`` name the joint centres).
+        fit: the SMPL fit (``pipeline.lab.marker_ik.IKResult``; ``targets.names`` name the joint centres).
         fps_hz: source frame rate, Hz.
         model_path: the model file used, relative to the source root.
         warnings: soft problems (model conformed to the reference table, default height...).

@@ -1,14 +1,14 @@
 """C3D files as build sequences: marker IK → ``RawMotion``, measured per-foot GRF at the canonical rate (pure).
 
-``raw_from_c3d`` (called by ``pipeline.sources.c3d.C3DSource.read``): markers → z-up metres (up axis
+``raw_from_c3d`` (called by ``pipeline.sources.c3d.source.C3DSource.read``): markers → z-up metres (up axis
 from the plates, else the markers) → gaps ≤ ``max_gap`` frames filled → marker IK
-(``pipeline.marker_ik.fit_markers``) at the file's point rate → the record is trimmed to the longest run of
+(``pipeline.lab.marker_ik.fit_markers``) at the file's point rate → the record is trimmed to the longest run of
 frames where ≥ 3 pelvis targets are visible (a walk-through trial shows the subject only in the middle of
 the capture), markers and analog channels alike → ``RawMotion`` (z up, SMPL axis-angles, ``trans``) whose
 ``measured`` side-car (``C3DMeasurement``) keeps the trimmed record and the IK result.
 
 ``measured_ground_reaction`` (called by ``pipeline.process.process_motion`` once the motion is canonical):
-``pipeline.c3d_process.process_c3d`` on the trimmed record at the canonical rate (plates filtered at
+``pipeline.sources.c3d.process.process_c3d`` on the trimmed record at the canonical rate (plates filtered at
 0.4 × fps, assigned to feet), then into the canonical frame (the canonical ground shift added to z) and
 named as the ground_reaction schema: ``grf_n`` per foot (NaN where unknown: unassigned/conflicting plate,
 foot on the floor off the plates, side without foot markers), ``grm_nm`` about the IK skeleton's ankle
@@ -24,24 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import foot_assignment as fa
-from pipeline import forceplate as fp
-from pipeline import marker_ik as ik
-from pipeline import markers_lab as ml
-from pipeline import rotations as rot
-from pipeline import skeleton as sk
+from pipeline.lab import foot_assignment as fa
+from pipeline.lab import forceplate as fp
+from pipeline.lab import marker_ik as ik
+from pipeline.lab import markers as ml
+from pipeline.lab import measured as lm
 from pipeline.records import CanonicalMotion, Provenance, RawMotion, SubjectInfo
-from pipeline.sources.c3d import C3DRecord
+from pipeline.sources.c3d.reader import C3DRecord
 
-GRF_SOURCE_PLATES = "force_plate"
-GRF_SOURCE_SIMULATION = "simulation"
 MIN_DURATION_S = 0.2
 """Shortest run of frames with a visible pelvis that is built, seconds."""
-
-NORMALIZATION = (
-    "Forces in N, moments in N·m (ground reaction on the subject, world frame, z up). Body weight "
-    "BW = seq_mass_kg · 9.80665 N: force / BW gives multiples of body weight; moment / (BW · seq_height_m) "
-    "is dimensionless, moment / seq_mass_kg gives N·m/kg. seq_mass_source says where seq_mass_kg came from.")
 
 
 @dataclass(frozen=True)
@@ -51,7 +43,7 @@ class C3DMeasurement:
     Attributes:
         record: the C3D record trimmed to the motion's frames (markers and analog channels).
         ik: marker IK at the record's point rate (frames = the motion's source frames).
-        up_axis: the lab's vertical axis (``pipeline.markers_lab.UP_ROTATIONS`` key).
+        up_axis: the lab's vertical axis (``pipeline.lab.markers.UP_ROTATIONS`` key).
         first_frame: index of the record's first kept frame in the file, 0-based.
         warnings: soft problems (reader, gaps, IK).
     """
@@ -62,38 +54,9 @@ class C3DMeasurement:
     first_frame: int
     warnings: tuple[str, ...] = ()
 
-
-@dataclass(frozen=True)
-class MeasuredGroundReaction:
-    """Measured ground reaction of one sequence at the canonical frames (canonical frame, SI).
-
-    Attributes:
-        grf_n, grm_nm, cop_m: (N, 2, 3) per foot (left, right); moments about the ankle joint centres.
-        free_moment_nm: (N, 2). foot_contact: (N, 2) uint8, 1/0, 255 where the force is unknown.
-        grf_total_n: (N, 3). marker_fit_rmse_m: (N,) IK marker RMSE. marker_residual_m: (N, K).
-        plate_foot_conflict: (N, P) bool, loaded plate not assignable to one foot.
-        mass_kg, mass_source: body mass and where it came from. grf_source: ``"force_plate"``.
-        feet: the full ``FootGRF`` (intervals, assignment) for diagnostics; ``None`` without plates.
-    """
-
-    grf_n: np.ndarray
-    grm_nm: np.ndarray
-    cop_m: np.ndarray
-    free_moment_nm: np.ndarray
-    foot_contact: np.ndarray
-    grf_total_n: np.ndarray
-    marker_fit_rmse_m: np.ndarray
-    marker_residual_m: np.ndarray
-    plate_foot_conflict: np.ndarray
-    mass_kg: float
-    mass_source: str
-    grf_source: str
-    feet: fa.FootGRF | None
-
-    @property
-    def has_grf(self) -> bool:
-        """Some per-foot force is known (the sequence can join the ground_reaction subset)."""
-        return self.feet is not None
+    def ground_reaction(self, motion: CanonicalMotion, default_bmi_kg_m2: float) -> lm.MeasuredGroundReaction:
+        """Plates per foot at the canonical frames (``measured_ground_reaction``)."""
+        return measured_ground_reaction(self, motion, default_bmi_kg_m2)
 
 
 def trim_record(rec: C3DRecord, a: int, b: int) -> C3DRecord:
@@ -122,7 +85,7 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
 
 
 def lab_up_axis(rec: C3DRecord, markers_m: np.ndarray) -> str:
-    """Vertical lab axis from the plates' normals, else from the markers (``markers_lab.detect_up_axis``)."""
+    """Vertical lab axis from the plates' normals, else from the markers (``pipeline.lab.markers.detect_up_axis``)."""
     ups = []
     for p in rec.plates:
         try:
@@ -149,16 +112,16 @@ def raw_from_c3d(rec: C3DRecord, provenance: Provenance, cfg: ik.IKConfig | None
     Raises ``ValueError`` (one line) without enough named markers or without a long enough run of frames
     where the pelvis is visible.
     """
-    targets = ik.match_targets(rec.marker_labels)
-    problem = ik.check_targets(targets)
-    if problem:
-        raise ValueError(problem)
     markers = np.asarray(rec.markers, dtype=np.float64) * rec.point_unit_to_m
     up = lab_up_axis(rec, markers)
     filled, _ = ml.fill_gaps(markers, max_gap)
     z_up = ml.to_z_up(filled, up)
+    targets = ik.match_targets_in_data(rec.marker_labels, z_up)
+    problem = ik.check_targets(targets)
+    if problem:
+        raise ValueError(problem)
     obs = targets.positions(z_up)
-    pelvis = [k for k, n in enumerate(targets.names) if n in ik.PELVIS_TARGETS]
+    pelvis = targets.pelvis_indices()
     ok = np.isfinite(obs[:, pelvis]).all(axis=-1).sum(axis=1) >= 3
     a, b = _longest_run(ok)
     if (b - a - 1) / rec.point_rate_hz < MIN_DURATION_S:
@@ -182,45 +145,25 @@ def raw_from_c3d(rec: C3DRecord, provenance: Provenance, cfg: ik.IKConfig | None
                      trans_m=result.trans_m, up_axis="z", model_type="smpl", measured=side)
 
 
-def _resample_linear(x: np.ndarray, src_rate_hz: float, t_s: np.ndarray) -> np.ndarray:
-    ts = np.arange(x.shape[0]) / src_rate_hz
-    flat = x.reshape(x.shape[0], -1)
-    out = np.stack([np.interp(t_s, ts, flat[:, i], left=np.nan, right=np.nan) for i in range(flat.shape[1])], axis=1)
-    return out.reshape((len(t_s),) + x.shape[1:])
-
-
 def measured_ground_reaction(meas: C3DMeasurement, motion: CanonicalMotion, default_bmi_kg_m2: float = 23.0,
-                             cfg: fa.FootConfig | None = None) -> MeasuredGroundReaction:
+                             cfg: fa.FootConfig | None = None) -> lm.MeasuredGroundReaction:
     """Measured per-foot ground reactions at the motion's frames (module docstring). Without plates (or
     without any foot force known) ``has_grf`` is false and only the IK residuals are meaningful."""
-    from pipeline.c3d_process import process_c3d
+    from pipeline.sources.c3d.process import process_c3d
 
     rec = meas.record
     n = motion.n_frames
     # IK quality at the canonical frames: measured targets vs the canonical skeleton's targets
     markers = ml.to_z_up(ml.fill_gaps(np.asarray(rec.markers, float) * rec.point_unit_to_m)[0], meas.up_axis)
-    obs = _resample_linear(meas.ik.targets.positions(markers), rec.point_rate_hz, motion.time_s)
-    obs[..., 2] += motion.ground_offset_m
-    skel = sk.anthropometric_skeleton(motion.height_m)
-    glob, joints = sk.forward_kinematics(rot.aa_to_rotmat(motion.joint_rot_aa_rad), motion.root_pos_m, skel.offsets_m)
-    pred = ik.target_positions(glob, joints, meas.ik.targets.parents, meas.ik.offsets_m)
-    residual = np.linalg.norm(pred - obs, axis=-1)
-    with np.errstate(invalid="ignore"):
-        cnt = np.isfinite(residual).sum(axis=1)
-        rmse = np.where(cnt > 0, np.sqrt(np.nansum(residual**2, axis=1) / np.maximum(cnt, 1)), np.nan)
+    rmse, residual = lm.ik_residuals(meas.ik, markers, rec.point_rate_hz, motion)
     feet = None
     if rec.plates:
         fcfg = cfg or fa.FootConfig(default_body_mass_kg=float(default_bmi_kg_m2 * motion.height_m**2))
         c3 = process_c3d(rec, fps=motion.fps_hz, up_axis=meas.up_axis, foot_config=fcfg)
         feet = c3.feet
     if feet is None or not np.isfinite(feet.force_n).any():
-        nan3 = np.full((n, 2, 3), np.nan)
-        return MeasuredGroundReaction(
-            grf_n=nan3, grm_nm=nan3, cop_m=nan3, free_moment_nm=np.full((n, 2), np.nan),
-            foot_contact=np.full((n, 2), 255, np.uint8), grf_total_n=np.full((n, 3), np.nan),
-            marker_fit_rmse_m=rmse, marker_residual_m=residual, plate_foot_conflict=np.zeros((n, 0), bool),
-            mass_kg=motion.mass_kg, mass_source="file" if meas.record.subject.get("mass_kg") else
-            f"default (BMI {default_bmi_kg_m2:g} kg/m² × height²)", grf_source="", feet=None)
+        source = "file" if rec.subject.get("mass_kg") else f"default (BMI {default_bmi_kg_m2:g} kg/m² × height²)"
+        return lm.without_forces(n, rmse, residual, motion.mass_kg, source)
     if c3.time_s.shape[0] != n:
         raise ValueError(f"force plates resampled to {c3.time_s.shape[0]} frames, motion has {n}")
     dz = np.array([0.0, 0.0, motion.ground_offset_m])
@@ -234,8 +177,8 @@ def measured_ground_reaction(meas: C3DMeasurement, motion: CanonicalMotion, defa
     source = feet.body_mass_source
     if source == "default":
         source = f"default (BMI {default_bmi_kg_m2:g} kg/m² × height²)" if cfg is None else "default"
-    return MeasuredGroundReaction(
+    return lm.MeasuredGroundReaction(
         grf_n=feet.force_n, grm_nm=grm, cop_m=feet.cop_m + dz, free_moment_nm=feet.free_moment_nm,
         foot_contact=contact, grf_total_n=total, marker_fit_rmse_m=rmse, marker_residual_m=residual,
         plate_foot_conflict=np.isin(feet.assignment, (fa.CONFLICT, fa.NO_FOOT, fa.MISSING_MARKERS)),
-        mass_kg=float(feet.body_mass_kg), mass_source=source, grf_source=GRF_SOURCE_PLATES, feet=feet)
+        mass_kg=float(feet.body_mass_kg), mass_source=source, grf_source=lm.GRF_SOURCE_PLATES, feet=feet)

@@ -22,11 +22,11 @@ Conventions (docs/c3d.md):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from scipy.signal import butter, filtfilt
 
-from pipeline.sources.c3d import C3DRecord, PlateSpec
 
 DEFAULT_COP_THRESHOLD_N = 20.0
 DEFAULT_CUTOFF_FRACTION_OF_FPS = 0.4
@@ -37,6 +37,28 @@ _FORCE_UNITS = {"n": 1.0, "nt": 1.0, "newton": 1.0, "newtons": 1.0, "kn": 1e3}
 _MOMENT_UNITS = {"nmm": 1e-3, "ntmm": 1e-3, "n.mm": 1e-3, "n*mm": 1e-3, "n-mm": 1e-3, "n·mm": 1e-3,
                  "nm": 1.0, "n.m": 1.0, "n*m": 1.0, "n-m": 1.0, "n·m": 1.0, "ntm": 1.0,
                  "nmm/kg": None, "nm/kg": None}
+
+
+@dataclass(frozen=True)
+class PlateSpec:
+    """One FORCE_PLATFORM entry as stored in the file (lab frame, point length units)."""
+
+    index: int
+    type: int
+    channels: tuple[int, ...]  # 0-based analog channel indices, in the type's channel order
+    corners: np.ndarray  # (4, 3) lab coordinates, POINT:UNITS
+    origin: np.ndarray  # (3,) FORCE_PLATFORM:ORIGIN as stored (plate frame), POINT:UNITS
+    cal_matrix: np.ndarray | None  # (n, n) for TYPE-4 (None otherwise)
+    channel_units: tuple[str, ...]  # ANALOG:UNITS of its channels (e.g. N, Nmm)
+
+
+class AnalogRecord(Protocol):
+    """What ``compute_plate`` reads of a lab record (``pipeline.sources.c3d.reader.C3DRecord``)."""
+
+    point_unit_to_m: float
+    point_units: str
+    analog: np.ndarray  # (n_channels, S) calibrated channels
+    analog_rate_hz: float
 
 
 class PlateError(ValueError):
@@ -147,7 +169,7 @@ def baseline_window(fz: np.ndarray, rate_hz: float, window_s: float = 0.25) -> s
     return slice(int(starts[best]), int(starts[best]) + w)
 
 
-def compute_plate(record: C3DRecord, plate: PlateSpec, *, subtract_baseline: bool = True,
+def compute_plate(record: AnalogRecord, plate: PlateSpec, *, subtract_baseline: bool = True,
                   window_s: float = 0.25, max_unloaded_n: float = 50.0,
                   max_unloaded_frac: float = 0.05) -> PlateWrench:
     """One plate's lab-frame wrench at the analog rate, baseline-handled (see module docstring)."""

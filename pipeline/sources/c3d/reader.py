@@ -2,8 +2,8 @@
 
 I/O only: this module opens one C3D file with ``ezc3d`` and returns a frozen ``C3DRecord`` holding the
 file's data in the file's own lab frame and units; all physics (plate calibration, baseline, COP,
-filtering, resampling, gap filling, vertical axis) lives in the pure modules ``pipeline.forceplate``
-and ``pipeline.markers_lab``. See docs/c3d.md.
+filtering, resampling, gap filling, vertical axis) lives in the pure modules ``pipeline.lab.forceplate``
+and ``pipeline.lab.markers``. See docs/c3d.md.
 
 What ezc3d already does (checked against the real sample files, tests/test_c3d_reader.py):
 
@@ -22,13 +22,13 @@ Every problem is a one-line ``SourceError``; soft problems are collected in ``C3
 
 from __future__ import annotations
 
-import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from pipeline.lab.forceplate import PlateSpec
 from pipeline.sources.base import SourceError, find_licence, sha256_of
 
 PROCESSORS = {84: "Intel", 85: "DEC", 86: "SGI/MIPS"}
@@ -48,19 +48,6 @@ NON_MARKER_POINT_GROUPS = ("ANGLES", "FORCES", "MOMENTS", "POWERS", "SCALARS", "
 """POINT parameters listing points that are model outputs, not measured markers (Vicon, Nexus)."""
 
 _LENGTH_TO_M = {"mm": 1e-3, "cm": 1e-2, "m": 1.0, "meter": 1.0, "meters": 1.0, "millimeters": 1e-3}
-
-
-@dataclass(frozen=True)
-class PlateSpec:
-    """One FORCE_PLATFORM entry as stored in the file (lab frame, point length units)."""
-
-    index: int
-    type: int
-    channels: tuple[int, ...]  # 0-based analog channel indices, in the type's channel order
-    corners: np.ndarray  # (4, 3) lab coordinates, POINT:UNITS
-    origin: np.ndarray  # (3,) FORCE_PLATFORM:ORIGIN as stored (plate frame), POINT:UNITS
-    cal_matrix: np.ndarray | None  # (n, n) for TYPE-4 (None otherwise)
-    channel_units: tuple[str, ...]  # ANALOG:UNITS of its channels (e.g. N, Nmm)
 
 
 @dataclass(frozen=True)
@@ -410,42 +397,3 @@ def discover_c3d(root: Path) -> list[Path]:
     root = Path(root)
     return sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() == ".c3d"),
                   key=lambda p: p.relative_to(root).as_posix())
-
-
-class C3DSource:
-    """Reads C3D files (``get_source("c3d")``); one file is one sequence, its pose fitted to the markers.
-
-    Ids: ``<dataset>/<subject>/<name>`` from the path as for AMASS (``dataset`` = first folder under the
-    root, ``subject`` = last folder, ``name`` = file stem). The ``RawMotion`` carries the trimmed record
-    and the marker IK in ``measured`` (``pipeline.c3d_motion``); force plates are processed at the
-    canonical rate by ``pipeline.process.process_motion``.
-    """
-
-    name = "c3d"
-
-    def discover(self, root: Path) -> list[Path]:
-        """All ``*.c3d`` files (any case) under ``root``, sorted by relative path, absolute."""
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"C3D source root {root} is not a directory")
-        return [p.absolute() for p in discover_c3d(root)]
-
-    def read(self, path: Path, root: Path) -> list:
-        """Read one C3D file and fit the skeleton to its markers; ``SourceError`` (one line) if it cannot."""
-        from pipeline.c3d_motion import raw_from_c3d
-        from pipeline.records import Provenance
-        from pipeline.sources.amass import parse_ids
-
-        path, root = Path(path), Path(root)
-        rec = read_c3d(path, root)
-        rel = PurePosixPath(rec.path)
-        dataset, subject, _ = parse_ids(rel)
-        if len(rel.parts) < 3:  # no subject folder: the file's SUBJECTS:NAMES, else "unknown"
-            dataset = rel.parts[0] if len(rel.parts) == 2 else "unknown"
-            subject = re.sub(r"[\s/\\:]+", "_", rec.subject.get("name", "").strip()) or "unknown"
-        prov = Provenance(source=self.name, path=rec.path, sha256=rec.sha256, dataset=dataset, subject=subject,
-                          name=path.stem, size_bytes=rec.size_bytes, licence=find_licence(path, root))
-        try:
-            return [raw_from_c3d(rec, prov)]
-        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
-            raise SourceError(rel, " ".join(str(exc).split())) from None

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline import foot_assignment as fa
-from pipeline import forceplate as fp
-from pipeline import markers_lab as ml
-from pipeline.sources.c3d import C3DRecord
+from pipeline.lab import foot_assignment as fa
+from pipeline.lab import forceplate as fp
+from pipeline.lab import markers as ml
+from pipeline.sources.c3d.reader import C3DRecord
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def process_c3d(rec: C3DRecord, *, fps: float = 30.0, max_gap: int = ml.DEFAULT_
                 foot_config: fa.FootConfig | None = None) -> C3DCanonical:
     """Canonical markers and plates; ``up_axis`` None = detect; ``cutoff_hz`` None = 0.4 × fps.
 
-    ``feet``: also assign plates to feet (``pipeline.foot_assignment.foot_grf``) with ``foot_config``
+    ``feet``: also assign plates to feet (``pipeline.lab.foot_assignment.foot_grf``) with ``foot_config``
     (its ``threshold_n`` defaults to ``cop_threshold_n``); body mass from ``record.subject['mass_kg']``.
     """
     warnings = list(rec.warnings)

@@ -44,7 +44,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from pipeline.contact import horizontal_speed, hysteresis
-from pipeline.forceplate import cop_and_free_moment
+from pipeline.lab.forceplate import cop_and_free_moment
 
 G = 9.80665
 SIDES = ("left", "right")

@@ -5,13 +5,16 @@ Output: per frame the pelvis position, the global pelvis rotation and local rota
 joints (SMPL axis-angle), the subject height that scales the skeleton, and per-frame marker RMSE.
 
 * **Targets** (``match_targets``): a lab label is matched after dropping a ``Subject:`` prefix,
-  upper-casing and removing separators (``pipeline.foot_assignment.split_label``); its side comes from an
+  upper-casing and removing separators (``pipeline.lab.foot_assignment.split_label``); its side comes from an
   ``L``/``R``/``LEFT``/``RIGHT`` prefix or suffix. Each target is a virtual marker of ``pipeline.markers``
   (Plug-in Gait names) or a derived point — ``SACR`` (midpoint of LPSI/RPSI), ``LWRI`` (midpoint of the
   radial and ulnar styloid markers), hip/knee/ankle joint centres ``LHJC``/``LKJC``/``LAJC`` — with lab
   aliases (``TARGET_ALIASES``: e.g. ``CAL`` → HEE, ``MT2`` → TOE, ``LMAL`` → ANK, ``LFC`` → KNE,
   ``SHA`` → TIB, ``VSAC`` → SACR, ``IJ`` → CLAV, ``PX`` → STRN; ``KNE_2``/``ANK_2``, the second marker
-  of a duplicated 4-character label, → medial knee/ankle). ``check_targets`` demands ≥ 3 pelvis targets
+  of a duplicated 4-character label, → medial knee/ankle; gait2354, OpenCap and CAST names too). Markers
+  whose segment only is known (an .osim MarkerSet, cluster names ``RTH1``/``PV2``, rigidity:
+  ``pipeline.lab.marker_sets``, docs/marker_sets.md) become *segment targets* whose offsets are calibrated
+  from the data (``_calibrate_with_segments``). ``check_targets`` demands ≥ 3 targets moving with the pelvis
   and per leg ≥ 3 targets, one of them on the foot.
 * **Solver** (``solve_poses``): Levenberg–Marquardt, vectorised over frames (every frame solved at once,
   one (P × P) system per frame). Unknowns: pelvis position and a world-frame rotation increment per
@@ -36,6 +39,7 @@ joints (SMPL axis-angle), the subject height that scales the skeleton, and per-f
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,23 +47,26 @@ import numpy as np
 from pipeline import markers as mk
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
-from pipeline.foot_assignment import split_label
+from pipeline.lab.foot_assignment import split_label
 
 # ------------------------------------------------------------------------------------------- targets
 SIDED_ALIASES: dict[str, tuple[str, ...]] = {
-    "FHD": ("FHD",), "BHD": ("BHD",), "SHO": ("SHO", "ACR"), "UPA": ("UPA",), "ELB": ("ELB", "LEL"),
-    "FRM": ("FRM",), "WRA": ("WRA", "RSP"), "WRB": ("WRB", "USP"), "WRI": ("WRI", "WRS", "WRT"), "FIN": ("FIN",),
-    "ASI": ("ASI", "ASIS"), "PSI": ("PSI", "PSIS"), "THI": ("THI",), "KNE": ("KNE", "LFC", "KNEL", "LFE"),
-    "KNM": ("KNM", "MFC", "KNE2", "KNEM", "MFE"), "TIB": ("TIB", "SHA", "SHN"), "ANK": ("ANK", "LMAL", "LM"),
-    "MED": ("MED", "MMAL", "MM", "ANK2"), "HEE": ("HEE", "HEEL", "CAL", "CALC", "FCC"),
-    "TOE": ("TOE", "MT2", "MH2", "TOES"), "MT5": ("MT5", "MH5", "VMH"), "BAK": ("BAK",),
+    "FHD": ("FHD",), "BHD": ("BHD",), "SHO": ("SHO", "ACR", "SHOULDER"), "UPA": ("UPA",),
+    "ELB": ("ELB", "LEL", "ELBOW", "LELBOW"), "FRM": ("FRM",), "WRA": ("WRA", "RSP", "LWRIST"),
+    "WRB": ("WRB", "USP", "MWRIST"), "WRI": ("WRI", "WRS", "WRT", "WRIST"), "FIN": ("FIN",),
+    "ASI": ("ASI", "ASIS"), "PSI": ("PSI", "PSIS"), "THI": ("THI",),
+    "KNE": ("KNE", "LFC", "KNEL", "LFE", "KNEE", "LEPI", "FLE", "LE"),
+    "KNM": ("KNM", "MFC", "KNE2", "KNEM", "MFE", "MKNEE", "MEPI", "FME", "ME"), "TIB": ("TIB", "SHA", "SHN"),
+    "ANK": ("ANK", "LMAL", "LM", "ANKLE", "LATMAL"), "MED": ("MED", "MMAL", "MM", "ANK2", "MANKLE"),
+    "HEE": ("HEE", "HEEL", "CAL", "CALC", "FCC", "CA"), "TOE": ("TOE", "MT2", "MH2", "TOES", "FM2", "P2MT"),
+    "MT5": ("MT5", "MH5", "VMH", "5META", "FM5", "P5MT"), "BAK": ("BAK",),
     "HJC": ("HJC",), "KJC": ("KJC",), "AJC": ("AJC",),
 }
 """Sided target base name -> lab base names (after the side letter), first found wins."""
 
 MIDLINE_ALIASES: dict[str, tuple[str, ...]] = {
     "C7": ("C7", "CV7"), "T10": ("T10", "TV10"), "CLAV": ("CLAV", "IJ", "JN", "SJN"),
-    "STRN": ("STRN", "PX", "XP", "SXS"), "SACR": ("SACR", "VSAC", "SACRUM", "SAC"),
+    "STRN": ("STRN", "PX", "XP", "SXS"), "SACR": ("SACR", "VSAC", "SACRUM", "SAC", "S2"),
 }
 """Midline target -> lab names."""
 
@@ -70,8 +77,6 @@ _JOINT_CENTRES = {"LHJC": 1, "RHJC": 2, "LKJC": 4, "RKJC": 5, "LAJC": 7, "RAJC":
 _WAND = ("THI", "TIB", "UPA", "FRM", "BAK", "T10")
 """Markers placed anywhere along a segment (their offsets are calibrated freely)."""
 
-PELVIS_TARGETS = ("LASI", "RASI", "LPSI", "RPSI", "SACR", "LHJC", "RHJC")
-FOOT_TARGETS = ("ANK", "MED", "HEE", "TOE", "MT5", "AJC")
 
 REST_POSE = np.zeros((sk.N_JOINTS, 3))
 REST_POSE[16] = (0.0, 0.0, -1.2)  # left arm down ~70° (template z is forward; +x left arm → −y)
@@ -84,12 +89,16 @@ class TargetSet:
     """Lab markers matched to skeleton-attached targets.
 
     Attributes:
-        names: (K,) target names (virtual marker names, ``SACR``, ``LWRI``, ``LHJC`` ...).
+        names: (K,) target names (virtual marker names, ``SACR``, ``LWRI``, ``LHJC`` ...; a segment target
+            is ``@<label>``).
         parents: (K,) SMPL joint each target is attached to.
-        offset_frac: (K, 3) rest offset from the parent joint in the template frame, / height.
+        offset_frac: (K, 3) rest offset from the parent joint in the template frame, / height (segment
+            targets: the segment's midpoint, a start value the calibration replaces).
         indices: per target the lab marker indices averaged (usually one).
         labels: per target the lab labels used.
         wand: (K,) bool, marker placed anywhere along its segment (free offset calibration).
+        free: (K,) bool, segment target: only its segment is known (``pipeline.lab.marker_sets``), its
+            offset is calibrated from the data without limit.
     """
 
     names: tuple[str, ...]
@@ -98,11 +107,30 @@ class TargetSet:
     indices: tuple[tuple[int, ...], ...]
     labels: tuple[tuple[str, ...], ...]
     wand: np.ndarray
+    free: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.free is None:
+            object.__setattr__(self, "free", np.zeros(len(self.names), dtype=bool))
 
     def positions(self, markers_m: np.ndarray) -> np.ndarray:
         """(T, K, 3) measured target positions (mean of their lab markers; NaN if any is NaN)."""
         m = np.asarray(markers_m, dtype=np.float64)
+        if not self.indices:
+            return np.zeros((m.shape[0], 0, 3))
         return np.stack([m[:, list(ix)].mean(axis=1) for ix in self.indices], axis=1)
+
+    def subset(self, keep: np.ndarray | list[int]) -> TargetSet:
+        """The targets at indices ``keep`` (in that order)."""
+        k = [int(i) for i in keep]
+        return TargetSet(names=tuple(self.names[i] for i in k), parents=self.parents[k].copy(),
+                         offset_frac=self.offset_frac[k].reshape(-1, 3).copy(),
+                         indices=tuple(self.indices[i] for i in k), labels=tuple(self.labels[i] for i in k),
+                         wand=self.wand[k].copy(), free=self.free[k].copy())
+
+    def pelvis_indices(self) -> list[int]:
+        """Targets that move with the pelvis alone: on the pelvis segment, or the hip joint centres."""
+        return [k for k, n in enumerate(self.names) if int(self.parents[k]) == 0 or n in ("LHJC", "RHJC")]
 
 
 def _virtual_offset_frac(name: str) -> tuple[int, np.ndarray]:
@@ -127,13 +155,35 @@ def _base_of(target: str) -> tuple[str | None, str]:
     return ("left" if target[0] == "L" else "right"), target[1:]
 
 
-def match_targets(labels: tuple[str, ...] | list[str]) -> TargetSet:
-    """Targets found among the lab ``labels`` (module docstring), in ``_target_names`` order."""
+_STUDY = re.compile(r"[_.\s-]?study$", re.IGNORECASE)
+"""OpenCap's ``_study`` suffix (``r_knee_study``), dropped before matching."""
+
+_SEGMENT_CHILD = {0: None, 1: 4, 2: 5, 4: 7, 5: 8, 7: 10, 8: 11, 10: None, 11: None, 9: None, 15: None,
+                  16: 18, 17: 19, 18: 20, 19: 21, 20: 22, 21: 23}
+
+
+def segment_offset_frac(joint: int) -> np.ndarray:
+    """(3,) start offset of a segment target on ``joint``'s segment: half-way to its child joint, / height."""
+    child = _SEGMENT_CHILD.get(joint)
+    if child is None:
+        return np.zeros(3)
+    return 0.5 * (sk._REST_FRACTIONS[child] - sk._REST_FRACTIONS[joint])
+
+
+def match_targets(labels: tuple[str, ...] | list[str], segments: dict[str, str] | None = None) -> TargetSet:
+    """Targets found among the lab ``labels`` (module docstring), in ``_target_names`` order, then the
+    segment targets: every other label whose segment ``segments`` (label → ``marker_sets.SEGMENT_JOINT``
+    key, e.g. from an OpenSim MarkerSet) gives; without ``segments``, the cluster name table
+    (``marker_sets.segment_from_name``) — only when the named targets alone cannot support the IK, so that
+    files the named landmarks fit keep exactly their named fit."""
+    from pipeline.lab import marker_sets as ms
+
     table: dict[tuple[str | None, str], int] = {}
     for i, lab in enumerate(labels):
-        key = split_label(lab)
+        clean = _STUDY.sub("", lab)
+        key = split_label(clean)
         table.setdefault(key, i)
-        unsided = (None, lab.split(":")[-1].strip().upper().replace("_", "").replace(".", ""))
+        unsided = (None, clean.split(":")[-1].strip().upper().replace("_", "").replace(".", ""))
         table.setdefault(unsided, i)
     names, parents, offs, idx, labs, wand = [], [], [], [], [], []
     for t in _target_names():
@@ -151,25 +201,81 @@ def match_targets(labels: tuple[str, ...] | list[str]) -> TargetSet:
         wand.append(base in _WAND)
     # A derived midpoint is redundant when both of its markers exist (keep the real ones).
     keep = [k for k, n in enumerate(names) if not (n in _DERIVED and all(p in names for p in _DERIVED[n]))]
+    used = {i for k in keep for i in idx[k]}
+    free = [False] * len(keep)
+    named_suffice = segments is None and check_targets(TargetSet(
+        names=tuple(names[k] for k in keep), parents=np.asarray([parents[k] for k in keep], dtype=int),
+        offset_frac=np.zeros((len(keep), 3)), indices=tuple(idx[k] for k in keep),
+        labels=tuple(labs[k] for k in keep), wand=np.zeros(len(keep), bool))) is None
+    for i, lab in enumerate(labels):
+        if i in used or named_suffice:
+            continue
+        seg = segments.get(lab) if segments is not None else ms.segment_from_name(_STUDY.sub("", lab))
+        if seg is None or seg not in ms.SEGMENT_JOINT:
+            continue
+        j = ms.SEGMENT_JOINT[seg]
+        names.append(f"@{lab}")
+        parents.append(j)
+        offs.append(segment_offset_frac(j))
+        idx.append((i,))
+        labs.append((lab,))
+        wand.append(True)
+        keep.append(len(names) - 1)
+        free.append(True)
     return TargetSet(
         names=tuple(names[k] for k in keep), parents=np.asarray([parents[k] for k in keep], dtype=int),
         offset_frac=np.asarray([offs[k] for k in keep], dtype=np.float64).reshape(-1, 3),
         indices=tuple(idx[k] for k in keep), labels=tuple(labs[k] for k in keep),
-        wand=np.asarray([wand[k] for k in keep], dtype=bool),
+        wand=np.asarray([wand[k] for k in keep], dtype=bool), free=np.asarray(free, dtype=bool),
     )
 
 
+def add_segment_targets(ts: TargetSet, labels: tuple[str, ...] | list[str], extra: dict[int, str]) -> TargetSet:
+    """``ts`` plus segment targets for lab marker indices ``extra`` (index → segment, e.g. from
+    ``marker_sets.assign_by_rigidity``)."""
+    from pipeline.lab import marker_sets as ms
+
+    if not extra:
+        return ts
+    ks = sorted(extra)
+    js = [ms.SEGMENT_JOINT[extra[i]] for i in ks]
+    return TargetSet(
+        names=ts.names + tuple(f"@{labels[i]}" for i in ks),
+        parents=np.concatenate([ts.parents, np.asarray(js, dtype=int)]),
+        offset_frac=np.concatenate([ts.offset_frac, np.asarray([segment_offset_frac(j) for j in js]).reshape(-1, 3)]),
+        indices=ts.indices + tuple((i,) for i in ks), labels=ts.labels + tuple((labels[i],) for i in ks),
+        wand=np.concatenate([ts.wand, np.ones(len(ks), bool)]), free=np.concatenate([ts.free, np.ones(len(ks), bool)]),
+    )
+
+
+def match_targets_in_data(labels: tuple[str, ...] | list[str], markers_m: np.ndarray,
+                          segments: dict[str, str] | None = None) -> TargetSet:
+    """``match_targets``, then — only when those targets cannot support the IK — every remaining marker that
+    moves rigidly with a matched segment joins it (``marker_sets.assign_by_rigidity``; ``markers_m`` (T, M, 3)
+    metres, NaN where missing)."""
+    from pipeline.lab import marker_sets as ms
+
+    ts = match_targets(labels, segments)
+    if check_targets(ts) is None:
+        return ts
+    used = {i for ix in ts.indices for i in ix}
+    known = {ix[0]: ms.JOINT_SEGMENT[int(p)] for ix, p in zip(ts.indices, ts.parents)
+             if len(ix) == 1 and int(p) in ms.JOINT_SEGMENT}
+    unknown = [i for i in range(len(labels)) if i not in used]
+    return add_segment_targets(ts, labels, ms.assign_by_rigidity(markers_m, known, unknown))
+
+
 def check_targets(ts: TargetSet) -> str | None:
-    """Why the targets cannot support the IK (one line), or ``None`` when they can."""
-    have = set(ts.names)
-    pelvis = [n for n in PELVIS_TARGETS if n in have]
+    """Why the targets cannot support the IK (one line), or ``None`` when they can: ≥ 3 targets moving with
+    the pelvis alone, and per leg ≥ 3 targets on the thigh/shank/foot/toes, one of them on the foot or toes."""
+    pelvis = ts.pelvis_indices()
     problems = []
     if len(pelvis) < 3:
-        problems.append(f"pelvis has {len(pelvis)} of LASI/RASI/LPSI/RPSI/SACR/HJC (need 3)")
+        problems.append(f"pelvis has {len(pelvis)} markers (named LASI/RASI/LPSI/RPSI/SACR/HJC or on the pelvis "
+                        "segment; need 3)")
     for side in "LR":
-        leg = [n for n in ts.names if n[0] == side and n not in PELVIS_TARGETS
-               and ts.parents[ts.names.index(n)] in _LEG_JOINTS[side]]
-        foot = [n for n in leg if n[1:] in FOOT_TARGETS]
+        leg = [k for k, n in enumerate(ts.names) if n not in ("LHJC", "RHJC") and ts.parents[k] in _LEG_JOINTS[side]]
+        foot = [k for k in leg if ts.parents[k] in _LEG_JOINTS[side][2:]]
         if len(leg) < 3 or not foot:
             problems.append(f"{'left' if side == 'L' else 'right'} leg has {len(leg)} targets"
                             f"{'' if foot else ' and none on the foot'} (need 3 incl. ankle/heel/toe)")
@@ -206,6 +312,8 @@ class IKConfig:
     iterations: int = 25
     refine_iterations: int = 8
     scale_rounds: int = 4
+    segment_rounds: int = 3
+    """Rounds of (poses, offsets) once segment targets (markers with only a known segment) join."""
     calibrate_offsets: bool = True
     """Re-estimate marker offsets on the calibration frames (off: template offsets ∝ height)."""
     height_m: float | None = None
@@ -427,7 +535,8 @@ def solve_poses(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton
 
 # ------------------------------------------------------------------------------------------- driver
 def estimate_initial_height(ts: TargetSet, obs: np.ndarray) -> float:
-    """Rough standing height (m) from head-marker or pelvis-marker heights above z = 0, else 1.70."""
+    """Rough standing height (m) from head-marker, named pelvis-marker or pelvis-segment-marker heights above
+    z = 0, else 1.70."""
     def med_z(names: tuple[str, ...]) -> tuple[float, float] | None:
         ks = [ts.names.index(n) for n in names if n in ts.names]
         if not ks:
@@ -437,7 +546,8 @@ def estimate_initial_height(ts: TargetSet, obs: np.ndarray) -> float:
             return None
         frac = float(np.mean([ts.offset_frac[k, 1] + sk._REST_FRACTIONS[ts.parents[k], 1] for k in ks]))
         return float(np.nanpercentile(z, 75)), frac
-    for names in (("LFHD", "RFHD", "LBHD", "RBHD"), ("LASI", "RASI", "LPSI", "RPSI", "SACR")):
+    pelvis_segment = tuple(ts.names[k] for k in ts.pelvis_indices())
+    for names in (("LFHD", "RFHD", "LBHD", "RBHD"), ("LASI", "RASI", "LPSI", "RPSI", "SACR"), pelvis_segment):
         got = med_z(names)
         if got is not None and got[0] > 0.3:
             return float(np.clip(got[0] / got[1], 1.3, 2.1))
@@ -459,20 +569,52 @@ def _fit_scale(ts: TargetSet, obs: np.ndarray, w: np.ndarray, local: np.ndarray,
 
 
 def _calibrate_offsets(ts: TargetSet, obs: np.ndarray, w: np.ndarray, glob: np.ndarray, joints: np.ndarray,
-                       template_m: np.ndarray, cfg: IKConfig) -> np.ndarray:
-    """Median body-frame offset of each target, limited to ``max_*_shift_m`` from the template."""
+                       template_m: np.ndarray, cfg: IKConfig, only: np.ndarray | None = None) -> np.ndarray:
+    """Median body-frame offset of each target, limited to ``max_*_shift_m`` from the template (segment
+    targets, ``ts.free``: not limited); ``only`` (K,) bool restricts which targets are re-estimated."""
     rel = np.einsum("tkji,tkj->tki", glob[:, ts.parents], obs - joints[:, ts.parents])
     rel = np.where(w[..., None] > 0, rel, np.nan)
     out = template_m.copy()
     for k in range(len(ts.names)):
-        if ts.names[k] in _JOINT_CENTRES or np.isfinite(rel[:, k, 0]).sum() < 5:
+        if ts.names[k] in _JOINT_CENTRES or np.isfinite(rel[:, k, 0]).sum() < 5 or (only is not None and not only[k]):
             continue
         med = np.nanmedian(rel[:, k], axis=0)
+        if ts.free[k]:
+            out[k] = med
+            continue
         shift = med - template_m[k]
         lim = cfg.max_wand_shift_m if ts.wand[k] else cfg.max_offset_shift_m
         norm = float(np.linalg.norm(shift))
         out[k] = template_m[k] + (shift * min(1.0, lim / norm) if norm > 0 else 0.0)
     return out
+
+
+_LEFT_JOINTS = frozenset((1, 4, 7, 10, 13, 16, 18, 20, 22))
+_RIGHT_JOINTS = frozenset((2, 5, 8, 11, 14, 17, 19, 21, 23))
+
+
+def rough_root(ts: TargetSet, obs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 3, 3) root rotation and (T, 3) pelvis position from the marker cloud alone, for marker sets without
+    named pelvis landmarks: position = centroid of the pelvis targets; template x (left) = horizontal direction
+    from the right-side to the left-side targets' centroid (sides from the targets' joints, or an ``L``/``R``
+    name of a pelvis landmark); template y = world up (z); template z (forward) = x × y."""
+    vis = w > 0
+    o = np.where(vis[..., None], obs, np.nan)
+    pel = ts.pelvis_indices()
+    with np.errstate(all="ignore"):
+        c = np.nanmean(o[:, pel], axis=1)
+        left = [k for k in range(len(ts.names)) if ts.parents[k] in _LEFT_JOINTS or (not ts.free[k] and ts.parents[k] == 0 and ts.names[k][0] == "L")]
+        right = [k for k in range(len(ts.names)) if ts.parents[k] in _RIGHT_JOINTS or (not ts.free[k] and ts.parents[k] == 0 and ts.names[k][0] == "R")]
+        lat = np.nanmean(o[:, left], axis=1) - np.nanmean(o[:, right], axis=1)
+    lat[:, 2] = 0.0
+    lat = np.where(np.isfinite(lat), lat, np.nan)
+    fallback = np.nanmedian(lat, axis=0) if np.isfinite(lat).any() else np.array([0.0, 1.0, 0.0])
+    lat = np.where(np.isfinite(lat).all(axis=1, keepdims=True), lat, fallback)
+    lat /= np.maximum(np.linalg.norm(lat, axis=1, keepdims=True), 1e-9)
+    up = np.broadcast_to(np.array([0.0, 0.0, 1.0]), lat.shape)
+    r = np.stack([lat, up, np.cross(lat, up)], axis=-1)
+    c = np.where(np.isfinite(c), c, np.nanmedian(c, axis=0) if np.isfinite(c).any() else 0.0)
+    return r, c
 
 
 def solve_from_far(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton, offsets_m: np.ndarray,
@@ -516,6 +658,68 @@ def _rest_local(n: int) -> np.ndarray:
     return np.broadcast_to(rot.aa_to_rotmat(REST_POSE), (n, sk.N_JOINTS, 3, 3)).copy()
 
 
+def _calibrate(ts: TargetSet, oc: np.ndarray, wc: np.ndarray, cfg: IKConfig
+               ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """Height, offsets (K, 3) m and poses (local, root) on the calibration frames ``oc``/``wc`` (module
+    docstring): initial height and poses, (scale, poses) × ``scale_rounds``, then offsets and poses."""
+    h = cfg.height_m if cfg.height_m is not None else estimate_initial_height(ts, oc)
+    offsets = ts.offset_frac * h
+    skel = sk.anthropometric_skeleton(h)
+    r0, root = initial_root(ts, oc, wc, skel, offsets)
+    local = _rest_local(len(oc))
+    local[:, 0] = r0
+    local, root = solve_from_far(ts, oc, wc, skel, offsets, local, root, cfg)
+    for _ in range(cfg.scale_rounds if cfg.height_m is None else 0):
+        h = float(np.clip(_fit_scale(ts, oc, wc, local, ts.offset_frac), cfg.min_height_m, cfg.max_height_m))
+        skel, offsets = sk.anthropometric_skeleton(h), ts.offset_frac * h
+        local, root = solve_poses(ts, oc, wc, skel, offsets, local, root, cfg.refine_iterations, cfg)
+    if cfg.calibrate_offsets:
+        glob, joints = sk.forward_kinematics(local, root, skel.offsets_m)
+        offsets = _calibrate_offsets(ts, oc, wc, glob, joints, ts.offset_frac * h, cfg)
+        local, root = solve_poses(ts, oc, wc, skel, offsets, local, root, cfg.refine_iterations, cfg)
+    return h, offsets, local, root
+
+
+def _calibrate_with_segments(ts: TargetSet, oc: np.ndarray, wc: np.ndarray, cfg: IKConfig
+                             ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """``_calibrate`` for a target set with segment targets (``ts.free``).
+
+    If the named targets alone support the IK, they are calibrated first (height, poses, their offsets) and
+    the segment targets' offsets are their median positions in their segments under those poses. Otherwise
+    (cluster-only sets) the start is ``rough_root`` with every other joint neutral, the height comes from the
+    pelvis markers' height, and the segment offsets are estimated under that start. Then ``segment_rounds``
+    rounds of (poses with every target, every offset).
+    """
+    free = ts.free
+    anchored = np.flatnonzero(~free)
+    if len(anchored) and check_targets(ts.subset(anchored)) is None:
+        h, off_a, local, root = _calibrate(ts.subset(anchored), oc[:, anchored], wc[:, anchored], cfg)
+        skel = sk.anthropometric_skeleton(h)
+        offsets = ts.offset_frac * h
+        offsets[anchored] = off_a
+        first_far = False
+    else:
+        h = cfg.height_m if cfg.height_m is not None else estimate_initial_height(ts, oc)
+        skel = sk.anthropometric_skeleton(h)
+        offsets = ts.offset_frac * h
+        r0, root = rough_root(ts, oc, wc)
+        local = _rest_local(len(oc))
+        local[:, 0] = r0
+        first_far = True
+    template = offsets.copy()
+    glob, joints = sk.forward_kinematics(local, root, skel.offsets_m)
+    offsets = _calibrate_offsets(ts, oc, wc, glob, joints, template, cfg, only=free)
+    for r in range(cfg.segment_rounds):
+        if r == 0 and first_far:
+            local, root = solve_from_far(ts, oc, wc, skel, offsets, local, root, cfg)
+        else:
+            local, root = solve_poses(ts, oc, wc, skel, offsets, local, root, cfg.refine_iterations, cfg)
+        glob, joints = sk.forward_kinematics(local, root, skel.offsets_m)
+        offsets = _calibrate_offsets(ts, oc, wc, glob, joints, template, cfg)
+    local, root = solve_poses(ts, oc, wc, skel, offsets, local, root, cfg.refine_iterations, cfg)
+    return h, offsets, local, root
+
+
 def fit_markers(markers_m: np.ndarray, labels: tuple[str, ...] | list[str], cfg: IKConfig = IKConfig(),
                 targets: TargetSet | None = None) -> IKResult:
     """Fit the skeleton to lab markers (T, M, 3) (z up, metres, NaN = missing); see module docstring.
@@ -530,30 +734,19 @@ def fit_markers(markers_m: np.ndarray, labels: tuple[str, ...] | list[str], cfg:
     n = obs.shape[0]
     vis = np.isfinite(obs).all(axis=-1)
     w = vis.astype(np.float64)
-    pel = [k for k, nm in enumerate(ts.names) if nm in PELVIS_TARGETS]
+    pel = ts.pelvis_indices()
     solved = vis[:, pel].sum(axis=1) >= 3
     if not solved.any():
         raise ValueError("no frame shows 3 pelvis markers")
     frames = np.flatnonzero(solved)
     calib = frames[np.unique(np.linspace(0, len(frames) - 1, min(cfg.calib_frames, len(frames))).round().astype(int))]
 
-    # calibration frames: initial height and poses, then (scale, poses) × scale_rounds, then offsets, poses
-    h = cfg.height_m if cfg.height_m is not None else estimate_initial_height(ts, obs)
+    # calibration frames: height, offsets and poses
     oc, wc = obs[calib], w[calib]
-    offsets = ts.offset_frac * h
-    skel = sk.anthropometric_skeleton(h)
-    r0, root = initial_root(ts, oc, wc, skel, offsets)
-    local = _rest_local(len(calib))
-    local[:, 0] = r0
-    local, root = solve_from_far(ts, oc, wc, skel, offsets, local, root, cfg)
-    for _ in range(cfg.scale_rounds if cfg.height_m is None else 0):
-        h = float(np.clip(_fit_scale(ts, oc, wc, local, ts.offset_frac), cfg.min_height_m, cfg.max_height_m))
-        skel, offsets = sk.anthropometric_skeleton(h), ts.offset_frac * h
-        local, root = solve_poses(ts, oc, wc, skel, offsets, local, root, cfg.refine_iterations, cfg)
-    if cfg.calibrate_offsets:
-        glob, joints = sk.forward_kinematics(local, root, skel.offsets_m)
-        offsets = _calibrate_offsets(ts, oc, wc, glob, joints, ts.offset_frac * h, cfg)
-        local, root = solve_poses(ts, oc, wc, skel, offsets, local, root, cfg.refine_iterations, cfg)
+    if ts.free.any():
+        h, offsets, local, root = _calibrate_with_segments(ts, oc, wc, cfg)
+    else:
+        h, offsets, local, root = _calibrate(ts, oc, wc, cfg)
     skel = sk.anthropometric_skeleton(h)
 
     # all solved frames, started from the calibration poses interpolated in time

@@ -1,0 +1,110 @@
+"""Measured ground reactions of a lab sequence at the canonical frames: the record every lab source hands
+to ``pipeline.process`` (its ``RawMotion.measured`` side-car turns into one) — pure numpy.
+
+A lab source's side-car (``pipeline.sources.c3d.motion.C3DMeasurement``, the OpenSim and AddBiomechanics
+side-cars) implements ``LabMeasurement.ground_reaction(motion, default_bmi_kg_m2)``; ``pipeline.process``
+calls it once the motion is canonical and stores the result in the ground_reaction subset
+(``seq_grf_source`` = ``MeasuredGroundReaction.grf_source``), runs inverse dynamics with it and compares
+simulated passes against it. Everything here is in the canonical frame (z up, ground at z = 0), SI units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline import rotations as rot
+from pipeline import skeleton as sk
+from pipeline.lab import marker_ik as ik
+from pipeline.records import CanonicalMotion
+
+GRF_SOURCE_PLATES = "force_plate"
+GRF_SOURCE_SIMULATION = "simulation"
+
+NORMALIZATION = (
+    "Forces in N, moments in N·m (ground reaction on the subject, world frame, z up). Body weight "
+    "BW = seq_mass_kg · 9.80665 N: force / BW gives multiples of body weight; moment / (BW · seq_height_m) "
+    "is dimensionless, moment / seq_mass_kg gives N·m/kg. seq_mass_source says where seq_mass_kg came from.")
+
+
+@dataclass(frozen=True)
+class MeasuredGroundReaction:
+    """Measured ground reaction of one sequence at the canonical frames (canonical frame, SI).
+
+    Attributes:
+        grf_n, grm_nm, cop_m: (N, 2, 3) per foot (left, right); moments about the ankle joint centres.
+        free_moment_nm: (N, 2). foot_contact: (N, 2) uint8, 1/0, 255 where the force is unknown.
+        grf_total_n: (N, 3). marker_fit_rmse_m: (N,) IK marker RMSE. marker_residual_m: (N, K).
+        plate_foot_conflict: (N, P) bool, loaded plate not assignable to one foot.
+        mass_kg, mass_source: body mass and where it came from. grf_source: ``seq_grf_source`` value
+            (``"force_plate"``, ``"addbiomechanics"``), ``""`` without forces.
+        feet: the full ``FootGRF`` (intervals, assignment) for diagnostics (C3D plates); ``None`` otherwise.
+        extra_metrics: source-specific per-sequence quality figures (name → value, units in the name),
+            e.g. AddBiomechanics' own marker RMS and residuals; merged into the quality-metrics row.
+    """
+
+    grf_n: np.ndarray
+    grm_nm: np.ndarray
+    cop_m: np.ndarray
+    free_moment_nm: np.ndarray
+    foot_contact: np.ndarray
+    grf_total_n: np.ndarray
+    marker_fit_rmse_m: np.ndarray
+    marker_residual_m: np.ndarray
+    plate_foot_conflict: np.ndarray
+    mass_kg: float
+    mass_source: str
+    grf_source: str
+    feet: Any = None
+    extra_metrics: dict | None = None
+
+    @property
+    def has_grf(self) -> bool:
+        """Some per-foot force is known (the sequence can join the ground_reaction subset)."""
+        return bool(self.grf_source) and bool(np.isfinite(self.grf_n).any())
+
+
+class LabMeasurement(Protocol):
+    """A ``RawMotion.measured`` side-car of a lab source."""
+
+    def ground_reaction(self, motion: CanonicalMotion, default_bmi_kg_m2: float) -> MeasuredGroundReaction:
+        """The measured ground reaction at ``motion``'s canonical frames."""
+
+
+def resample_linear(x: np.ndarray, src_rate_hz: float, t_s: np.ndarray) -> np.ndarray:
+    """(len(t_s), ...) linear interpolation of per-frame samples ``x`` (T, ...) at ``src_rate_hz`` at times
+    ``t_s`` (s from the first sample); NaN outside the samples' span, NaN samples propagate."""
+    ts = np.arange(x.shape[0]) / src_rate_hz
+    flat = x.reshape(x.shape[0], -1)
+    out = np.stack([np.interp(t_s, ts, flat[:, i], left=np.nan, right=np.nan) for i in range(flat.shape[1])], axis=1)
+    return out.reshape((len(t_s),) + x.shape[1:])
+
+
+def ik_residuals(result: ik.IKResult, markers_z_up_m: np.ndarray, src_rate_hz: float,
+                 motion: CanonicalMotion) -> tuple[np.ndarray, np.ndarray]:
+    """Marker IK quality at the canonical frames: (rmse (N,), residual (N, K)) metres — the distance
+    between each measured target (``markers_z_up_m`` (T, M, 3), the lab frame the IK used, resampled to the
+    canonical times and shifted by the canonical ground offset) and the canonical skeleton's target."""
+    obs = resample_linear(result.targets.positions(markers_z_up_m), src_rate_hz, motion.time_s)
+    obs[..., 2] += motion.ground_offset_m
+    skel = sk.anthropometric_skeleton(motion.height_m)
+    glob, joints = sk.forward_kinematics(rot.aa_to_rotmat(motion.joint_rot_aa_rad), motion.root_pos_m, skel.offsets_m)
+    pred = ik.target_positions(glob, joints, result.targets.parents, result.offsets_m)
+    residual = np.linalg.norm(pred - obs, axis=-1)
+    with np.errstate(invalid="ignore"):
+        cnt = np.isfinite(residual).sum(axis=1)
+        rmse = np.where(cnt > 0, np.sqrt(np.nansum(residual**2, axis=1) / np.maximum(cnt, 1)), np.nan)
+    return rmse, residual
+
+
+def without_forces(n: int, rmse: np.ndarray, residual: np.ndarray, mass_kg: float, mass_source: str
+                   ) -> MeasuredGroundReaction:
+    """A ``MeasuredGroundReaction`` with IK residuals only (no force known: ``has_grf`` false)."""
+    nan3 = np.full((n, 2, 3), np.nan)
+    return MeasuredGroundReaction(
+        grf_n=nan3, grm_nm=nan3, cop_m=nan3, free_moment_nm=np.full((n, 2), np.nan),
+        foot_contact=np.full((n, 2), 255, np.uint8), grf_total_n=np.full((n, 3), np.nan),
+        marker_fit_rmse_m=rmse, marker_residual_m=residual, plate_foot_conflict=np.zeros((n, 0), bool),
+        mass_kg=mass_kg, mass_source=mass_source, grf_source="", feet=None)
