@@ -287,3 +287,21 @@ def test_marker_ik_on_real_walks_is_anatomical(rel):
     twist = np.degrees(np.abs(legs[:, :4, 1]))
     assert np.median(twist) < 30.0, f"median hip/knee twist {np.median(twist):.0f}°"
     assert np.nanmedian(ik.rmse_m) < 0.025
+
+
+def test_cluster_marker_set_gets_per_foot_forces_from_the_fitted_skeleton():
+    """sample02 names no heel/toe markers (a cluster set): its plates are assigned with the fitted
+    skeleton's heel, toe and ankle instead (before: no per-foot ground reaction at all)."""
+    from pipeline.process import BuildConfig, process_motion
+    from pipeline.sources.base import get_source
+
+    rel = "btk/sample02/pc_real.c3d"
+    p = process_motion(get_source("c3d").read(C3D_ROOT / rel, C3D_ROOT)[0], BuildConfig())
+    m = p.measured
+    assert [iv.status for iv in m.feet.intervals] == ["left", "right"]
+    assert "fitted skeleton" in m.feet.foot_point
+    bw = m.mass_kg * 9.81
+    for f in range(2):
+        known = np.isfinite(m.grf_n[:, f]).all(-1)
+        assert known.mean() > 0.5
+        assert 1.0 < np.nanmax(m.grf_n[:, f, 2]) / bw < 1.5  # a walking stance

@@ -342,16 +342,28 @@ def estimate_body_mass(subject_mass_kg: float | None, total_fz_n: np.ndarray, bo
 
 # --------------------------------------------------------------------------------------------- main
 def foot_grf(markers_m: np.ndarray, labels: tuple[str, ...] | list[str], plates: list[PlateLoad] | tuple[PlateLoad, ...],
-             fps: float, *, subject_mass_kg: float | None = None, cfg: FootConfig = FootConfig()) -> FootGRF:
-    """Per-foot and total ground reactions from canonical markers (N, M, 3) and plates (module docstring)."""
+             fps: float, *, subject_mass_kg: float | None = None, cfg: FootConfig = FootConfig(),
+             skeleton_feet_m: np.ndarray | None = None) -> FootGRF:
+    """Per-foot and total ground reactions from canonical markers (N, M, 3) and plates (module docstring).
+
+    ``skeleton_feet_m`` (N, 2, 3, 3): per side (left, right) the heel, toe and ankle points of the fitted
+    skeleton in the markers' frame, m. A side without named heel/toe markers (cluster marker sets) uses
+    them instead of being *missing*.
+    """
     markers_m = np.asarray(markers_m, dtype=float)
     n = markers_m.shape[0]
     fm = find_foot_markers(labels)
-    warnings = list(fm.warnings) + list(fm.missing.values())
-    usable = tuple(s not in fm.missing for s in SIDES)
+    from_skeleton = tuple(s in fm.missing and skeleton_feet_m is not None for s in SIDES)
+    warnings = list(fm.warnings) + [m for s, m in fm.missing.items() if not from_skeleton[SIDES.index(s)]]
+    usable = tuple(s not in fm.missing or from_skeleton[f] for f, s in enumerate(SIDES))
     heel = np.stack([_part_position(markers_m, fm.indices[s]["heel"]) for s in SIDES], axis=1)  # (N, 2, 3)
     toe = np.stack([_part_position(markers_m, fm.indices[s]["toe"]) for s in SIDES], axis=1)
     ankle = np.stack([_part_position(markers_m, fm.indices[s]["ankle"]) for s in SIDES], axis=1)
+    for f, s in enumerate(SIDES):
+        if from_skeleton[f]:
+            sk_feet = np.asarray(skeleton_feet_m, dtype=float)
+            heel[:, f], toe[:, f], ankle[:, f] = sk_feet[:, f, 0], sk_feet[:, f, 1], sk_feet[:, f, 2]
+            warnings.append(f"{s} foot: no heel/toe markers; heel, toe and ankle of the fitted skeleton used")
     ground = np.stack([heel, toe], axis=2)  # (N, 2, 2, 3)
     floor_z = float(np.mean([np.asarray(p.centre_m)[2] for p in plates])) if plates else 0.0
 
@@ -362,7 +374,10 @@ def foot_grf(markers_m: np.ndarray, labels: tuple[str, ...] | list[str], plates:
     point = np.empty((n, 2, 3))
     desc = []
     for f, s in enumerate(SIDES):
-        if fm.indices[s]["ankle"]:
+        if from_skeleton[f]:
+            point[:, f] = ankle[:, f]
+            desc.append(f"{s}: ankle joint of the fitted skeleton on the floor")
+        elif fm.indices[s]["ankle"]:
             point[:, f] = ankle[:, f]
             desc.append(f"{s}: ankle {'+'.join(fm.labels[s]['ankle'])} on the floor")
         else:

@@ -159,7 +159,13 @@ def measured_ground_reaction(meas: C3DMeasurement, motion: CanonicalMotion, defa
     feet = None
     if rec.plates:
         fcfg = cfg or fa.FootConfig(default_body_mass_kg=float(default_bmi_kg_m2 * motion.height_m**2))
-        c3 = process_c3d(rec, fps=motion.fps_hz, up_axis=meas.up_axis, foot_config=fcfg)
+        # the fitted skeleton's heel, toe (sole points) and ankle per side, back in the lab z-up frame:
+        # the feet of files whose marker set names no heel/toe markers (cluster sets)
+        lab = np.array([0.0, 0.0, motion.ground_offset_m])
+        fp_ = np.asarray(motion.foot_points_m, float).reshape(n, 2, 2, 3)  # l heel, l toe, r heel, r toe
+        ankles = np.asarray(motion.joint_pos_m, float)[:, [7, 8]][:, :, None]
+        skel_feet = np.concatenate([fp_, ankles], axis=2) - lab
+        c3 = process_c3d(rec, fps=motion.fps_hz, up_axis=meas.up_axis, foot_config=fcfg, skeleton_feet_m=skel_feet)
         feet = c3.feet
     if feet is None or not np.isfinite(feet.force_n).any():
         source = "file" if rec.subject.get("mass_kg") else f"default (BMI {default_bmi_kg_m2:g} kg/m² × height²)"
