@@ -86,6 +86,8 @@ class BatchStats:
     wall_s: float
     overflow_worlds: tuple[int, ...]
     force_plan_kkt_max: float
+    device_bytes: int = 0
+    """Bytes of the batch's MuJoCo Warp ``Model`` + ``Data`` arrays on the device."""
 
 
 def length_buckets(lengths: Sequence[int], max_worlds: int) -> list[list[int]]:
@@ -449,8 +451,26 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
             tau / spf, res_sum[w, :n] / spf, dem_sum[w, :n] / spf, f_sum[w, :n] / (nsub * spf),
             mo_sum[w, :n] / (nsub * spf), reset[w, :n].copy(), p.dyn,
             None if p.swing is None else p.swing[: n * spf].reshape(n, spf, 2).any(axis=1)))
-    stats = BatchStats(nw, kmax, time.perf_counter() - t0, tuple(int(i) for i in np.flatnonzero(overflow)), kkt_max)
+    stats = BatchStats(nw, kmax, time.perf_counter() - t0, tuple(int(i) for i in np.flatnonzero(overflow)), kkt_max,
+                       _array_bytes(wp, m) + _array_bytes(wp, d))
     return results, stats
+
+
+def _array_bytes(wp, obj, seen: set | None = None) -> int:
+    """Bytes of the Warp arrays held by a MuJoCo Warp dataclass (recursively)."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    total = 0
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name, None)
+        if isinstance(v, wp.array):
+            if id(v) not in seen:
+                seen.add(id(v))
+                total += int(v.capacity or 0)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            total += _array_bytes(wp, v, seen)
+    return total
 
 
 def batched_model_for(preps: list, per_world: dict[str, np.ndarray]):
