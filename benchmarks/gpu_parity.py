@@ -7,6 +7,7 @@ RMSE / mass (N·m/kg), resets. One batch of four demo motions of four subjects (
 
     python benchmarks/gpu_parity.py --device cpu --duration-s 2     # Warp's CPU device
     python benchmarks/gpu_parity.py --device cuda --duration-s 4    # on a GPU
+    python benchmarks/gpu_parity.py --device cpu --lab-walks        # the four shared lab walks instead
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--duration-s", type=float, default=2.0)
+    ap.add_argument("--lab-walks", action="store_true",
+                    help="the four shared lab walks (../shared/data/c3d, benchmarks/physics_bench.py) instead")
     args = ap.parse_args()
 
     from pipeline.simulate import SimConfig, simulate
@@ -28,8 +31,17 @@ def main() -> None:
     from pipeline.simulate.warp.backend import MjWarpBackend
 
     dur = args.duration_s
-    mos = [demo_motion("walk", 1.2, duration_s=dur, subject=0), demo_motion("walk", 1.0, duration_s=dur, subject=1),
-           demo_motion("walk", 1.6, duration_s=dur, subject=2), demo_motion("run", 3.0, duration_s=dur, subject=3)]
+    if args.lab_walks:
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from physics_bench import load_walks
+
+        mos = [p.motion for p in load_walks().values()]
+    else:
+        mos = [demo_motion("walk", 1.2, duration_s=dur, subject=0), demo_motion("walk", 1.0, duration_s=dur, subject=1),
+               demo_motion("walk", 1.6, duration_s=dur, subject=2), demo_motion("run", 3.0, duration_s=dur, subject=3)]
     cfg = SimConfig()
     cpu = simulate(mos, cfg, backend="cpu")
     backend = MjWarpBackend(device=args.device)

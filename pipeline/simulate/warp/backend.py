@@ -152,7 +152,7 @@ class MjWarpBackend(Backend):
         self.last_stats = []
         settings = self.settings
         todo = list(range(len(preps)))
-        for attempt in range(2):
+        for _ in range(2):
             again: list[int] = []
             for bucket in length_buckets([preps[i].motion.n_frames for i in todo], settings.max_worlds):
                 idx = [todo[j] for j in bucket]
