@@ -61,6 +61,12 @@ def test_overflowing_world_is_rerun_then_refused(pair):
     assert len(tiny.last_stats) == 2 and all(s.overflow_worlds == (0,) for s in tiny.last_stats)
 
 
+def test_backend_names():
+    from pipeline.simulate.backends import get_backend
+
+    assert isinstance(get_backend("warp-cpu"), MjWarpBackend) and get_backend("warp-cpu").device == "cpu"
+
+
 def test_length_buckets():
     assert length_buckets([5, 3, 9, 3], 2) == [[1, 3], [0, 2]]
     assert length_buckets([], 4) == []

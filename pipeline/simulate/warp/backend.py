@@ -154,8 +154,11 @@ class MjWarpBackend(Backend):
         todo = list(range(len(preps)))
         for _ in range(2):
             again: list[int] = []
-            for bucket in length_buckets([preps[i].motion.n_frames for i in todo], settings.max_worlds):
-                idx = [todo[j] for j in bucket]
+            rates = sorted({preps[i].steps_per_frame for i in todo})
+            groups = [[i for i in todo if preps[i].steps_per_frame == r] for r in rates]  # one rate per batch
+            batches = [[g[j] for j in b] for g in groups
+                       for b in length_buckets([preps[i].motion.n_frames for i in g], settings.max_worlds)]
+            for idx in batches:
                 out, stats = simulate_batch([preps[i] for i in idx], cfg, pass_index, settings, self.device)
                 self.last_stats.append(stats)
                 for j, i in enumerate(idx):
