@@ -3,8 +3,12 @@
 #   docker build -t dynaset .
 #   docker run --rm -v /data:/data dynaset dynaset build --source amass=/data/AMASS --out /data/dynaset
 #   docker run --rm -v /data:/data dynaset dynaset worker tcp://scheduler:8786   # 1 thread per process
+# GPU worker image (MuJoCo Warp simulate tasks, --sim-backend gpu; warp-lang bundles its CUDA runtime,
+# the host needs an NVIDIA driver R580+ and the NVIDIA container toolkit):
+#   docker build --target gpu -t dynaset-gpu .
+#   docker run --rm --gpus device=0 dynaset-gpu dynaset worker tcp://scheduler:8786 --gpu
 # Python 3.11: the pinned torch (optional [smpl] extra) is cp311-only; see docs/python_version.md.
-FROM python:3.11-slim-bookworm
+FROM python:3.11-slim-bookworm AS cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -28,3 +32,16 @@ RUN pip install . && dynaset --help > /dev/null && dynaset worker --help > /dev/
 USER dynaset
 WORKDIR /home/dynaset
 CMD ["dynaset", "--help"]
+
+# --- GPU worker: the same image plus MuJoCo Warp; Warp's kernel cache persists in a volume-able dir
+FROM cpu AS gpu
+USER root
+ENV DYNASET_WARP_CACHE=/var/lib/dynaset/warp
+RUN mkdir -p /var/lib/dynaset/warp && chown dynaset /var/lib/dynaset/warp \
+    && cd /opt/dynaset && pip install ".[gpu]" && python -c "import mujoco_warp, warp"
+USER dynaset
+WORKDIR /home/dynaset
+CMD ["dynaset", "worker", "--help"]
+
+# the default target (`docker build .`) stays the CPU image
+FROM cpu

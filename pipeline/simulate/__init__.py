@@ -29,7 +29,8 @@ def simulate(motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int
     """Imitate a batch of motions once (pass ``pass_index``); one result per motion, in order.
 
     ``pass_index`` ∈ [0, cfg.passes) selects the deterministic variation (engine.pass_variation);
-    ``backend``: ``"cpu"`` (MuJoCo, implemented), ``"gpu"`` (MuJoCo Warp/MJX, needs a GPU),
+    ``backend``: ``"cpu"`` (MuJoCo, the default), ``"gpu"`` (MuJoCo Warp batched over worlds, needs
+    a CUDA device and the ``gpu`` extra), ``"warp-cpu"`` (the same on Warp's CPU device),
     ``"isaacgym"`` (not available).
     """
     if not 0 <= int(pass_index) < cfg.passes:

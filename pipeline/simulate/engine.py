@@ -231,9 +231,63 @@ def _set_state(m: mujoco.MjModel, d: mujoco.MjData, qpos: np.ndarray, qvel: np.n
     mujoco.mj_forward(m, d)
 
 
-def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
-                    humanoid: Humanoid | None = None) -> SimulationResult:
-    """Imitate one motion (one pass) on the CPU with MuJoCo; see the module docstring."""
+@dataclass(frozen=True)
+class PreparedSequence:
+    """Everything the control loop of one (motion, pass) needs, computed on the host before it
+    starts (shared by the CPU engine and the batched GPU backend, ``pipeline.simulate.warp``).
+
+    Arrays are float64, MuJoCo layouts (``Humanoid.qpos_to_mj``); K = ``n_frames·spf + 1`` control
+    ticks (the last one is the state after the last interval).
+
+    Attributes:
+        motion: the canonical motion (the recorded reference).
+        skel, hum: its skeleton and humanoid.
+        model: private ``MjModel`` copy with this pass's ``dof_damping`` (b = 2ζωM_ii at the
+            initial state, toe minimum) and toe ``jnt_stiffness`` set.
+        data: ``MjData`` at the initial state (``mj_forward`` done).
+        ctrl: the ``TrackingController`` bound to ``model`` (its ``damping`` set).
+        dyn: the dynamics pass (or ``None``).
+        ref: the tracked reference (``Reference`` at the control rate).
+        rq, rv, ra: (K, 99), (K, 75), (K, 75) reference qpos/qvel/qacc, MuJoCo layout.
+        ref_pos: (K, 24, 3) reference joint positions, world, m (fall check).
+        gate: (K−1, nbody) bool: bodies whose floor contacts may carry planned force per interval
+            (``None``: all plannable bodies).
+        plan: (K, 2, 3) planned per-foot force at the ticks, world, N (``None`` without dynamics).
+        swing: (K−1, 2) bool: the foot's floor collisions are off over the interval (``None``).
+        swing_geoms: per foot (left, right), geom ids of its bodies (``None``).
+        spring_q: qpos addresses of the stiff joints' quaternions (their ``qpos_spring`` follows
+            the reference at every tick).
+        scale: this pass's gain scale.
+    """
+
+    motion: CanonicalMotion
+    skel: sk.Skeleton
+    hum: Humanoid
+    model: mujoco.MjModel
+    data: mujoco.MjData
+    ctrl: TrackingController
+    dyn: DynamicsResult | None
+    ref: Reference
+    rq: np.ndarray
+    rv: np.ndarray
+    ra: np.ndarray
+    ref_pos: np.ndarray
+    gate: np.ndarray | None
+    plan: np.ndarray | None
+    swing: np.ndarray | None
+    swing_geoms: list[np.ndarray] | None
+    spring_q: np.ndarray
+    scale: float
+
+    @property
+    def steps_per_frame(self) -> int:
+        return self.ref.steps_per_frame
+
+
+def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
+                     humanoid: Humanoid | None = None) -> PreparedSequence:
+    """Humanoid, dynamics pass, reference, contact gates/plan, swing clearance and the initial
+    state of one (motion, pass): everything before the control loop (``PreparedSequence``)."""
     skel = skeleton_from_motion(motion)
     hum = humanoid or build_humanoid(skel, motion.mass_kg, motion.gender, cfg.humanoid, cfg.physics_dt_s)
     # private copy: dof_damping is set per run (gains vary per pass); the cached model stays pristine
@@ -242,7 +296,7 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     d = mujoco.MjData(m)
     dyn = dynamics_pass(motion, hum, cfg.dynamics) if cfg.dynamics is not None else None
     ref = build_reference(dyn.motion if dyn is not None else motion, cfg.control_hz)
-    spf, nsub = ref.steps_per_frame, cfg.substeps
+    spf = ref.steps_per_frame
     n = motion.n_frames
     seq_id = motion.provenance.sequence_id
     scale, jnoise, rvnoise = pass_variation(cfg, seq_id, pass_index)
@@ -275,8 +329,6 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         for f, bodies in enumerate((LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)):
             for j in bodies:
                 gate[:, body_ids_all[j]] &= st[:, f]
-    body_ids = hum.body_ids
-    root_body = int(body_ids[0])
     swing_geoms = None
     if plan is not None and cfg.swing_clearance:
         # a foot is clear of the floor from its lift-off until `swing_landing_lead_s` before the
@@ -313,6 +365,21 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     ctrl.damping = b
     m.dof_damping[:] = b
 
+    return PreparedSequence(motion, skel, hum, m, d, ctrl, dyn, ref, rq, rv, ra, ref_pos, gate, plan,
+                            swing if swing_geoms is not None else None, swing_geoms, spring_q, scale)
+
+
+def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
+                    humanoid: Humanoid | None = None) -> SimulationResult:
+    """Imitate one motion (one pass) on the CPU with MuJoCo; see the module docstring."""
+    p = prepare_sequence(motion, cfg, pass_index, humanoid)
+    skel, hum, m, d, ctrl, dyn = p.skel, p.hum, p.model, p.data, p.ctrl, p.dyn
+    rq, rv, ra, ref_pos, gate, plan, swing, swing_geoms, spring_q = (
+        p.rq, p.rv, p.ra, p.ref_pos, p.gate, p.plan, p.swing, p.swing_geoms, p.spring_q)
+    spf, nsub = p.steps_per_frame, cfg.substeps
+    n = motion.n_frames
+    root_body = int(hum.body_ids[0])
+    body_ids = hum.body_ids
     nsens = m.nsensordata
     qpos_rec = np.empty((n + 1, m.nq))
     com_rec = np.empty((n + 1, 3))

@@ -1,0 +1,483 @@
+"""``MjWarpBackend``: the imitation engine batched over worlds with MuJoCo Warp.
+
+One batch = up to ``max_worlds`` (motion, pass) sequences of similar length (bucketed by length,
+padded to the longest: a finished world keeps stepping on its last reference tick, unrecorded).
+Per sequence the host prepares everything the CPU engine prepares (``engine.prepare_sequence``:
+humanoid, dynamics pass, reference, contact gates, plan, swing clearance, damping, initial state
+with the pass perturbation); the batch then runs one loop over control ticks for all worlds:
+
+1. ``kinematics``, ``com_pos``, ``com_vel`` on the device; fall check per world (pelvis height
+   error, mean joint position error, non-finite state) → reset masks: those worlds restart from
+   the reference at that tick.
+2. Recording ticks (one per output frame): qpos, whole-body COM, COM velocity (``subtree_vel``).
+3. Controller (``pipeline.simulate.warp.control``, the CPU controller's math batched over worlds):
+   desired accelerations; inverse dynamics with MuJoCo Warp's ``rne`` (plus the armature term);
+   MuJoCo Warp's ``collision`` for the floor contacts, gated per world by the dynamics plan, into
+   a fixed contact budget per world; the force plan (dual semismooth-Newton NNLS, fixed
+   iterations); ``Σ Jᵀf`` from ``cdof``; residual caps; shortfall correction with ``M[:, :6]``
+   (``crb`` + ``mul_m``); net-torque limits.
+4. ``qfrc_applied``, per-world ``qpos_spring`` (toe springs) and ``geom_margin`` (swing feet: a
+   margin of −10 m switches their floor contacts off, the batched equivalent of the CPU engine's
+   ``contype``/``conaffinity`` = 0), then ``substeps`` × ``step``; after every step the floor
+   contact sensors (force, and torque + pos × force about the world origin) and the passive joint
+   torques are summed into the interval, exactly as the CPU engine sums them.
+5. ``Data.overflow`` (and the controller's contact budget) are checked after every tick: a world
+   that overflowed is re-run in a new batch with twice the buffers; if it overflows again its
+   sequences raise ``SimulationOverflowError`` (the build then retries motions one by one and
+   quarantines the failing one) — never silently wrong.
+
+The host-side controller math is vectorised numpy over worlds (float64), one device round trip
+per control tick; the physics runs on the Warp device in float32. On a GPU the per-tick host
+round trip, not the physics, bounds the throughput of this first version (docs/simulation.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.records import CanonicalMotion
+from pipeline.simulate.backends import Backend
+from pipeline.simulate.warp import control as bc
+from pipeline.simulate.warp.runtime import cuda_available, init_warp, warp_installed
+
+SWING_MARGIN_M = -10.0
+"""``geom_margin`` of a cleared swing foot's geoms: with the floor's margin summed it is far below
+any penetration, so no contact is generated (MuJoCo Warp sums the two geoms' margins)."""
+
+
+class SimulationOverflowError(RuntimeError):
+    """A world overflowed MuJoCo Warp's contact/constraint buffers (or the controller's contact
+    budget) even after a re-run with doubled buffers."""
+
+
+@dataclass(frozen=True)
+class WarpBatchSettings:
+    """Sizes of one batch.
+
+    Attributes:
+        max_worlds: sequences simulated together (one world each).
+        nconmax: contacts allocated per world (MuJoCo Warp ``nconmax``).
+        njmax: constraint rows per world (``njmax``).
+        contact_budget: floor contacts per world the controller can plan on (columns 4×budget).
+        nnls_iterations: semismooth Newton iterations of the force plan (fixed).
+    """
+
+    max_worlds: int = 1024
+    nconmax: int = 48
+    njmax: int = 192
+    contact_budget: int = 24
+    nnls_iterations: int = 12
+
+    def doubled(self) -> WarpBatchSettings:
+        return WarpBatchSettings(self.max_worlds, 2 * self.nconmax, 2 * self.njmax, 2 * self.contact_budget,
+                                 self.nnls_iterations)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one batch did (diagnostics; ``MjWarpBackend.last_stats``)."""
+
+    worlds: int
+    ticks: int
+    wall_s: float
+    overflow_worlds: tuple[int, ...]
+    force_plan_kkt_max: float
+    device_bytes: int = 0
+    """Bytes of the batch's MuJoCo Warp ``Model`` + ``Data`` arrays on the device."""
+
+
+def length_buckets(lengths: Sequence[int], max_worlds: int) -> list[list[int]]:
+    """Indices grouped into batches of at most ``max_worlds``, sorted by length (least padding)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i:i + max_worlds] for i in range(0, len(order), max_worlds)]
+
+
+def _subtree_matrix(parent: np.ndarray) -> np.ndarray:
+    """(nbody, nbody) bool: ``[a, b]`` = body b is in body a's subtree."""
+    nb = parent.shape[0]
+    sub = np.zeros((nb, nb), bool)
+    for b in range(nb):
+        a = b
+        while True:
+            sub[a, b] = True
+            if a == 0:
+                break
+            a = int(parent[a])
+    return sub
+
+
+def _pad(a: np.ndarray, k: int) -> np.ndarray:
+    """Rows 0..k−1 of ``a``, the last row repeated past its end."""
+    if a.shape[0] >= k:
+        return a[:k]
+    return np.concatenate([a, np.repeat(a[-1:], k - a.shape[0], 0)], 0)
+
+
+class MjWarpBackend(Backend):
+    """MuJoCo Warp, a batch of sequences per device launch (module docstring).
+
+    ``device``: a Warp device (``"cuda"``, ``"cuda:1"``, ``"cpu"``); ``None`` = the default CUDA
+    device, and ``RuntimeError("GPU backend unavailable ...")`` without one. Warp's ``"cpu"``
+    device runs the same kernels on the CPU (tests, benchmarks without a GPU).
+    """
+
+    name = "gpu"
+
+    def __init__(self, device: str | None = None, settings: WarpBatchSettings | None = None) -> None:
+        if not warp_installed():
+            raise RuntimeError(
+                "GPU backend unavailable: mujoco_warp/warp are not installed (pip install 'dynaset[gpu]'); "
+                "use backend='cpu'")
+        if device is None:
+            if not cuda_available():
+                raise RuntimeError("GPU backend unavailable: no CUDA device visible; use backend='cpu'")
+            device = "cuda"
+        self.device = device
+        self.settings = settings or WarpBatchSettings()
+        self.last_stats: list[BatchStats] = []
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.device != "cpu"
+
+    def simulate(self, motions: Sequence[CanonicalMotion], cfg, pass_index: int = 0) -> list:
+        from pipeline.simulate.engine import prepare_sequence
+
+        preps = [prepare_sequence(m, cfg, pass_index) for m in motions]
+        results: list = [None] * len(preps)
+        self.last_stats = []
+        settings = self.settings
+        todo = list(range(len(preps)))
+        for _ in range(2):
+            again: list[int] = []
+            rates = sorted({preps[i].steps_per_frame for i in todo})
+            groups = [[i for i in todo if preps[i].steps_per_frame == r] for r in rates]  # one rate per batch
+            batches = [[g[j] for j in b] for g in groups
+                       for b in length_buckets([preps[i].motion.n_frames for i in g], settings.max_worlds)]
+            for idx in batches:
+                out, stats = simulate_batch([preps[i] for i in idx], cfg, pass_index, settings, self.device)
+                self.last_stats.append(stats)
+                for j, i in enumerate(idx):
+                    if j in stats.overflow_worlds:
+                        again.append(i)
+                    else:
+                        results[i] = out[j]
+            todo = again
+            if not todo:
+                break
+            settings = settings.doubled()
+        if todo:
+            ids = ", ".join(preps[i].motion.provenance.sequence_id for i in todo)
+            raise SimulationOverflowError(f"MuJoCo Warp buffers overflowed twice for: {ids}")
+        return results
+
+
+def simulate_batch(preps: list, cfg, pass_index: int, settings: WarpBatchSettings, device: str):
+    """Simulate prepared sequences (``engine.PreparedSequence``) as one batch of worlds.
+
+    Returns (results, ``BatchStats``); ``results[w]`` is ``None`` for an overflowed world.
+    """
+    wp = init_warp()
+    import mujoco_warp as mjw
+
+    with wp.ScopedDevice(device):
+        return _simulate_batch(wp, mjw, preps, cfg, pass_index, settings)
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(a.numpy(), dtype=np.float64)
+
+
+def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBatchSettings):
+    import mujoco
+
+    from pipeline.simulate.engine import _finish, cross
+
+    t0 = time.perf_counter()
+    nw = len(preps)
+    hum0 = preps[0].hum
+    base = preps[0].model
+    nq, nv, nbody, nsens = base.nq, base.nv, base.nbody, base.nsensordata
+    spf = preps[0].steps_per_frame
+    nsub = cfg.substeps
+    if any(p.steps_per_frame != spf for p in preps):
+        raise ValueError("a batch needs one control rate per frame rate")
+    n_frames = np.array([p.motion.n_frames for p in preps])
+    total = n_frames * spf  # control intervals per world
+    kmax = int(total.max())
+    floor = mujoco.mj_name2id(base, mujoco.mjtObj.mjOBJ_GEOM, "floor")
+    geom_body = np.asarray(base.geom_bodyid)
+    dof_body = np.asarray(base.dof_bodyid)
+    subtree = _subtree_matrix(np.asarray(base.body_parentid))
+    root_body = int(hum0.body_ids[0])
+    root_tree = int(base.body_rootid[root_body])
+    armature = np.asarray(base.dof_armature, float)
+
+    # --- per-world constants and padded references (K = kmax + 1 ticks) ------------------------
+    rq = np.stack([_pad(p.rq, kmax + 1) for p in preps])  # (W, K, 99)
+    rv = np.stack([_pad(p.rv, kmax + 1) for p in preps])
+    ra = np.stack([_pad(p.ra, kmax + 1) for p in preps])
+    ref_pos = np.stack([_pad(p.ref_pos, kmax + 1) for p in preps])  # (W, K, 24, 3)
+    body_ids = np.stack([p.hum.body_ids for p in preps])  # (W, 24)
+    ctrls = [p.ctrl for p in preps]
+    gate = np.stack([_pad(p.gate, kmax) if p.gate is not None else np.repeat(c._plannable[None], kmax, 0)
+                     for p, c in zip(preps, ctrls)])  # (W, kmax, nbody)
+    has_plan = np.array([p.plan is not None for p in preps])
+    plan = np.stack([_pad(p.plan, kmax + 1) if p.plan is not None else np.zeros((kmax + 1, 2, 3)) for p in preps])
+    swing = np.stack([_pad(p.swing, kmax) if p.swing is not None else np.zeros((kmax, 2), bool) for p in preps])
+    kp = np.stack([c._kp for c in ctrls])
+    kd = np.stack([c._kd for c in ctrls])
+    damping = np.stack([c.damping for c in ctrls])  # (W, nv)
+    limit = np.stack([c._limit for c in ctrls])  # (W, 23)
+    res_f_max = np.array([c.residual_force_max for c in ctrls])
+    res_t_max = np.array([c.residual_torque_max for c in ctrls])
+    right_bodies = np.zeros((nw, nbody), bool)
+    for w, c in enumerate(ctrls):
+        right_bodies[w, c._right_bodies] = True
+    edges = ctrls[0]._edges
+    w6 = ctrls[0]._w
+    qp_cfg = cfg.contact
+    implicit = ctrls[0].implicit_damping
+
+    # --- device model and data ------------------------------------------------------------------
+    base_margin = np.asarray(base.geom_margin, float)
+    swing_geoms = [p.swing_geoms for p in preps]
+    qpos_spring = np.stack([np.asarray(p.model.qpos_spring, float) for p in preps])  # (W, nq)
+    m, _ = batched_model_for(preps, {
+        "dof_damping": np.stack([np.asarray(p.model.dof_damping, float) for p in preps]),
+        "jnt_stiffness": np.stack([np.asarray(p.model.jnt_stiffness, float) for p in preps]),
+        "qpos_spring": qpos_spring,
+        "geom_margin": np.repeat(base_margin[None], nw, 0),
+    })
+    d = mjw.put_data(base, preps[0].data, nworld=nw, nconmax=settings.nconmax, njmax=settings.njmax)
+    d.qpos.assign(np.stack([p.data.qpos for p in preps]).astype(np.float32))
+    d.qvel.assign(np.stack([p.data.qvel for p in preps]).astype(np.float32))
+    d.qacc_warmstart.zero_()
+    qacc_buf = wp.zeros((nw, nv), dtype=float)
+    unit = wp.zeros((nw, nv), dtype=float)
+    mcol = wp.zeros((nw, nv), dtype=float)
+
+    # --- recording buffers (padded to the longest sequence) ------------------------------------
+    nmax = int(n_frames.max())
+    qpos_rec = np.zeros((nw, nmax + 1, nq))
+    com_rec = np.zeros((nw, nmax + 1, 3))
+    comv_rec = np.zeros((nw, nmax + 1, 3))
+    tau_sum = np.zeros((nw, nmax, 69))
+    res_sum = np.zeros((nw, nmax, 6))
+    dem_sum = np.zeros((nw, nmax, 6))
+    f_sum = np.zeros((nw, nmax, 24, 3))
+    mo_sum = np.zeros((nw, nmax, 24, 3))
+    passive_sum = np.zeros((nw, nmax, nv - 6))
+    reset = np.zeros((nw, nmax), bool)
+    overflow = np.zeros(nw, bool)
+    kkt_max = 0.0
+    worlds = np.arange(nw)
+    budget = settings.contact_budget
+
+    def forward_kinematics():
+        mjw.kinematics(m, d)
+        mjw.com_pos(m, d)
+        mjw.com_vel(m, d)
+
+    def set_state(mask: np.ndarray, q: np.ndarray, v: np.ndarray) -> None:
+        qpos = d.qpos.numpy().copy()
+        qvel = d.qvel.numpy().copy()
+        warm = d.qacc_warmstart.numpy().copy()
+        qpos[mask], qvel[mask], warm[mask] = q[mask], v[mask], 0.0
+        d.qpos.assign(qpos)
+        d.qvel.assign(qvel)
+        d.qacc_warmstart.assign(warm)
+
+    for k in range(kmax + 1):
+        live = k <= total  # worlds still inside their sequence (k == total: final state)
+        kk = np.minimum(k, total)  # each world's reference tick (held after its end)
+        forward_kinematics()
+        qpos = _f64(d.qpos)
+        xpos = _f64(d.xpos)
+        err = np.linalg.norm(xpos[worlds[:, None], body_ids] - ref_pos[worlds, kk], axis=-1).mean(1)
+        bad = ((np.abs(qpos[:, 2] - rq[worlds, kk, 2]) > cfg.reset_root_height_err_m)
+               | (err > cfg.reset_mpjpe_m) | ~np.isfinite(qpos).all(1))
+        do_reset = bad & (k < total)
+        if do_reset.any():
+            set_state(do_reset, rq[worlds, kk], rv[worlds, kk])
+            reset[do_reset, kk[do_reset] // spf] = True
+            forward_kinematics()
+            qpos = _f64(d.qpos)
+        rec = live & (k % spf == 0)
+        if rec.any():
+            mjw.subtree_vel(m, d)
+            i_rec = kk // spf
+            qpos_rec[rec, i_rec[rec]] = qpos[rec]
+            com_rec[rec, i_rec[rec]] = _f64(d.subtree_com)[rec, 0]
+            comv_rec[rec, i_rec[rec]] = _f64(d.subtree_linvel)[rec, 0]
+        if k == kmax:
+            break
+        active = k < total
+        kc = np.minimum(k, total - 1)  # interval index per world (held after the end)
+        i_int = kc // spf
+
+        # --- controller: desired accelerations and inverse dynamics ----------------------------
+        qvel = _f64(d.qvel)
+        a_ff = 0.5 * (ra[worlds, kc] + ra[worlds, kc + 1])
+        q_ref, v_ref = rq[worlds, kc], rv[worlds, kc]
+        a_star = bc.desired_acceleration(qpos, qvel, q_ref, v_ref, a_ff, kp, kd)
+        d.qacc.assign(a_star.astype(np.float32))
+        mjw.rne(m, d, flg_acc=True)
+        tau = _f64(d.qfrc_bias) + armature * a_star
+        # --- floor contacts of the tick, gated, into the contact budget ------------------------
+        mjw.collision(m, d)
+        nacon = int(d.nacon.numpy()[0])
+        cgeom = d.contact.geom.numpy()[:nacon]
+        cworld = d.contact.worldid.numpy()[:nacon]
+        cdist = _f64(d.contact.dist)[:nacon]
+        cpos = _f64(d.contact.pos)[:nacon]
+        floor_first = cgeom[:, 0] == floor
+        other = np.where(floor_first, cgeom[:, 1], cgeom[:, 0])
+        keep = (floor_first | (cgeom[:, 1] == floor)) & (cdist < qp_cfg.contact_dist_m)
+        cbody = geom_body[other]
+        keep &= gate[cworld, kc[cworld], cbody]
+        kw, kb, kpnt = cworld[keep], cbody[keep], cpos[keep]
+        order = np.argsort(kw, kind="stable")
+        kw, kb, kpnt = kw[order], kb[order], kpnt[order]
+        start = np.searchsorted(kw, worlds)
+        slot = np.arange(kw.size) - start[kw]
+        over = slot >= budget
+        if over.any():
+            overflow[np.unique(kw[over])] = True
+        fit = ~over
+        pts = np.zeros((nw, budget, 3))
+        bodies = np.zeros((nw, budget), int)
+        valid = np.zeros((nw, budget), bool)
+        pts[kw[fit], slot[fit]] = kpnt[fit]
+        bodies[kw[fit], slot[fit]] = kb[fit]
+        valid[kw[fit], slot[fit]] = True
+        right = right_bodies[worlds[:, None], bodies]
+        cdof = _f64(d.cdof)
+        root_R = _f64(d.xmat)[:, root_body].reshape(nw, 3, 3)
+        foot_target = np.where(has_plan[:, None, None], 0.5 * (plan[worlds, kc] + plan[worlds, kc + 1]), 0.0)
+        A, b = bc.force_plan_system(pts, valid, right, qpos[:, :3], root_R, tau[:, :6], edges, w6,
+                                    foot_target if has_plan.any() else None, cfg.plan_target_weight)
+        beta, kkt = bc.solve_force_plan_batched(A, b, qp_cfg.regularization, settings.nnls_iterations)
+        kkt_max = max(kkt_max, float((kkt * active).max()))
+        forces = beta.reshape(nw, budget, 4) @ edges  # (W, C, 3) world
+        root_com = _f64(d.subtree_com)[:, root_tree]
+        qfrc_c = bc.contact_generalized_force(cdof, dof_body, subtree, root_com, bodies, pts, forces, valid)
+        # --- joint torques, residual, shortfall, limits ----------------------------------------
+        joint = tau[:, 6:] - qfrc_c[:, 6:]
+        if implicit:
+            joint = joint + damping[:, 6:] * v_ref[:, 6:]
+        demand = tau[:, :6] - qfrc_c[:, :6]
+        residual = np.zeros((nw, 6))
+        if cfg.residual:
+            residual[:, :3] = bc.cap_norm(demand[:, :3], res_f_max)
+            residual[:, 3:] = bc.cap_norm(demand[:, 3:], res_t_max)
+        shortfall = demand - residual
+        short = np.any(shortfall != 0.0, axis=1)
+        if short.any():
+            mjw.crb(m, d)
+            cols = np.empty((nw, nv, 6))
+            for j in range(6):
+                e = np.zeros((nw, nv), np.float32)
+                e[:, j] = 1.0
+                unit.assign(e)
+                mjw.mul_m(m, d, mcol, unit)
+                cols[:, :, j] = _f64(mcol)
+            da = -np.linalg.solve(cols[:, :6, :], shortfall[..., None])[..., 0]
+            da[~short] = 0.0
+            joint = joint + np.einsum("wjr,wr->wj", cols[:, 6:, :], da)
+        if cfg.torque_limits:
+            passive = damping[:, 6:] * qvel[:, 6:] if implicit else 0.0
+            jt = bc.cap_norm((joint - passive).reshape(nw, 23, 3), limit)
+            joint = jt.reshape(nw, -1) + passive
+        # --- record the tick's command ----------------------------------------------------------
+        aw = worlds[active]
+        ia = i_int[active]
+        tau_sum[aw, ia] += joint[active]
+        res_sum[aw, ia, :3] += residual[active, :3]
+        res_sum[aw, ia, 3:] += np.einsum("wij,wj->wi", root_R, residual[:, 3:])[active]
+        dem_sum[aw, ia, :3] += demand[active, :3]
+        dem_sum[aw, ia, 3:] += np.einsum("wij,wj->wi", root_R, demand[:, 3:])[active]
+        # --- apply: torques, toe-spring reference, swing clearance ------------------------------
+        qfrc = np.concatenate([residual, joint], axis=1)
+        d.qfrc_applied.assign(qfrc.astype(np.float32))
+        spring = qpos_spring.copy()
+        for w, p in enumerate(preps):
+            if p.spring_q.size:
+                spring[w, p.spring_q] = rq[w, kc[w], p.spring_q]
+        m.qpos_spring.assign(spring.astype(np.float32))
+        margin = np.repeat(base_margin[None], nw, 0)
+        for w in range(nw):
+            if swing_geoms[w] is not None:
+                for f in range(2):
+                    if swing[w, kc[w], f]:
+                        margin[w, swing_geoms[w][f]] = SWING_MARGIN_M
+        m.geom_margin.assign(margin.astype(np.float32))
+        # --- physics substeps; contact sensors and passive torques summed per interval ----------
+        diverged = np.zeros(nw, bool)
+        for _ in range(nsub):
+            mjw.step(m, d)
+            sd = _f64(d.sensordata).reshape(nw, 24, 10)
+            pas = _f64(d.qfrc_damper)[:, 6:] + _f64(d.qfrc_spring)[:, 6:]
+            qacc = _f64(d.qacc)
+            diverged |= ~np.isfinite(qacc).all(1) | (np.abs(qacc).max(1) > 1e10) | ~np.isfinite(sd).all((1, 2))
+            ok = active & ~diverged
+            F = sd[..., 1:4]
+            mom = sd[..., 4:7] + cross(sd[..., 7:10], F)
+            f_sum[worlds[ok], i_int[ok]] += F[ok]
+            mo_sum[worlds[ok], i_int[ok]] += mom[ok]
+            passive_sum[worlds[ok], i_int[ok]] += pas[ok]
+        ov = d.overflow.numpy() != 0
+        overflow |= ov & active
+        if ov.any():
+            d.overflow.zero_()
+        fix = diverged & active
+        if fix.any():
+            # MuJoCo's CPU step resets a diverging world itself; here: flag the interval and restart
+            # from the reference at the next tick (same as the CPU engine)
+            reset[fix, i_int[fix]] = True
+            set_state(fix, rq[worlds, kc + 1], rv[worlds, kc + 1])
+
+    wp.synchronize()
+    results = []
+    for w, p in enumerate(preps):
+        if overflow[w]:
+            results.append(None)
+            continue
+        n = int(n_frames[w])
+        tau = tau_sum[w, :n] + passive_sum[w, :n] / nsub
+        results.append(_finish(
+            p.motion, cfg, pass_index, p.hum, p.skel, qpos_rec[w, :n + 1], com_rec[w, :n + 1], comv_rec[w, :n + 1],
+            tau / spf, res_sum[w, :n] / spf, dem_sum[w, :n] / spf, f_sum[w, :n] / (nsub * spf),
+            mo_sum[w, :n] / (nsub * spf), reset[w, :n].copy(), p.dyn,
+            None if p.swing is None else p.swing[: n * spf].reshape(n, spf, 2).any(axis=1)))
+    stats = BatchStats(nw, kmax, time.perf_counter() - t0, tuple(int(i) for i in np.flatnonzero(overflow)), kkt_max,
+                       _array_bytes(wp, m) + _array_bytes(wp, d))
+    return results, stats
+
+
+def _array_bytes(wp, obj, seen: set | None = None) -> int:
+    """Bytes of the Warp arrays held by a MuJoCo Warp dataclass (recursively)."""
+    import dataclasses
+
+    seen = set() if seen is None else seen
+    total = 0
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name, None)
+        if isinstance(v, wp.array):
+            if id(v) not in seen:
+                seen.add(id(v))
+                total += int(v.capacity or 0)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            total += _array_bytes(wp, v, seen)
+    return total
+
+
+def batched_model_for(preps: list, per_world: dict[str, np.ndarray]):
+    """``batch_model.batched_model`` over the prepared sequences' subject models."""
+    from pipeline.simulate.warp.batch_model import batched_model
+
+    return batched_model([p.hum.model for p in preps], per_world)
