@@ -35,8 +35,9 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dynamics-pass", action="store_true",
                    help="imitate the canonical motion as it is, without first making it dynamically "
                         "consistent (the previous engine; docs/simulation.md)")
-    p.add_argument("--sim-backend", choices=["cpu", "gpu", "isaacgym"], default="cpu",
-                   help="simulator backend: cpu (MuJoCo), gpu (MuJoCo Warp/MJX on GPU workers)")
+    p.add_argument("--sim-backend", choices=["cpu", "gpu", "warp-cpu", "isaacgym"], default="cpu",
+                   help="simulator backend: cpu (MuJoCo), gpu (MuJoCo Warp, batched, on CUDA GPU workers), "
+                        "warp-cpu (the same code on Warp's CPU device: for checks, slow)")
     p.add_argument("--thresholds", default=None, help="quality thresholds file (TOML/JSON), see docs/quality.md")
     p.add_argument("--workers", type=int, default=None,
                    help="local Dask worker processes (default min(cpus, 4)); with --scheduler-address, the "
