@@ -58,6 +58,8 @@ class Chunking:
     window_shard: int = 4096
     sequence_chunk_max: int = 65536
     shards_per_region: int = 4
+    compression: str = "lz4"
+    """Blosc compressor of numeric arrays (level 5, bit-shuffle): ``lz4`` (default) or ``zstd``."""
 
     def __post_init__(self) -> None:
         for chunk, shard, label in (
@@ -68,6 +70,8 @@ class Chunking:
                 raise ValueError(f"{label} shard ({shard}) must be a positive multiple of its chunk ({chunk})")
         if self.sequence_chunk_max < 1 or self.shards_per_region < 1:
             raise ValueError("sequence_chunk_max and shards_per_region must be positive")
+        if self.compression not in ("lz4", "zstd"):
+            raise ValueError(f"compression must be lz4 or zstd, not {self.compression!r}")
 
 
 @dataclass(frozen=True)
@@ -228,12 +232,13 @@ def plan_store(
 # Helpers
 
 
-def _compressors(spec: ArraySpec) -> Any:
+def _compressors(spec: ArraySpec, chunking: Chunking | None = None) -> Any:
     import zarr.codecs
 
     if spec.is_str:
         return zarr.codecs.ZstdCodec(level=5)
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+    cname = (chunking or Chunking()).compression
+    return zarr.codecs.BloscCodec(cname=cname, clevel=5, shuffle="bitshuffle")
 
 
 def _dim_size(plan: StorePlan, schema: Schema, dim: str) -> int:
@@ -348,7 +353,7 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
         values = _cast(name, list(plan.coords[name]), spec)
         arr = group.create_array(
             name, shape=values.shape, chunks=(max(1, values.shape[0]),), dtype=spec.np_dtype if not spec.is_str else str,
-            dimension_names=list(spec.dims), compressors=_compressors(spec), fill_value=spec.fill_value,
+            dimension_names=list(spec.dims), compressors=_compressors(spec, ch), fill_value=spec.fill_value,
             attributes=spec.store_attrs(),
         )
         if values.size:
@@ -369,7 +374,7 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
         shards = None if shards is None else tuple(max(1, c) for c in shards)
         group.create_array(
             name, shape=shape, chunks=chunks, shards=shards, dtype=str if spec.is_str else spec.np_dtype,
-            dimension_names=list(spec.dims), compressors=_compressors(spec), fill_value=spec.fill_value,
+            dimension_names=list(spec.dims), compressors=_compressors(spec, ch), fill_value=spec.fill_value,
             attributes=spec.store_attrs(),
         )
 
@@ -398,8 +403,9 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
         group[name][...] = _cast(name, value, spec)
 
 
-def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int) -> None:
-    schema = plan.schema
+def _region_blocks(plan: StorePlan, schema: Schema, dim: str, a: int, b: int, shape_of):
+    """Yield (array name, (b - a, ...) block) for every array along ``dim`` over [a, b): the staged
+    sequences' rows (memory-mapped) cast to the schema dtype, the fill value where none is."""
     offsets = np.asarray(plan.frame_offsets if dim == "frame" else plan.window_offsets, dtype=np.int64)
     counts = np.asarray(plan.frame_counts if dim == "frame" else plan.window_counts, dtype=np.int64)
     ends = offsets + counts
@@ -411,42 +417,67 @@ def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int) -> 
         lo, hi = max(a, int(offsets[i])), min(b, int(ends[i]))
         if hi > lo:
             overlaps.append((i, lo, hi))
-    group = _open(Path(tmp_path), "r+")
-    present = {
-        i: set(plan.staged[i].frame_names() if dim == "frame" else plan.staged[i].window_names())
-        for i, _, _ in overlaps
-    }
+    names = [n for n in schema.arrays_along(dim) if n not in ("frame_sequence", "window_sequence")]
+    # one read per sequence: every array's rows of the region (optional arrays it lacks are absent)
+    rows = {i: plan.staged[i].read_rows(dim, names, lo - int(offsets[i]), hi - int(offsets[i]))
+            for i, lo, hi in overlaps}
     for name in schema.arrays_along(dim):
         spec = schema.arrays[name]
-        arr = group[name]
-        block = np.full((b - a, *arr.shape[1:]), spec.fill_value, dtype=spec.np_dtype)
+        block = np.full((b - a, *shape_of(name)[1:]), spec.fill_value, dtype=spec.np_dtype)
         for i, lo, hi in overlaps:
             if name in ("frame_sequence", "window_sequence"):
                 block[lo - a : hi - a] = i + plan.sequence_base
                 continue
-            s = plan.staged[i]
-            if not spec.required and name not in present[i]:
+            part = rows[i].get(name)
+            if part is None:
+                if spec.required:
+                    raise SchemaError(f"{name} of {plan.staged[i].key!r} is not staged")
                 continue  # optional array this sequence does not have: keep the fill value
-            src = s.frame_array(name) if dim == "frame" else s.window_array(name)
-            part = src[lo - offsets[i] : hi - offsets[i]]
             if name == "window_start":
                 part = np.asarray(part, dtype=np.int64) + plan.frame_offsets[i]
-            block[lo - a : hi - a] = _cast(f"{name} of {s.key!r}", part, spec)
-        arr[a:b] = block
+            block[lo - a : hi - a] = _cast(f"{name} of {plan.staged[i].key!r}", part, spec)
+        yield name, block
 
 
-def write_frame_region(plan: StorePlan, tmp_path: Path, region_index: int) -> None:
+def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int, method: str = "shards") -> int:
+    """Write every array along ``dim`` over the shard-aligned region [a, b); returns bytes written
+    (``shards``: whole shards encoded per call, ``pipeline.store.shards``) or 0 (``zarr``: the
+    reference path through zarr's array assignment, kept for tests and the write benchmark)."""
+    from .shards import ShardLayout
+
+    schema = plan.schema
+    tmp_path = Path(tmp_path)
+    if method == "zarr":
+        group = _open(tmp_path, "r+")
+        for name, block in _region_blocks(plan, schema, dim, a, b, lambda n: group[n].shape):
+            group[name][a:b] = block
+        return 0
+    layouts = {name: ShardLayout.read(tmp_path / name) for name in schema.arrays_along(dim)}
+    written = 0
+    for name, block in _region_blocks(plan, schema, dim, a, b, lambda n: layouts[n].shape):
+        lay = layouts[name]
+        n = lay.shard[0]
+        if a % n:
+            raise ValueError(f"region [{a}, {b}) of {name} does not start on a shard boundary ({n})")
+        for k in range(a // n, -(-b // n)):
+            lo, hi = k * n - a, min(b, (k + 1) * n) - a
+            written += lay.write(k, block[lo:hi])
+    return written
+
+
+def write_frame_region(plan: StorePlan, tmp_path: Path, region_index: int, method: str = "shards") -> int:
     """Write every per-frame array over ``plan.frame_regions[region_index]`` from the staged
-    sequences (memory-mapped). Regions are shard-aligned: safe to run concurrently in processes."""
+    sequences (memory-mapped); returns bytes written. Regions are shard-aligned: safe to run
+    concurrently in processes."""
     a, b = plan.frame_regions[region_index]
-    _write_region(plan, tmp_path, "frame", a, b)
+    return _write_region(plan, tmp_path, "frame", a, b, method)
 
 
-def write_window_region(plan: StorePlan, tmp_path: Path, region_index: int) -> None:
+def write_window_region(plan: StorePlan, tmp_path: Path, region_index: int, method: str = "shards") -> int:
     """Write every per-window array over ``plan.window_regions[region_index]``; ``window_start``
-    becomes a global frame index. Safe to run concurrently with other regions."""
+    becomes a global frame index; returns bytes written. Safe to run concurrently with other regions."""
     a, b = plan.window_regions[region_index]
-    _write_region(plan, tmp_path, "window", a, b)
+    return _write_region(plan, tmp_path, "window", a, b, method)
 
 
 def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path) -> Path:
