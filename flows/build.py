@@ -60,7 +60,9 @@ def build(
     workers: int = 2,
     thresholds: Thresholds | None = None,
     force: bool = False,
+    compact: bool = False,
 ) -> dict:
     """Incrementally build every subset store of the dataset root ``out_dir``; returns the summary
-    (``pipeline.dataset.build.build_dataset``)."""
-    return build_dataset(sources, out_dir, cfg, chunking, workers, thresholds, force, executor=PrefectExecutor())
+    (``pipeline.dataset.build.build_dataset``; ``compact``: rewrite every store afresh)."""
+    return build_dataset(sources, out_dir, cfg, chunking, workers, thresholds, force, executor=PrefectExecutor(),
+                         compact=compact)

@@ -8,6 +8,7 @@ through ``pipeline.store``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -35,6 +36,7 @@ from pipeline.store import (
     write_window_region,
 )
 
+from .config import from_jsonable, to_jsonable
 from .executor import Executor
 from .records import FileOutcome, SimOutcome
 
@@ -129,16 +131,138 @@ def select(outcomes: Sequence[FileOutcome], sims: Sequence[SimOutcome], threshol
                      tuple(sims), table, exclusions)
 
 
-def plan_stores(selection: Selection, cfg: BuildConfig, chunking: Chunking | None,
-                created_by: str = "dynaset build") -> dict[str, StorePlan]:
-    """One validated plan per subset (every store planned before any is written)."""
+STATE_FILE = ".cache/assembly.json"
+STATE_FORMAT = 1
+MAX_DEAD_FRACTION = 0.25
+"""An incremental run rewrites (compacts) a store instead of appending to it when more than this
+fraction of its frames would be tombstoned."""
+
+
+def token(s: StagedSequence, out: Path) -> str:
+    """A staged sequence's identity across runs: its cache path relative to the root. Cache entries
+    are keyed by content and processing key, so a changed file gets a new token."""
+    try:
+        return Path(s.path).resolve().relative_to(Path(out).resolve()).as_posix()
+    except ValueError:
+        return str(Path(s.path).resolve())
+
+
+def base_fingerprint(plan: StorePlan) -> str:
+    """sha256 of what every sequence of a store shares (schema version, attributes, coordinates,
+    chunking): a store is appended to only if it equals the new plan's."""
+    doc = {"schema": [plan.subset, plan.schema_version], "attrs": plan.attrs, "coords": plan.coords,
+           "chunking": to_jsonable(plan.chunking)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What a subset store holds, per store sequence: key, token, frames, windows; tombstoned indices."""
+
+    base: str
+    keys: tuple[str, ...]
+    tokens: tuple[str, ...]
+    frames: tuple[int, ...]
+    windows: tuple[int, ...]
+    dead: tuple[int, ...] = ()
+
+    @property
+    def n_frames(self) -> int:
+        return sum(self.frames)
+
+    @property
+    def compact(self) -> bool:
+        """No tombstones and sequences in key order: what a fresh build writes."""
+        return not self.dead and list(self.keys) == sorted(self.keys)
+
+    def live(self) -> dict[str, int]:
+        dead = set(self.dead)
+        return {t: i for i, t in enumerate(self.tokens) if i not in dead}
+
+
+def read_state(out: Path) -> dict[str, StoreState]:
+    """The stores' recorded states (``{}`` when absent or unreadable: every store is rewritten)."""
+    try:
+        doc = json.loads((Path(out) / STATE_FILE).read_text())
+        if doc.get("format") != STATE_FORMAT:
+            return {}
+        return {k: from_jsonable(StoreState, v) for k, v in doc["subsets"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def write_state(out: Path, states: dict[str, StoreState]) -> None:
+    from pipeline.store.location import write_text_atomic
+
+    (Path(out) / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    doc = {"format": STATE_FORMAT, "subsets": to_jsonable(states)}
+    write_text_atomic(Path(out) / STATE_FILE, json.dumps(doc, sort_keys=True) + "\n")
+
+
+def clear_state(out: Path) -> None:
+    """Forget the states (before stores are swapped: a crash midway makes the next run rewrite)."""
+    (Path(out) / STATE_FILE).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StoreChange:
+    """What a run does to one subset store.
+
+    ``mode``: ``full`` (write the store afresh from ``plan``: a fresh build or a compaction),
+    ``append`` (``plan`` holds only the sequences to append; ``tombstones`` are store indices to
+    mark) or ``none`` (left untouched). ``state``: the store's state afterwards."""
+
+    subset: str
+    mode: str
+    plan: StorePlan | None
+    tombstones: tuple[int, ...]
+    state: StoreState
+
+
+def plan_changes(selection: Selection, states: dict[str, StoreState], out: Path, cfg: BuildConfig,
+                 chunking: Chunking | None, created_by: str = "dynaset build", compact: bool = False,
+                 max_dead_fraction: float = MAX_DEAD_FRACTION) -> dict[str, StoreChange]:
+    """Decide per subset between a full write, an append with tombstones, or nothing (pure, apart
+    from reading each existing store's sizes). Every plan is validated before any store is written."""
+    from pipeline.store.append import store_sizes
+
     attrs, coords = store_attrs(cfg, created_by)
-    plans = {}
+    changes = {}
     for subset in SUBSETS:
         declared = load_schema(subset).coords
-        plans[subset] = plan_store(subset, selection.members(subset), attrs,
-                                   {k: v for k, v in coords.items() if k in declared}, chunking)
-    return plans
+        sub_coords = {k: v for k, v in coords.items() if k in declared}
+        members = selection.members(subset)
+        full = plan_store(subset, members, attrs, sub_coords, chunking)
+        base = base_fingerprint(full)
+        fresh = StoreState(base, tuple(s.key for s in members), tuple(token(s, out) for s in members),
+                           tuple(s.n_frames for s in members), tuple(s.n_windows for s in members))
+        old = states.get(subset)
+        path = Path(out) / f"{subset}.zarr"
+        usable = (not compact and old is not None and old.base == base and (path / "zarr.json").is_file()
+                  and "seq_tombstone" in full.schema.arrays
+                  and store_sizes(path) == (len(old.keys), old.n_frames, sum(old.windows)))
+        if not usable:
+            changes[subset] = StoreChange(subset, "full", full, (), fresh)
+            continue
+        live = old.live()
+        wanted = set(fresh.tokens)
+        tombstones = tuple(sorted(i for t, i in live.items() if t not in wanted))
+        new = [s for s, t in zip(members, fresh.tokens) if t not in live]
+        if not tombstones and not new:
+            changes[subset] = StoreChange(subset, "none", None, (), old)
+            continue
+        dead = tuple(sorted(set(old.dead) | set(tombstones)))
+        total = old.n_frames + sum(s.n_frames for s in new)
+        dead_frames = sum(old.frames[i] for i in dead)
+        if total and dead_frames / total > max_dead_fraction:
+            changes[subset] = StoreChange(subset, "full", full, (), fresh)
+            continue
+        state = StoreState(base, old.keys + tuple(s.key for s in new), old.tokens + tuple(token(s, out) for s in new),
+                           old.frames + tuple(s.n_frames for s in new), old.windows + tuple(s.n_windows for s in new),
+                           dead)
+        changes[subset] = StoreChange(subset, "append", plan_store(subset, new, attrs, sub_coords, chunking),
+                                      tombstones, state)
+    return changes
 
 
 def write_region(plan: StorePlan, tmp_path: str, dim: str) -> float:
@@ -148,24 +272,37 @@ def write_region(plan: StorePlan, tmp_path: str, dim: str) -> float:
     return time.perf_counter() - t0
 
 
-def write_stores(plans: dict[str, StorePlan], out: Path, build_id: str, executor: Executor,
+def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, executor: Executor,
                  say=print) -> tuple[dict[str, str], float]:
-    """Create every store under a temporary name, write all their regions through ``executor``
-    (each task gets only its region's sequences), then validate and swap each into place.
+    """Apply every store change: create the store (``full``) or a hard-linked clone grown for the
+    appended sequences (``append``) under a temporary name, write all their regions through
+    ``executor`` (each task gets only its region's sequences), then validate and swap each into place.
 
     Returns (subset → final path, summed region-write seconds). On any failure every temporary
     store is deleted and the existing stores stay as they were.
     """
-    tmps = {subset: out / f".{subset}.zarr.tmp-{build_id}" for subset in plans}
+    from pipeline.store.append import plan_append, prepare_append
+
+    todo = {k: c for k, c in changes.items() if c.mode != "none"}
+    tmps = {subset: out / f".{subset}.zarr.tmp-{build_id}" for subset in todo}
+    plans: dict[str, StorePlan] = {}
     futures = []
     try:
-        for subset, plan in plans.items():
-            create_store(plan, tmps[subset])
+        for subset, change in todo.items():
+            final = out / f"{subset}.zarr"
+            if change.mode == "full":
+                plan = change.plan
+                create_store(plan, tmps[subset])
+            else:
+                plan = plan_append(final, change.plan)
+                prepare_append(final, plan, change.tombstones, tmps[subset])
+            plans[subset] = plan
             futures += [executor.submit(write_region, region_plan(plan, "frame", i), str(tmps[subset]), "frame")
                         for i in range(len(plan.frame_regions))]
             futures += [executor.submit(write_region, region_plan(plan, "window", i), str(tmps[subset]), "window")
                         for i in range(len(plan.window_regions))]
-        say(f"[write] {len(futures)} shard-aligned regions over {len(plans)} stores")
+        say(f"[write] {len(futures)} shard-aligned regions over {len(todo)} stores "
+            f"({', '.join(f'{k}: {c.mode}' for k, c in changes.items())})")
         executor.wait(futures)
         seconds = sum(f.result() for f in futures)  # re-raises the first failure
     except BaseException:
@@ -173,11 +310,32 @@ def write_stores(plans: dict[str, StorePlan], out: Path, build_id: str, executor
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+    clear_state(out)
     stores = {}
-    for subset, plan in plans.items():
-        stores[subset] = str(finalize_store(plan, tmps[subset], out / f"{subset}.zarr"))
-        say(f"[write] {subset}: {plan.n_sequences} sequences, {plan.n_frames} frames -> {stores[subset]}")
+    for subset in changes:
+        final = out / f"{subset}.zarr"
+        if subset in plans:
+            finalize_store(plans[subset], tmps[subset], final)
+            c = changes[subset]
+            say(f"[write] {subset}: {c.mode}, {len(c.plan.staged)} sequences written, {len(c.tombstones)} "
+                f"tombstoned -> {final}")
+        stores[subset] = str(final)
+    write_state(out, {k: c.state for k, c in changes.items()})
     return stores, seconds
+
+
+def subset_counts(changes: dict[str, StoreChange], stores: dict[str, str], fps_hz: float) -> dict[str, dict]:
+    """Live sequences, frames and windows per subset store, and what this run did to it."""
+    out = {}
+    for subset, c in changes.items():
+        st, dead = c.state, set(c.state.dead)
+        frames = sum(f for i, f in enumerate(st.frames) if i not in dead)
+        out[subset] = {"store": stores[subset], "mode": c.mode, "sequences": len(st.keys) - len(dead),
+                       "frames": frames, "windows": sum(w for i, w in enumerate(st.windows) if i not in dead),
+                       "hours": frames / fps_hz / 3600.0, "tombstoned": len(dead),
+                       "written_sequences": 0 if c.plan is None else len(c.plan.staged),
+                       "written_frames": 0 if c.plan is None else c.plan.n_frames}
+    return out
 
 
 def store_stats(store_path: str) -> dict:
@@ -187,13 +345,23 @@ def store_stats(store_path: str) -> dict:
     return compute_stats(store_path)
 
 
-def write_stats(stores: dict[str, str], out: Path, executor: Executor) -> Path:
-    """``stats.json``: every subset's statistics, computed in parallel through ``executor``."""
+def write_stats(stores: dict[str, str], out: Path, executor: Executor, changed: Sequence[str] | None = None) -> Path:
+    """``stats.json``: the statistics of every subset in ``changed`` (default all) computed in
+    parallel through ``executor``; the others are kept from the previous ``stats.json``."""
     from pipeline.loaders.stats import STATS_FILE, STATS_FORMAT
     from pipeline.store.location import write_text_atomic
 
-    futures = {subset: executor.submit(store_stats, path) for subset, path in stores.items()}
-    stats = {"format": STATS_FORMAT, "subsets": {k: f.result() for k, f in futures.items()}}
+    changed = list(stores) if changed is None else list(changed)
+    try:
+        previous = json.loads((out / STATS_FILE).read_text())
+        previous = previous["subsets"] if previous.get("format") == STATS_FORMAT else {}
+    except (OSError, ValueError, KeyError):
+        previous = {}
+    changed += [s for s in stores if s not in previous and s not in changed]
+    futures = {subset: executor.submit(store_stats, stores[subset]) for subset in changed}
+    subsets = {k: previous[k] for k in stores if k not in futures}
+    subsets.update({k: f.result() for k, f in futures.items()})
+    stats = {"format": STATS_FORMAT, "subsets": dict(sorted(subsets.items()))}
     write_text_atomic(out / STATS_FILE, json.dumps(stats, indent=1, sort_keys=True, allow_nan=False) + "\n")
     return out / STATS_FILE
 

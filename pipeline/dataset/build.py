@@ -67,12 +67,15 @@ def build_dataset(
     modify: ModifyHook | None = None,
     report: bool = True,
     created_by: str = "dynaset build",
+    compact: bool = False,
 ) -> dict:
     """Incrementally build every subset store of the dataset root ``out_dir``; returns the summary.
 
     ``workers``: parallel task slots (sizes the file batches); ``force`` reprocesses every file;
     ``modify``: a hook editing each sequence before metrics and staging (serial executors only: it
-    is not part of the processing key); ``report``: write ``report.html``. The root is locked.
+    is not part of the processing key); ``report``: write ``report.html``; ``compact``: rewrite
+    every store afresh (no tombstones, sequences in id order: byte-identical to a fresh build of the
+    same inputs) even when nothing changed. The root is locked.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,13 +86,13 @@ def build_dataset(
         ledger = Ledger(out / LEDGER_FILE)
         try:
             return _run(sources, out, cfg, chunking, workers, thresholds, force, executor, modify, report,
-                        created_by, ledger)
+                        created_by, compact, ledger)
         finally:
             ledger.close()
 
 
 def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, thresholds: Thresholds, force: bool,
-         executor: Executor, modify, report: bool, created_by: str, ledger: Ledger) -> dict:
+         executor: Executor, modify, report: bool, created_by: str, compact: bool, ledger: Ledger) -> dict:
     t_start = time.perf_counter()
     build_id = uuid.uuid4().hex[:12]
     started = now_iso()
@@ -103,8 +106,10 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
 
     fingerprint = inputs_fingerprint(jobs, key, chunking, schemas)
     last = _read_json(out / SUMMARY_FILE) or {}
+    states = assembly.read_state(out)
+    is_compact = all(s in states and states[s].compact for s in SUBSETS)
     if not run.todo and not run.removed and last.get("inputs_fingerprint") == fingerprint and all(
-            (out / f"{s}.zarr").is_dir() for s in SUBSETS):
+            (out / f"{s}.zarr").is_dir() for s in SUBSETS) and (not compact or is_compact):
         say("[build] nothing new: stores are up to date and left untouched")
         earlier = [QuarantineEntry(**q) for q in _read_json(out / assembly.QUARANTINE_FILE) or []]
         outcomes = {path: e["file"] for path, e in run.cached.items()}
@@ -136,19 +141,23 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     write_quality_outputs(out, selection.table, selection.exclusions, staged=selection.excluded)
     if selection.drop:
         say(f"[quality] {len(selection.drop)} sequences excluded by quality rules (exclusions.json)")
-    plans = assembly.plan_stores(selection, cfg, chunking, created_by)
-    stores, write_seconds = assembly.write_stores(plans, out, build_id, executor, say)
-    stats_path = assembly.write_stats(stores, out, executor)
-    say(f"[stats] normalization statistics -> {stats_path}")
+    changes = assembly.plan_changes(selection, states, out, cfg, chunking, created_by, compact)
+    t_plan = time.perf_counter() - t0
+    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say)
+    t_write = time.perf_counter() - t0 - t_plan
+    changed = [k for k, c in changes.items() if c.mode != "none"]
+    stats_path = assembly.write_stats(stores, out, executor, changed)
+    say(f"[stats] normalization statistics of {', '.join(changed) or 'no store'} -> {stats_path}")
     t_assemble = time.perf_counter() - t0
 
-    summary = summarize(outcomes, quarantine, stores, plans, cfg.canonical.fps_hz, build_id)
+    summary = summarize(outcomes, quarantine, assembly.subset_counts(changes, stores, cfg.canonical.fps_hz), build_id)
     summary["task_seconds"]["write_regions"] = write_seconds
     summary["task_seconds"]["simulate"] = sum(so.seconds for so in sims)
     summary["frames_simulated"] = sum(so.frames for so in selection.sims)
     summary["sequences_excluded"] = len(selection.drop)
     summary["wall_seconds"] = {"process": t_process, "simulate": t_simulate, "assemble": t_assemble,
-                               "total": time.perf_counter() - t_start}
+                               "assemble_plan": t_plan, "assemble_write": t_write,
+                               "assemble_stats": t_assemble - t_plan - t_write}
     all_outcomes = {path: e["file"] for path, e in entries.items()}
     record_run(ledger, file_records(jobs, all_outcomes, key, build_id, schemas, quarantine), run.removed,
                build_id, started, stores_written=len(SUBSETS))
@@ -157,10 +166,11 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
         files_new=run.n_new, files_changed=run.n_changed, files_unchanged=len(run.cached),
         files_removed=len(run.removed), ledger_hash=ledger.content_hash(),
     )
-    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     pruned = file_cache.prune(out, {j.entry for j in jobs})
     if pruned:
         say(f"[cache] removed {pruned} entries of changed or removed files")
+    summary["wall_seconds"]["total"] = time.perf_counter() - t_start
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if report:
         try:
             say(f"[report] {executor.submit(report_task, str(out)).result()}")

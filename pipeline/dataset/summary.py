@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from pipeline import __version__
 from pipeline.records import QuarantineEntry
-from pipeline.store import StorePlan
 
 from .assembly import QUARANTINE_FILE
 from .records import FileOutcome
@@ -14,20 +13,16 @@ from .records import FileOutcome
 SUMMARY_FILE = "build.json"
 
 
-def summarize(outcomes: Sequence[FileOutcome], quarantine: Sequence[QuarantineEntry], stores: dict[str, str],
-              plans: dict[str, StorePlan], fps_hz: float, build_id: str) -> dict:
-    """Counts per file and subset, summed per-stage task seconds (``task_seconds``)."""
+def summarize(outcomes: Sequence[FileOutcome], quarantine: Sequence[QuarantineEntry], subsets: dict[str, dict],
+              build_id: str) -> dict:
+    """Counts per file and subset (``subsets``: ``assembly.subset_counts``), summed per-stage task
+    seconds (``task_seconds``)."""
     file_q = [q for q in quarantine if q.stage != "simulate"]  # simulate entries name sequences, not files
     quarantined = {q.path for q in file_q}
     stage_seconds: dict[str, float] = {}
     for o in outcomes:
         for k, v in o.seconds.items():
             stage_seconds[k] = stage_seconds.get(k, 0.0) + v
-    subsets = {
-        subset: {"store": stores[subset], "sequences": plan.n_sequences, "frames": plan.n_frames,
-                 "windows": plan.n_windows, "hours": plan.n_frames / fps_hz / 3600.0}
-        for subset, plan in plans.items()
-    }
     built = [o for o in outcomes if o.name not in quarantined]
     return {
         "build_id": build_id,

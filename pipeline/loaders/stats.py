@@ -53,7 +53,7 @@ STATS_FORMAT = "dynaset-stats/1"
 
 BOOKKEEPING = frozenset(
     {
-        "frame_sequence", "window_sequence", "window_start", "seq_frame_offset", "seq_frame_count",
+        "frame_sequence", "window_sequence", "window_start", "seq_frame_offset", "seq_frame_count", "seq_tombstone",
         "seq_window_offset", "seq_window_count",
     }
 )
@@ -207,10 +207,26 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
         "n_frames": int(arrays["frame_sequence"].shape[0]) if "frame_sequence" in arrays else 0,
         "n_windows": int(arrays["window_sequence"].shape[0]) if "window_sequence" in arrays else 0,
         "n_sequences": int(arrays["seq_frame_count"].shape[0]) if "seq_frame_count" in arrays else 0,
+        # tombstoned sequences (incremental ingestion, storage_layout.md) are left out of every statistic
         "arrays": {},
         "canonical": {},
     }
     acc = {n: RunningStats(tuple(arrays[n].shape[1:])) for names in by_dim.values() for n in names}
+    dead = np.zeros(result["n_sequences"], dtype=bool)
+    if "seq_tombstone" in arrays and result["n_sequences"]:
+        dead = np.asarray(arrays["seq_tombstone"][...]) == 1
+    has_dead = bool(dead.any())
+
+    def live_of(dim: str, a: int, b: int) -> np.ndarray:
+        """Whether records [a, b) along ``dim`` belong to live sequences."""
+        return ~dead[np.asarray(arrays[f"{dim}_sequence"][a:b], dtype=np.int64)]
+
+    if has_dead:
+        count = np.asarray(arrays["seq_frame_count"][...], dtype=np.int64)
+        wcount = np.asarray(arrays["seq_window_count"][...], dtype=np.int64)
+        result.update(n_frames_stored=result["n_frames"], n_frames=int(count[~dead].sum()),
+                      n_windows=int(wcount[~dead].sum()), n_sequences=int((~dead).sum()),
+                      n_sequences_tombstoned=int(dead.sum()))
 
     # frame arrays (and canonical features) in one pass
     frame_names = by_dim["frame"]
@@ -221,7 +237,7 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
     targets = {n: k for n, k in targets.items() if k in (WORLD_VECTOR, WORLD_POINT)}
     can_acc: dict[str, RunningStats] = {}
     can_units: dict[str, str] = {}
-    n_frames = result["n_frames"]
+    n_frames = int(arrays["frame_sequence"].shape[0]) if "frame_sequence" in arrays else 0
     if frame_names and n_frames:
         f_off = np.asarray(arrays["seq_frame_offset"][...], dtype=np.int64)
         f_cnt = np.asarray(arrays["seq_frame_count"][...], dtype=np.int64)
@@ -231,8 +247,9 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
             b = min(n_frames, a + step)
             a0, b1 = (max(0, a - 1), min(n_frames, b + 1)) if can_ok else (a, b)
             blk = {n: np.asarray(arrays[n][a0:b1]) for n in read}
+            keep = live_of("frame", a, b) if has_dead else slice(None)
             for n in frame_names:
-                acc[n].update(blk[n][a - a0 : b - a0])
+                acc[n].update(blk[n][a - a0 : b - a0][keep])
             if not can_ok:
                 continue
             g = np.arange(a, b, dtype=np.int64)
@@ -245,7 +262,7 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
             for n, x in feats.items():
                 if n not in can_acc:
                     can_acc[n] = RunningStats(tuple(x.shape[1:]))
-                can_acc[n].update(x)
+                can_acc[n].update(x[keep])
         for n, st in can_acc.items():
             src = n[: -len("_vel")] if n.endswith("_vel") else n
             src_arr = arrays.get(ROOT_ROT if src == "joint_rot6d" else src)
@@ -262,8 +279,12 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
         step = _block_len([arrays[n] for n in names], block_frames) if dim == "window" else max(n_rec, 1)
         for a in range(0, n_rec, step):
             b = min(n_rec, a + step)
+            if not has_dead:
+                keep = slice(None)
+            else:
+                keep = live_of("window", a, b) if dim == "window" else ~dead[a:b]
             for n in names:
-                acc[n].update(np.asarray(arrays[n][a:b]))
+                acc[n].update(np.asarray(arrays[n][a:b])[keep])
     for names in by_dim.values():
         for n in names:
             result["arrays"][n] = acc[n].to_dict(_dims(arrays[n])[1:], str(arrays[n].attrs.get("units", "")))

@@ -46,6 +46,7 @@ WRITER_DERIVED: frozenset[str] = frozenset(
         "seq_frame_count",
         "seq_window_offset",
         "seq_window_count",
+        "seq_tombstone",
     }
 )
 """Arrays the store writer computes from the sequence order; staging them is an error."""

@@ -104,7 +104,11 @@ class StorePlan:
     frame_regions: tuple[tuple[int, int], ...] = field(default=())
     window_regions: tuple[tuple[int, int], ...] = field(default=())
     sequence_base: int = 0
-    """Store index of ``staged[0]`` (non-zero in a ``region_plan``)."""
+    """Store index of ``staged[0]`` (non-zero in a ``region_plan`` and in an append plan)."""
+    kept_frames: int = 0
+    kept_windows: int = 0
+    """Append plans (``pipeline.store.append``): records [0, kept) already in the store; a region
+    starting below them keeps those rows (read back from the store) and appends after them."""
 
     @property
     def schema(self) -> Schema:
@@ -378,6 +382,15 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
             attributes=spec.store_attrs(),
         )
 
+    if plan.n_sequences == 0:
+        return
+    for name, value in sequence_columns(plan, schema).items():
+        group[name][...] = value
+
+
+def sequence_columns(plan: StorePlan, schema: Schema) -> dict[str, np.ndarray]:
+    """Every per-sequence array of ``plan``'s sequences, cast to the schema: staged values (fill
+    value where an optional one is absent) and the writer-derived offsets, counts and tombstones."""
     columns: dict[str, list[np.ndarray]] = {n: [] for n in schema.sequence_arrays}
     for s in plan.staged:
         row = _sequence_row(schema, s)
@@ -394,13 +407,14 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
         "seq_frame_count": plan.frame_counts,
         "seq_window_offset": plan.window_offsets,
         "seq_window_count": plan.window_counts,
+        "seq_tombstone": (0,) * plan.n_sequences,
     }
-    if plan.n_sequences == 0:
-        return
+    out = {}
     for name in columns:
         spec = schema.arrays[name]
         value = np.asarray(derived[name], dtype=np.int64) if name in derived else np.concatenate(columns[name])
-        group[name][...] = _cast(name, value, spec)
+        out[name] = _cast(name, value, spec)
+    return out
 
 
 def _region_blocks(plan: StorePlan, schema: Schema, dim: str, a: int, b: int, shape_of):
@@ -448,14 +462,24 @@ def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int, met
     schema = plan.schema
     tmp_path = Path(tmp_path)
     if method == "zarr":
+        if plan.kept_frames or plan.kept_windows:
+            raise ValueError("append plans are written by the shard writer only")
         group = _open(tmp_path, "r+")
         for name, block in _region_blocks(plan, schema, dim, a, b, lambda n: group[n].shape):
             group[name][a:b] = block
         return 0
     layouts = {name: ShardLayout.read(tmp_path / name) for name in schema.arrays_along(dim)}
+    kept = plan.kept_frames if dim == "frame" else plan.kept_windows
+    old = None
+    if a < kept:  # an append plan's first region: its first shard holds records already in the store
+        import zarr
+
+        old = zarr.open_group(str(tmp_path), mode="r", zarr_format=3)
     written = 0
     for name, block in _region_blocks(plan, schema, dim, a, b, lambda n: layouts[n].shape):
         lay = layouts[name]
+        if old is not None:
+            block[: kept - a] = old[name][a:kept]
         n = lay.shard[0]
         if a % n:
             raise ValueError(f"region [{a}, {b}) of {name} does not start on a shard boundary ({n})")
