@@ -338,29 +338,60 @@ def subset_counts(changes: dict[str, StoreChange], stores: dict[str, str], fps_h
     return out
 
 
-def store_stats(store_path: str) -> dict:
-    """Normalization statistics of one finished store (streamed block by block)."""
+def store_stats(store_path: str, only: tuple[str, ...] | None = None, canonical: bool = True) -> dict:
+    """Normalization statistics of one finished store (streamed block by block); ``only``: these
+    arrays; ``canonical``: also the canonical-feature statistics."""
     from pipeline.loaders.stats import compute_stats
 
-    return compute_stats(store_path)
+    return compute_stats(store_path, only=only, canonical=canonical)
 
 
-def write_stats(stores: dict[str, str], out: Path, executor: Executor, changed: Sequence[str] | None = None) -> Path:
+def same_sequences(changes: dict[str, StoreChange]) -> dict[str, str]:
+    """subset → an earlier subset whose store holds the very same sequences (tokens, tombstones):
+    the arrays the two share have the same statistics (motion and contact, usually)."""
+    out: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for subset, c in changes.items():
+        sig = (c.state.tokens, c.state.dead)
+        if sig in seen and c.state.tokens:
+            out[subset] = seen[sig]
+        else:
+            seen[sig] = subset
+    return out
+
+
+def write_stats(stores: dict[str, str], out: Path, executor: Executor, changed: Sequence[str] | None = None,
+                same_as: dict[str, str] | None = None) -> Path:
     """``stats.json``: the statistics of every subset in ``changed`` (default all) computed in
-    parallel through ``executor``; the others are kept from the previous ``stats.json``."""
+    parallel through ``executor``; the others are kept from the previous ``stats.json``. A subset
+    holding the same sequences as another (``same_as``) has only its own arrays computed; the shared
+    arrays' statistics (and the canonical features, computed from shared arrays) are copied."""
     from pipeline.loaders.stats import STATS_FILE, STATS_FORMAT
     from pipeline.store.location import write_text_atomic
 
     changed = list(stores) if changed is None else list(changed)
+    same_as = {k: v for k, v in (same_as or {}).items() if k in changed and v in changed}
     try:
         previous = json.loads((out / STATS_FILE).read_text())
         previous = previous["subsets"] if previous.get("format") == STATS_FORMAT else {}
     except (OSError, ValueError, KeyError):
         previous = {}
     changed += [s for s in stores if s not in previous and s not in changed]
-    futures = {subset: executor.submit(store_stats, stores[subset]) for subset in changed}
+    futures = {}
+    for subset in changed:
+        if subset in same_as:
+            shared = set(load_schema(subset).arrays) & set(load_schema(same_as[subset]).arrays)
+            own = tuple(sorted(set(load_schema(subset).arrays) - shared))
+            futures[subset] = executor.submit(store_stats, stores[subset], own, False)
+        else:
+            futures[subset] = executor.submit(store_stats, stores[subset])
     subsets = {k: previous[k] for k in stores if k not in futures}
     subsets.update({k: f.result() for k, f in futures.items()})
+    for subset, donor in same_as.items():
+        mine, theirs = subsets[subset], subsets[donor]
+        mine["arrays"] = dict(sorted({**{k: v for k, v in theirs["arrays"].items()
+                                          if k in load_schema(subset).arrays}, **mine["arrays"]}.items()))
+        mine["canonical"] = theirs["canonical"]
     stats = {"format": STATS_FORMAT, "subsets": dict(sorted(subsets.items()))}
     write_text_atomic(out / STATS_FILE, json.dumps(stats, indent=1, sort_keys=True, allow_nan=False) + "\n")
     return out / STATS_FILE

@@ -146,7 +146,7 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say)
     t_write = time.perf_counter() - t0 - t_plan
     changed = [k for k, c in changes.items() if c.mode != "none"]
-    stats_path = assembly.write_stats(stores, out, executor, changed)
+    stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes))
     say(f"[stats] normalization statistics of {', '.join(changed) or 'no store'} -> {stats_path}")
     t_assemble = time.perf_counter() - t0
 

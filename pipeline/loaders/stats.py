@@ -27,7 +27,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,13 +173,15 @@ def _canonical_frame_features(
     return out
 
 
-def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, block_frames: int = DEFAULT_BLOCK) -> dict:
+def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, block_frames: int = DEFAULT_BLOCK,
+                  only: Iterable[str] | None = None) -> dict:
     """Statistics of one store (see the module docs); reads it block by block.
 
     Args:
         store_path: the store (``<subset>.zarr``) or a URL.
         canonical: also compute the own-frame canonical ImDyS feature statistics.
         block_frames: records per block (rounded to a multiple of the shard length).
+        only: the arrays to compute (default: every numeric array).
 
     Returns:
         JSON-ready dict: store info, ``arrays`` and ``canonical`` sections of per-channel
@@ -194,7 +196,7 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
     by_dim: dict[str, list[str]] = {"frame": [], "window": [], "sequence": []}
     for n, a in sorted(arrays.items()):
         dims = _dims(a)
-        if dims and dims[0] in by_dim and n not in BOOKKEEPING and _numeric(a):
+        if dims and dims[0] in by_dim and n not in BOOKKEEPING and _numeric(a) and (only is None or n in only):
             by_dim[dims[0]].append(n)
     result: dict[str, Any] = {
         "format": STATS_FORMAT,

@@ -110,6 +110,19 @@ class StagedSequence:
                 out[n] = np.fromfile(f, dtype=dtype, count=(b - a) * row).reshape((b - a, *shape[1:]))
         return out
 
+    def placeholders(self, kind: str) -> dict[str, np.ndarray]:
+        """Every staged ``kind`` array as a zero-memory array of its dtype and shape (no data read):
+        what validating shapes and dtypes needs."""
+        meta = self._meta()
+        if meta.get("format", 1) == 1:
+            return {n: self._array(kind, n, meta) for n in meta[f"{kind}_arrays"]}
+        out = {}
+        for key, (dtype, shape, _) in meta["arrays"].items():
+            k, _, name = key.partition("/")
+            if k == kind:
+                out[name] = np.broadcast_to(np.zeros((), dtype=np.dtype(dtype)), tuple(shape))
+        return out
+
     def frame_names(self) -> tuple[str, ...]:
         return tuple(self._meta()["frame_arrays"])
 

@@ -300,8 +300,13 @@ def _validate_staged(plan: StorePlan, schema: Schema) -> None:
     for s in plan.staged:
         where = f"staged sequence {s.key!r} ({s.path})"
         try:
-            frames = {n: s.frame_array(n) for n in (*staged_frame, *_optional_present(schema, s, "frame"))}
-            windows = {n: s.window_array(n) for n in (*staged_window, *_optional_present(schema, s, "window"))}
+            # shapes and dtypes only (zero-memory placeholders); the values of window_start are read
+            frame_all, window_all = s.placeholders("frame"), s.placeholders("window")
+            frames = {n: frame_all[n] for n in (*staged_frame, *_optional_present(schema, s, "frame")) if n in frame_all}
+            windows = {n: window_all[n] for n in (*staged_window, *_optional_present(schema, s, "window"))
+                       if n in window_all}
+            if "window_start" in windows:
+                windows["window_start"] = s.read_rows("window", ["window_start"], 0, s.n_windows)["window_start"]
             row = _sequence_row(schema, s)
         except (OSError, ValueError) as exc:
             raise SchemaError(f"{where}: cannot read staged arrays: {exc}") from exc
