@@ -78,16 +78,16 @@ class StagedSequence:
         if meta.get("format", 1) == 1:
             return _load(self.path / kind / f"{name}.npy")
         dtype, shape, offset = meta["arrays"][f"{kind}/{name}"]
-        if not int(np.prod(shape)):
-            return np.zeros(shape, dtype=dtype)
-        return np.memmap(self.path / "data.bin", dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
+        with open(self.path / "data.bin", "rb") as f:  # one read: cheaper than a memory map for these sizes
+            f.seek(offset)
+            return np.fromfile(f, dtype=np.dtype(dtype), count=int(np.prod(shape))).reshape(shape)
 
     def frame_array(self, name: str) -> np.ndarray:
-        """Memory-mapped (n_frames, ...) array ``name`` (read-only)."""
+        """(n_frames, ...) array ``name`` (format 1: memory-mapped)."""
         return self._array("frame", name)
 
     def window_array(self, name: str) -> np.ndarray:
-        """Memory-mapped (n_windows, ...) array ``name``; ``window_start`` is sequence-local."""
+        """(n_windows, ...) array ``name``; ``window_start`` is sequence-local (format 1: memory-mapped)."""
         return self._array("window", name)
 
     def read_rows(self, kind: str, names: Sequence[str], lo: int, hi: int) -> dict[str, np.ndarray]:
