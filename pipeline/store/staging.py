@@ -78,16 +78,18 @@ class StagedSequence:
         if meta.get("format", 1) == 1:
             return _load(self.path / kind / f"{name}.npy")
         dtype, shape, offset = meta["arrays"][f"{kind}/{name}"]
-        with open(self.path / "data.bin", "rb") as f:  # one read: cheaper than a memory map for these sizes
-            f.seek(offset)
-            return np.fromfile(f, dtype=np.dtype(dtype), count=int(np.prod(shape))).reshape(shape)
+        if kind == "sequence" or not int(np.prod(shape)):  # small: one read is cheaper than a memory map
+            with open(self.path / "data.bin", "rb") as f:
+                f.seek(offset)
+                return np.fromfile(f, dtype=np.dtype(dtype), count=int(np.prod(shape))).reshape(shape)
+        return np.memmap(self.path / "data.bin", dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
 
     def frame_array(self, name: str) -> np.ndarray:
-        """(n_frames, ...) array ``name`` (format 1: memory-mapped)."""
+        """Memory-mapped (n_frames, ...) array ``name`` (read-only)."""
         return self._array("frame", name)
 
     def window_array(self, name: str) -> np.ndarray:
-        """(n_windows, ...) array ``name``; ``window_start`` is sequence-local (format 1: memory-mapped)."""
+        """Memory-mapped (n_windows, ...) array ``name``; ``window_start`` is sequence-local."""
         return self._array("window", name)
 
     def read_rows(self, kind: str, names: Sequence[str], lo: int, hi: int) -> dict[str, np.ndarray]:
