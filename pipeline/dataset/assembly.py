@@ -338,12 +338,18 @@ def subset_counts(changes: dict[str, StoreChange], stores: dict[str, str], fps_h
     return out
 
 
+STATS_CACHE_DIR = ".cache/stats"
+
+
 def store_stats(store_path: str, only: tuple[str, ...] | None = None, canonical: bool = True) -> dict:
     """Normalization statistics of one finished store (streamed block by block); ``only``: these
-    arrays; ``canonical``: also the canonical-feature statistics."""
+    arrays; ``canonical``: also the canonical-feature statistics. Per-block accumulators are kept in
+    the root's ``.cache/stats/``: after an incremental run only new and tombstoned blocks are read."""
     from pipeline.loaders.stats import compute_stats
 
-    return compute_stats(store_path, only=only, canonical=canonical)
+    path = Path(store_path)
+    cache = path.parent / STATS_CACHE_DIR / f"{path.name.removesuffix('.zarr')}{'-own' if only else ''}.npz"
+    return compute_stats(store_path, only=only, canonical=canonical, block_cache=cache)
 
 
 def same_sequences(changes: dict[str, StoreChange]) -> dict[str, str]:
