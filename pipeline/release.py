@@ -209,10 +209,19 @@ def publish(loc: Location, version: str, notes: str = "", on_object: Callable[[i
     """Publish the root's current stores as release ``version``; returns its manifest.
 
     Refuses an existing version, a version not above the latest release, a root without a build,
-    and stores that fail schema validation. Takes the root's lock. ``on_object(i, n)`` is called
+    and stores that fail schema validation. A local root's stores holding tombstoned or appended
+    sequences are compacted first (``dynaset compact``); an ``s3://`` root's raise
+    ``NotCompactError``. Takes the root's lock. ``on_object(i, n)`` is called
     after each object is placed (progress; the crash tests use it).
     """
     parse_version(version)
+    root = loc.local_path()
+    if root is not None and any(_not_compact(loc, s) for s in SUBSETS if loc.exists(f"{s}.zarr/zarr.json")):
+        # appended/tombstoned stores (incremental ingestion): compact them first, so that the release
+        # is byte-identical to a fresh build of its inputs (an s3:// root: `dynaset compact` first)
+        from pipeline.dataset.build import compact_dataset
+
+        compact_dataset(root)
     with loc.lock("release"):
         return _publish(loc, version, notes, on_object)
 

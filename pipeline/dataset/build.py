@@ -91,6 +91,14 @@ def build_dataset(
             ledger.close()
 
 
+def compact_dataset(root: str | Path, executor: Executor | None = None) -> dict:
+    """``dynaset compact`` without Prefect: rewrite every store of the local dataset root afresh
+    (no tombstones, id order: a fresh build's bytes) from its recorded configuration and cache."""
+    config = DatasetConfig.read(Path(root))
+    return build_dataset(list(config.sources), root, config.build, workers=1, thresholds=config.thresholds,
+                         executor=executor, compact=True)
+
+
 def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, thresholds: Thresholds, force: bool,
          executor: Executor, modify, report: bool, created_by: str, compact: bool, ledger: Ledger) -> dict:
     t_start = time.perf_counter()
