@@ -1,7 +1,7 @@
 """Whole-build benchmark: frames/s per stage and peak memory, on a generated corpus.
 
-    python benchmarks/build_bench.py --hours 1
-    python benchmarks/build_bench.py --hours 4
+    python benchmarks/build_bench.py --hours 1 --no-simulate --workers 1,2
+    python benchmarks/build_bench.py --hours 4 --no-simulate
 
 Prints, in one run:
 * the corpus (files, source frames, hours) and how long generating it took;
@@ -10,9 +10,14 @@ Prints, in one run:
 * the real build (Prefect flow, local Dask cluster, Zarr stores): per-stage throughput in
   frames/s of task time (ingest counts source frames, the others canonical 30 FPS frames),
   end-to-end frames/s of wall time and its ratio to the serial baseline;
+* where the wall time goes: cluster start-up and tear-down (outside the flow), discovery and the
+  per-file stage, simulation, assembly (planning, region writes, statistics), the report;
 * peak RSS, sampled every 0.2 s: of the flow process, of the largest Dask worker, and of the
   whole process tree (flow + workers + Prefect's ephemeral server). Streaming means the first
   two stay flat when the corpus grows from 1 h to 4 h.
+
+``--workers 1,2`` builds the corpus once per worker count (fresh stores each time) and prints the
+speed-up of the larger count over the smaller, measured in the same run.
 """
 
 from __future__ import annotations
@@ -67,7 +72,7 @@ class RssSampler(threading.Thread):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=1.0, help="corpus size in hours of motion")
-    ap.add_argument("--workers", type=int, default=2, help="local Dask workers")
+    ap.add_argument("--workers", default="2", help="local Dask workers; a comma list builds once per count")
     ap.add_argument("--baseline-files", type=int, default=40, help="files in the serial baseline sample")
     ap.add_argument("--workdir", default=None, help="keep corpus and stores here (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -109,59 +114,77 @@ def main() -> int:
     print(f"baseline (serial, in-process, no stores): {len(sample)} files, {base_frames} frames, "
           f"{base_fps:,.0f} frames/s")
 
-    sampler = RssSampler()
-    sampler.start()
-    t0 = time.perf_counter()
-    summary = run_build([SourceSpec("amass", corpus)], out, cfg, workers=args.workers)
-    wall = time.perf_counter() - t0
-    sampler.stop()
-
-    ts = summary["task_seconds"]
-    f_in, f_out = summary["frames_in"], summary["frames_out"]
-    hours = f_out / cfg.canonical.fps_hz / 3600
-    if "simulate" in ts and summary.get("frames_simulated"):
-        print(f"  simulate: {summary['frames_simulated']:,} frames in {ts['simulate']:.1f} s of task time "
-              f"= {summary['frames_simulated'] / 30.0 / ts['simulate']:.1f} s of motion per second per worker")
-    rates = {
-        "ingest": f_in / ts["ingest"],
-        "canonicalize": f_out / ts["canonicalize"],
-        "contact": f_out / ts["contact"],
-        "fit": f_out / ts["fit"],
-        # frames written over all subset stores (a frame lands in every subset it belongs to)
-        "write": sum(s["frames"] for s in summary["subsets"].values()) / (ts["stage"] + ts["write_regions"]),
-    }
-    e2e = f_out / wall
-    figures = {
-        "hours": hours,
-        "files": summary["files"],
-        "frames_in": f_in,
-        "frames_out": f_out,
-        "wall_s": wall,
-        "frames_per_s_task": rates,
-        "end_to_end_frames_per_s": e2e,
-        "baseline_serial_frames_per_s": base_fps,
-        "ratio_build_vs_serial_baseline": e2e / base_fps,
-        "peak_rss_mib": {
-            "flow_process": sampler.peak_self / 2**20,
-            "largest_worker": sampler.peak_child / 2**20,
-            "process_tree": sampler.peak_tree / 2**20,
-        },
-    }
-    print(f"build: {hours:.2f} h of motion, {summary['files']} files, {f_in:,} source frames -> "
-          f"{f_out:,} frames at 30 FPS, wall {wall:.1f} s ({args.workers} Dask workers)")
-    for k, v in rates.items():
-        unit = "source frames/s" if k == "ingest" else "frames/s"
-        print(f"  {k:<13}{v:>14,.0f} {unit} of task time")
-    print(f"  end-to-end   {e2e:>14,.0f} frames/s of wall time "
-          f"= {e2e / base_fps:.2f} x the serial baseline")
-    p = figures["peak_rss_mib"]
-    print(f"peak RSS: flow process {p['flow_process']:.0f} MiB, largest worker {p['largest_worker']:.0f} MiB, "
-          f"process tree {p['process_tree']:.0f} MiB")
+    counts = [int(w) for w in str(args.workers).split(",")]
+    figures = {"hours": None, "baseline_serial_frames_per_s": base_fps, "runs": {}}
+    for workers in counts:
+        shutil.rmtree(out, ignore_errors=True)
+        sampler = RssSampler()
+        sampler.start()
+        t0 = time.perf_counter()
+        summary = run_build([SourceSpec("amass", corpus)], out, cfg, workers=workers)
+        wall = time.perf_counter() - t0
+        sampler.stop()
+        figures["runs"][workers] = run = report_run(summary, wall, sampler, cfg, base_fps, workers)
+        figures["hours"] = run["hours"]
+    if len(counts) > 1:
+        lo, hi = min(counts), max(counts)
+        speedup = figures["runs"][hi]["end_to_end_frames_per_s"] / figures["runs"][lo]["end_to_end_frames_per_s"]
+        figures[f"speedup_{hi}_vs_{lo}_workers"] = speedup
+        print(f"{hi} workers vs {lo}: {speedup:.2f} x end-to-end (same corpus, same run)")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def report_run(summary: dict, wall: float, sampler: RssSampler, cfg, base_fps: float, workers: int) -> dict:
+    """Print one build's throughput, wall-time breakdown and peak RSS; return the figures."""
+    ts, ws = summary["task_seconds"], summary["wall_seconds"]
+    f_in, f_out = summary["frames_in"], summary["frames_out"]
+    hours = f_out / cfg.canonical.fps_hz / 3600
+    if "simulate" in ts and summary.get("frames_simulated"):
+        print(f"  simulate: {summary['frames_simulated']:,} frames in {ts['simulate']:.1f} s of task time "
+              f"= {summary['frames_simulated'] / 30.0 / ts['simulate']:.1f} s of motion per second per worker")
+    written = sum(s["frames"] for s in summary["subsets"].values())  # a frame counts in every subset it is in
+    rates = {
+        "ingest": f_in / ts["ingest"],
+        "canonicalize": f_out / ts["canonicalize"],
+        "contact": f_out / ts["contact"],
+        "fit": f_out / ts["fit"],
+        "write": written / (ts["stage"] + ts["write_regions"]),
+        "write_regions": written / max(ts["write_regions"], 1e-9),
+    }
+    e2e = f_out / wall
+    flow_total = ws.get("total", wall)
+    breakdown = {
+        "cluster start + tear-down (outside the flow)": wall - flow_total,
+        "discover + per-file stage (to the last file)": ws.get("process", 0.0),
+        "simulate (after the last file)": ws.get("simulate", 0.0),
+        "assemble: plan + quality outputs": ws.get("assemble_plan", 0.0),
+        "assemble: store writes (regions, swap)": ws.get("assemble_write", 0.0),
+        "assemble: statistics": ws.get("assemble_stats", 0.0),
+        "ledger, summary, report": flow_total - ws.get("process", 0.0) - ws.get("simulate", 0.0)
+        - ws.get("assemble", 0.0),
+    }
+    task = sum(v for k, v in ts.items() if k not in ("write",))
+    print(f"build: {hours:.2f} h of motion, {summary['files']} files, {f_in:,} source frames -> "
+          f"{f_out:,} frames at 30 FPS, wall {wall:.1f} s ({workers} Dask workers)")
+    for k, v in rates.items():
+        unit = "source frames/s" if k == "ingest" else "frames/s"
+        print(f"  {k:<13}{v:>14,.0f} {unit} of task time")
+    print(f"  end-to-end   {e2e:>14,.0f} frames/s of wall time = {e2e / base_fps:.2f} x the serial baseline")
+    print(f"  wall-time breakdown ({task:.1f} s of task time over {workers} worker(s) = "
+          f"{task / max(wall * workers, 1e-9):.0%} busy):")
+    for k, v in breakdown.items():
+        print(f"    {k:<46}{v:7.1f} s {v / wall:5.0%}")
+    p = {"flow_process": sampler.peak_self / 2**20, "largest_worker": sampler.peak_child / 2**20,
+         "process_tree": sampler.peak_tree / 2**20}
+    print(f"  peak RSS: flow process {p['flow_process']:.0f} MiB, largest worker {p['largest_worker']:.0f} MiB, "
+          f"process tree {p['process_tree']:.0f} MiB")
+    return {"hours": hours, "files": summary["files"], "frames_in": f_in, "frames_out": f_out, "wall_s": wall,
+            "frames_per_s_task": rates, "end_to_end_frames_per_s": e2e, "ratio_build_vs_serial_baseline": e2e / base_fps,
+            "wall_breakdown_s": breakdown, "peak_rss_mib": p}
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@ On a generated corpus (simulation off unless ``--simulate``):
 1. full build of the corpus into a dataset root (the baseline);
 2. release 1.0.0;
 3. a no-op re-run (nothing changed): wall time, and the stores' bytes are checked unchanged;
-4. ``--new-frac`` of the files added (copies under a new subject) and one file changed, then an
-   incremental run: wall time vs the full build, files processed;
-5. release 1.1.0: wall time, objects hard-linked to the parent vs new, and the disk used by the two
+4. ``--new-frac`` of the files added (copies under a new subject), then an incremental run;
+5. one file changed, then an incremental run; 6. one file removed, then an incremental run —
+   each: wall time vs the full build, and the store bytes written (objects that are new files:
+   appended shards, per-sequence arrays, metadata) vs the stores' size;
+7. ``dynaset compact``: wall time; the stores are checked byte-identical to a fresh build of the
+   final corpus (``--check-fresh``, one more full build);
+8. release 1.1.0: wall time, objects hard-linked to the parent vs new, and the disk used by the two
    releases (distinct inodes) vs their apparent size;
-6. ``verify`` of both releases: wall time and MB/s.
+9. ``verify`` of both releases: wall time and MB/s.
 """
 
 from __future__ import annotations
@@ -39,6 +43,21 @@ def digest(root: Path) -> str:
     return h.hexdigest()
 
 
+def store_objects(root: Path) -> dict[str, tuple[int, int]]:
+    """Every store object: relative path → (inode, size)."""
+    out = {}
+    for p in root.glob("*.zarr/**/*"):
+        if p.is_file():
+            st = p.stat()
+            out[p.relative_to(root).as_posix()] = (st.st_ino, st.st_size)
+    return out
+
+
+def written_bytes(before: dict, after: dict) -> int:
+    """Bytes of the store objects that are new files (a kept object keeps its inode)."""
+    return sum(size for k, (ino, size) in after.items() if before.get(k, (None,))[0] != ino)
+
+
 def disk_usage(paths: list[Path]) -> tuple[int, int]:
     """(bytes on distinct inodes, apparent bytes) of every file under ``paths``."""
     seen, real, apparent = set(), 0, 0
@@ -60,6 +79,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--simulate", action="store_true")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--check-fresh", action="store_true",
+                    help="also build the final corpus afresh and check the compacted stores equal it byte for byte")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dynaset-ingest-bench-"))
@@ -93,14 +114,36 @@ def main() -> int:
         n_new = max(1, int(round(args.new_frac * len(files))))
         new_dir = corpus / "DynasetSynth" / "S_new"
         new_dir.mkdir()
-        for i, f in enumerate(files[:n_new]):
-            shutil.copyfile(f, new_dir / f"copy{i:03d}_{f.name}")
-        data = dict(np.load(files[-1], allow_pickle=False))
-        data["trans"] = data["trans"] + np.array([0.05, 0.0, 0.0])
-        np.savez(files[-1], **data)
+
+        def step(change) -> tuple[float, int, int]:
+            change()
+            before = store_objects(root)
+            t0 = time.perf_counter()
+            assert cli(["ingest", str(root), "--workers", str(args.workers)]) == 0
+            t = time.perf_counter() - t0
+            after = store_objects(root)
+            return t, written_bytes(before, after), sum(size for _, size in after.values())
+
+        def add():
+            for i, f in enumerate(files[:n_new]):
+                shutil.copyfile(f, new_dir / f"copy{i:03d}_{f.name}")
+
+        def change_one():
+            data = dict(np.load(files[-1], allow_pickle=False))
+            data["trans"] = data["trans"] + np.array([0.05, 0.0, 0.0])
+            np.savez(files[-1], **data)
+
+        steps = {f"+{n_new} files ({args.new_frac:.0%})": step(add), "1 file changed": step(change_one),
+                 "1 file removed": step(lambda: files[-2].unlink())}
         t0 = time.perf_counter()
-        assert cli(["ingest", str(root), "--workers", str(args.workers)]) == 0
-        t_inc = time.perf_counter() - t0
+        assert cli(["compact", str(root), "--workers", str(args.workers)]) == 0
+        t_compact = time.perf_counter() - t0
+        same_as_fresh = None
+        if args.check_fresh:
+            fresh = work / "fresh"
+            assert cli(["build", "--source", f"amass={corpus}", "--out", str(fresh), "--workers", str(args.workers),
+                        *sim]) == 0
+            same_as_fresh = digest(root) == digest(fresh)
         t0 = time.perf_counter()
         m2 = publish(loc, "1.1.0")
         t_rel2 = time.perf_counter() - t0
@@ -113,11 +156,16 @@ def main() -> int:
     both_real, _ = disk_usage([rel1, rel2] + [root / f"{s}.zarr" for s in ("motion", "contact", "ground_reaction", "torque")])
     m1_objects = sum(1 for _ in rel1.rglob("*") if _.is_file())
 
-    print(f"corpus: {len(files)} files ({args.hours} h), {n_new} added + 1 changed; workers {args.workers}; "
+    print(f"corpus: {len(files)} files ({args.hours} h); workers {args.workers}; "
           f"simulation {'on' if args.simulate else 'off'}")
     print(f"full build (baseline)        {t_full:7.1f} s")
     print(f"no-op re-run                 {t_noop:7.1f} s   {t_noop / t_full:5.2f} x full   stores byte-identical")
-    print(f"incremental run (+{n_new} ~1)     {t_inc:7.1f} s   {t_inc / t_full:5.2f} x full")
+    for name, (t, wrote, total) in steps.items():
+        print(f"incremental {name:<17}{t:7.1f} s   {t / t_full:5.2f} x full   wrote {wrote / 1e6:6.1f} MB of "
+              f"{total / 1e6:.1f} MB of stores ({wrote / max(total, 1):.1%})")
+    fresh_note = {None: "not checked (--check-fresh)", True: "byte-identical to a fresh build",
+                  False: "DIFFERS from a fresh build"}[same_as_fresh]
+    print(f"compact                      {t_compact:7.1f} s   {t_compact / t_full:5.2f} x full   {fresh_note}")
     print(f"release 1.0.0                {t_rel1:7.1f} s   ({m1_objects} objects)")
     print(f"release 1.1.0                {t_rel2:7.1f} s   {m2['_linked_objects']} hard links of "
           f"{len(m2['objects'])} objects")

@@ -69,7 +69,7 @@ class RssSampler(threading.Thread):
 
 def build_store(out: Path, minutes: float, seed: int = 0) -> tuple[Path, dict]:
     """A motion store of >= ``minutes`` of generated motion, built directly (no Prefect)."""
-    from flows.build import store_attrs
+    from pipeline.dataset.assembly import store_attrs
     from pipeline.demo import generate_corpus
     from pipeline.process import BuildConfig, process_motion, stage_payload
     from pipeline.sources.amass import read_amass

@@ -75,7 +75,7 @@ def _payload(key: str, n: int, rng: np.random.Generator) -> tuple[dict, dict, di
 
 
 def write_old_store(folder: Path, frames: int, seq_frames: int = 3000) -> Path:
-    from flows.build import store_attrs
+    from pipeline.dataset.assembly import store_attrs
     from pipeline.process import BuildConfig
     from pipeline.store import plan_store, stage_sequence, write_store
 

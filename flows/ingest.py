@@ -21,7 +21,7 @@ from pipeline.store.remote_root import is_remote, mirror_dir, pull_state, push_s
 
 
 @flow(name="dynaset-ingest", retries=2, retry_delay_seconds=30, validate_parameters=False, log_prints=False)
-def ingest(root: str, workers: int | None = None, force: bool = False) -> dict:
+def ingest(root: str, workers: int | None = None, force: bool = False, compact: bool = False) -> dict:
     """Ingest whatever is new or changed under the sources recorded in ``root/dataset.json``.
 
     Retried twice (30 s apart) on failure: a transient error (a worker lost, a full disk freed)
@@ -29,18 +29,18 @@ def ingest(root: str, workers: int | None = None, force: bool = False) -> dict:
     """
     n = workers or default_workers()
     if not is_remote(root):
-        return _build_into(Path(root), DatasetConfig.read(Path(root)), n, force)
+        return _build_into(Path(root), DatasetConfig.read(Path(root)), n, force, compact)
     loc = open_location(root)
     mirror = mirror_dir(root)
     with loc.lock("build"):
         pull_state(loc, mirror)
-        summary = _build_into(mirror, DatasetConfig.read(mirror), n, force)
+        summary = _build_into(mirror, DatasetConfig.read(mirror), n, force, compact)
         push_state(loc, mirror, stores=not summary.get("up_to_date") or not remote_has_stores(loc))
     return summary
 
 
-def _build_into(root: Path, config: DatasetConfig, workers: int, force: bool) -> dict:
+def _build_into(root: Path, config: DatasetConfig, workers: int, force: bool, compact: bool = False) -> dict:
     return build.with_options(task_runner=dask_task_runner(workers=workers))(
         sources=list(config.sources), out_dir=str(root), cfg=config.build, workers=workers,
-        thresholds=config.thresholds, force=force,
+        thresholds=config.thresholds, force=force, compact=compact,
     )

@@ -4,6 +4,8 @@
     dynaset generate --out DIR [--hours H]         only generate a synthetic corpus
     dynaset build --source amass=DIR --out DIR     build subset stores from source folders
     dynaset validate STORE [STORE ...]             check stores against their schemas
+    dynaset ingest ROOT [--compact]                incremental run over a root's recorded sources
+    dynaset compact ROOT                           rewrite the stores afresh (no tombstones, id order)
     dynaset worker SCHEDULER [--gpu]               a Dask worker for builds on an existing cluster
 """
 
@@ -77,7 +79,7 @@ def _thresholds(args: argparse.Namespace):
 
 
 def run_build(sources, out, cfg, workers=None, scheduler_address=None, thresholds=None, force=False,
-              shared_root=False) -> dict:
+              shared_root=False, compact=False) -> dict:
     """Run the Prefect ``build`` flow on a Dask task runner with one Prefect API for all processes.
 
     ``out`` is a local dataset root or an ``s3://`` URL (built in a local mirror, then pushed:
@@ -90,7 +92,8 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
     if scheduler_address:
         check_worker_paths(out, scheduler_address, shared_root)
     if is_remote(out):
-        return _run_remote_build(sources, str(out), cfg, workers, scheduler_address, thresholds, force, shared_root)
+        return _run_remote_build(sources, str(out), cfg, workers, scheduler_address, thresholds, force, shared_root,
+                                 compact)
     out = Path(out)
     from flows.runtime import prefect_environment
 
@@ -111,7 +114,8 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
         runner = dask_task_runner(workers=workers, address=scheduler_address, api_url=api_url, shared_paths=shared)
         n = workers or default_workers()
         return build.with_options(task_runner=runner)(
-            sources=list(sources), out_dir=str(out), cfg=cfg, workers=n, thresholds=thresholds, force=force
+            sources=list(sources), out_dir=str(out), cfg=cfg, workers=n, thresholds=thresholds, force=force,
+            compact=compact,
         )
 
 
@@ -136,7 +140,8 @@ def check_worker_paths(out, scheduler_address: str, shared_root: bool) -> None:
         "every worker and pass --shared-root (docs/scaling.md)")
 
 
-def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds, force, shared_root=False) -> dict:
+def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds, force, shared_root=False,
+                      compact=False) -> dict:
     from pipeline.store.location import open_location
     from pipeline.store.remote_root import mirror_dir, pull_state, push_state, remote_has_stores
 
@@ -145,7 +150,7 @@ def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds,
     with loc.lock("build"):
         pulled = pull_state(loc, mirror)
         print(f"[remote] {url}: working mirror {mirror} (pulled {', '.join(pulled) or 'nothing'})")
-        summary = run_build(sources, mirror, cfg, workers, scheduler_address, thresholds, force, shared_root)
+        summary = run_build(sources, mirror, cfg, workers, scheduler_address, thresholds, force, shared_root, compact)
         stores = not summary.get("up_to_date") or not remote_has_stores(loc)
         pushed = push_state(loc, mirror, stores=stores)
         print(f"[remote] pushed {', '.join(pushed)} to {url}")
@@ -304,7 +309,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     config = DatasetConfig.from_json(loc.read_bytes("dataset.json").decode(), f"{root}/dataset.json")
     _check_sources(config.sources)
     summary = run_build(config.sources, root, config.build, args.workers, args.scheduler_address,
-                        config.thresholds, force=args.force, shared_root=args.shared_root)
+                        config.thresholds, force=args.force, shared_root=args.shared_root,
+                        compact=getattr(args, "compact", False))
     _print_summary(summary)
     line, status = build_outcome(summary, config.build.simulate is not None)
     print(line)
@@ -312,11 +318,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from pipeline.release import publish
+    from pipeline.release import NotCompactError, publish
     from pipeline.store.location import open_location
 
     loc = open_location(args.root)
-    manifest = publish(loc, args.version, notes=args.notes or "")
+    try:
+        manifest = publish(loc, args.version, notes=args.notes or "")
+    except NotCompactError as exc:  # appended/tombstoned stores: compact them (a fresh build's bytes), then publish
+        print(f"[release] {exc.problem}; compacting first (`dynaset compact {args.root}`)", file=sys.stderr)
+        rc = cmd_ingest(argparse.Namespace(root=str(args.root), force=False, workers=None, scheduler_address=None,
+                                           shared_root=False, compact=True))
+        if rc != 0:
+            return rc
+        manifest = publish(loc, args.version, notes=args.notes or "")
     n = len(manifest["objects"])
     print(f"released {args.version} -> {loc.url}/releases/{args.version} ({n} objects, "
           f"{manifest['_linked_objects']} hard-linked, parent {manifest['parent'] or 'none'})")
@@ -428,7 +442,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--scheduler-address", default=None)
     p.add_argument("--shared-root", action="store_true", help=SHARED_ROOT_HELP)
+    p.add_argument("--compact", action="store_true",
+                   help="rewrite every store afresh (no tombstones, sequences in id order), as `dynaset compact`")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("compact", help="rewrite a dataset root's stores afresh: drop tombstoned sequences, id order "
+                                       "(byte-identical to a fresh build of the same inputs; storage_layout.md)")
+    p.add_argument("root", help="dataset root created by `dynaset build --out ROOT`")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--scheduler-address", default=None)
+    p.add_argument("--shared-root", action="store_true", help=SHARED_ROOT_HELP)
+    p.set_defaults(func=cmd_ingest, compact=True, force=False)
 
     p = sub.add_parser("release", help="publish the current stores as an immutable release")
     p.add_argument("--root", required=True, help="dataset root (a folder or s3://bucket/prefix)")

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import __version__
 from pipeline.split import SUBSETS
 from pipeline.store.ledger import now_iso
@@ -207,12 +209,51 @@ def publish(loc: Location, version: str, notes: str = "", on_object: Callable[[i
     """Publish the root's current stores as release ``version``; returns its manifest.
 
     Refuses an existing version, a version not above the latest release, a root without a build,
-    and stores that fail schema validation. Takes the root's lock. ``on_object(i, n)`` is called
+    and stores that fail schema validation. A local root's stores holding tombstoned or appended
+    sequences are compacted first (``dynaset compact``); an ``s3://`` root's raise
+    ``NotCompactError``. Takes the root's lock. ``on_object(i, n)`` is called
     after each object is placed (progress; the crash tests use it).
     """
     parse_version(version)
+    root = loc.local_path()
+    if root is not None and any(_not_compact(loc, s) for s in SUBSETS if loc.exists(f"{s}.zarr/zarr.json")):
+        # appended/tombstoned stores (incremental ingestion): compact them first, so that the release
+        # is byte-identical to a fresh build of its inputs (an s3:// root: `dynaset compact` first)
+        from pipeline.dataset.build import compact_dataset
+
+        compact_dataset(root)
     with loc.lock("release"):
         return _publish(loc, version, notes, on_object)
+
+
+class NotCompactError(ReleaseError):
+    """The stores hold tombstoned or appended sequences (incremental ingestion): a release must be
+    byte-identical to a fresh build of its inputs, so the stores are compacted first."""
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}: run `dynaset compact ROOT` before releasing")
+        self.problem = problem
+
+
+def _not_compact(loc: Location, subset: str) -> str:
+    """Why a store is not in a fresh build's layout (tombstones, sequences out of id order), or ""."""
+    import zarr
+
+    from pipeline.quality.collect import sequence_key
+
+    target, options = loc.zarr_target(f"{subset}.zarr")
+    g = zarr.open_group(target, mode="r", storage_options=options) if options else zarr.open_group(target, mode="r")
+    names = set(g.array_keys())
+    if "seq_tombstone" in names:
+        dead = int((np.asarray(g["seq_tombstone"][...]) == 1).sum())
+        if dead:
+            return f"has {dead} tombstoned sequences"
+    if "seq_id" not in names or not g["seq_id"].shape[0]:
+        return ""
+    ids = [str(x) for x in np.asarray(g["seq_id"][...]).tolist()]
+    passes = np.asarray(g["seq_pass"][...]).tolist() if "seq_pass" in names else [-1] * len(ids)
+    keys = [sequence_key(i, int(p)) for i, p in zip(ids, passes)]
+    return "" if keys == sorted(keys) else "holds appended sequences out of id order"
 
 
 def _publish(loc: Location, version: str, notes: str, on_object) -> dict:
@@ -229,6 +270,9 @@ def _publish(loc: Location, version: str, notes: str, on_object) -> dict:
     problems = _validate_stores(loc)
     if problems:
         raise ReleaseError("current stores do not validate: " + "; ".join(problems))
+    loose = {s: why for s in SUBSETS if (why := _not_compact(loc, s))}
+    if loose:
+        raise NotCompactError("; ".join(f"{s}.zarr {why}" for s, why in loose.items()))
     parent = existing[-1] if existing else None
     parent_objects = read_manifest(loc, parent)["objects"] if parent else {}
     build = json.loads(loc.read_bytes("build.json"))

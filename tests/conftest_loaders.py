@@ -30,7 +30,7 @@ SHIFT_XY_M = np.array([3.5, -7.25])
 def build_release(root: Path) -> Path:
     """The four stores under ``root/release`` built directly from a generated corpus
     (``ground_reaction`` and ``torque`` have no sequences yet, as in a real build today)."""
-    from flows.build import store_attrs
+    from pipeline.dataset.assembly import store_attrs
     from pipeline.demo import generate_corpus
     from pipeline.process import BuildConfig, process_motion, stage_payload
     from pipeline.sources.amass import read_amass

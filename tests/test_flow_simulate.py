@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-import flows.build as fb
+import pipeline.dataset.simulation as fb
 from pipeline.demo import generate_corpus
 from pipeline.process import BuildConfig, process_motion
 from pipeline.sources.amass import read_amass

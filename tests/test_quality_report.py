@@ -217,7 +217,9 @@ def test_simulated_vs_measured_section(tmp_path):
     simulate tasks (no Prefect), stores written, report built: the "Simulated vs measured" section
     lists the pass with its validation metrics and draws force/torque curves read from the stores
     (the plate sequence ``<id>`` and the pass ``<id>#pass0`` in ground_reaction and torque)."""
-    from flows.build import process_file, simulate_motions, store_attrs
+    from pipeline.dataset.assembly import store_attrs
+    from pipeline.dataset.files import process_file
+    from pipeline.dataset.simulation import simulate_motions
     from pipeline.process import BuildConfig
     from pipeline.quality import finish_quality
     from pipeline.sources.base import SourceSpec

@@ -75,9 +75,12 @@ def history(tmp_path_factory, prefect):
     data["trans"] = data["trans"] + np.array([0.25, 0.0, 0.0])
     np.savez(changed, **data)
     removed.unlink()
-    assert cli_main(["ingest", str(root), "--workers", "1"]) == 0
+    assert cli_main(["ingest", str(root), "--workers", "1"]) == 0  # appends + tombstones (storage_layout.md)
+    appended_digest = stores_digest(root)
+    # a release compacts the stores first: the released stores are a fresh build's bytes
+    assert cli_main(["release", "--root", str(root), "--version", "1.1.0"]) == 0
     v2_digest = stores_digest(root)
-    publish(loc, "1.1.0")
+    assert v2_digest != appended_digest
     runs_before = len(Ledger(root / LEDGER_FILE).runs())
     assert cli_main(["ingest", str(root), "--workers", "1"]) == 0  # nothing new
     return {
@@ -94,12 +97,13 @@ def test_ledger_processed_only_new_and_changed_files(history):
     with Ledger(history["root"] / LEDGER_FILE) as ledger:
         runs = ledger.runs()
         files = ledger.files()
-    first, second, third = runs[-3], runs[-2], runs[-1]
+    first, second, compaction, third = runs[-4], runs[-3], runs[-2], runs[-1]
     n = len(history["files"])
     assert (first.files_new, first.files_changed, first.files_unchanged) == (n, 0, 0)
     assert (second.files_new, second.files_changed, second.files_unchanged, second.files_removed) == (1, 1, n - 2, 1)
+    assert (compaction.files_new, compaction.files_changed, compaction.files_removed) == (0, 0, 0)
     assert (third.files_new, third.files_changed, third.files_unchanged, third.files_removed) == (0, 0, n, 0)
-    assert third.stores_written == 0 and second.stores_written == len(SUBSETS)
+    assert third.stores_written == 0 and second.stores_written == compaction.stores_written == len(SUBSETS)
     status = {(r.path, r.status) for r in files}
     c = history["corpus"]
     assert (rel(c, history["changed"]), "superseded") in status
@@ -117,7 +121,7 @@ def test_rerun_changes_nothing(history):
     assert summary["files_built"] == len(history["files"])
 
 
-def test_incremental_equals_fresh_build_byte_for_byte(history, tmp_path):
+def test_compacted_incremental_equals_fresh_build_byte_for_byte(history, tmp_path):
     fresh = tmp_path / "fresh"
     build(history["corpus"], fresh)
     assert stores_digest(fresh) == history["v2_digest"]

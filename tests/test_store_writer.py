@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import os
 import multiprocessing
 import pickle
 import warnings
@@ -327,11 +328,11 @@ def test_crash_leaves_no_store_and_keeps_old(tmp_path, monkeypatch):
     real = writer_mod._write_region
     calls = []
 
-    def crashing(plan_, tmp_, dim, a, b):
+    def crashing(plan_, tmp_, dim, a, b, *rest):
         calls.append((dim, a))
         if dim == "frame" and a >= 2048:
             raise RuntimeError("simulated worker crash")
-        return real(plan_, tmp_, dim, a, b)
+        return real(plan_, tmp_, dim, a, b, *rest)
 
     monkeypatch.setattr(writer_mod, "_write_region", crashing)
     with pytest.raises(RuntimeError, match="simulated"):
@@ -388,3 +389,48 @@ def test_region_plans_write_the_same_store_as_the_whole_plan(tmp_path):
             _write_region(sub, tmp, dim, a, b)
     finalize_store(plan, tmp, final)
     assert tree_bytes(final) == tree_bytes(whole)
+
+
+def test_whole_shard_writer_equals_zarrs_own_writer(tmp_path):
+    """The shard encoder (``pipeline.store.shards``) and zarr's array assignment give the same
+    decoded arrays, and byte-identical shard objects where no inner chunk is all fill."""
+    import zarr
+
+    from pipeline.store import create_store, write_frame_region, write_window_region
+
+    staged = [stage_synthetic(tmp_path / "st", f"a/b/c/{i}", n, "torque", seed=i)[0] for i, n in enumerate(LENGTHS)]
+    plan = plan_store("torque", staged, ATTRS, COORDS, SMALL)
+    paths = {}
+    for method in ("shards", "zarr"):
+        paths[method] = tmp_path / f"{method}.zarr"
+        create_store(plan, paths[method])
+        for i in range(len(plan.frame_regions)):
+            write_frame_region(plan, paths[method], i, method=method)
+        for i in range(len(plan.window_regions)):
+            write_window_region(plan, paths[method], i, method=method)
+    a, b = zarr.open_group(str(paths["shards"]), mode="r"), zarr.open_group(str(paths["zarr"]), mode="r")
+    for name in plan.schema.arrays:
+        np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
+    # joint_pos_m shard 0: every inner chunk holds data, so zarr stores all of them, as we do
+    shard = Path("joint_pos_m/c/0/0/0")
+    assert (paths["shards"] / shard).read_bytes() == (paths["zarr"] / shard).read_bytes()
+    assert validate_store(paths["shards"]) == []
+
+
+def test_shard_writer_never_modifies_an_existing_object(tmp_path):
+    """A shard is written as a new file renamed into place: a hard link to the old one (a release)
+    keeps the old bytes."""
+    from pipeline.store import create_store, write_frame_region
+    from pipeline.store.shards import ShardLayout
+
+    staged = [stage_synthetic(tmp_path / "st", "a/b/c/0", 300, seed=0)[0]]
+    plan = plan_store("motion", staged, ATTRS, COORDS, SMALL)
+    create_store(plan, tmp_path / "s.zarr")
+    write_frame_region(plan, tmp_path / "s.zarr", 0)
+    lay = ShardLayout.read(tmp_path / "s.zarr" / "joint_pos_m")
+    obj = lay.key(0)
+    link = tmp_path / "release-link"
+    os.link(obj, link)
+    before = link.read_bytes()
+    lay.write(0, np.zeros((256, 24, 3), np.float32))
+    assert link.read_bytes() == before and obj.read_bytes() != before

@@ -23,11 +23,12 @@ parallel update (float64). ``write_stats(store, out_json)`` stores the result un
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ STATS_FORMAT = "dynaset-stats/1"
 
 BOOKKEEPING = frozenset(
     {
-        "frame_sequence", "window_sequence", "window_start", "seq_frame_offset", "seq_frame_count",
+        "frame_sequence", "window_sequence", "window_start", "seq_frame_offset", "seq_frame_count", "seq_tombstone",
         "seq_window_offset", "seq_window_count",
     }
 )
@@ -96,6 +97,39 @@ class RunningStats:
         self.min = np.minimum(self.min, np.where(finite, x, np.inf).min(axis=0))
         self.max = np.maximum(self.max, np.where(finite, x, -np.inf).max(axis=0))
 
+    def merge(self, other: RunningStats) -> None:
+        """Add another accumulator's records: the same arithmetic as ``update`` with the other's
+        (count, mean, M2), so merging per-block accumulators in block order gives bit-identical
+        results to updating block by block."""
+        n_b, mean_b, m2_b = other.count, other.mean, other.m2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = self.count + n_b
+            delta = mean_b - self.mean
+            frac = np.where(n > 0, n_b / np.maximum(n, 1), 0.0)
+            self.mean = self.mean + delta * frac
+            self.m2 = self.m2 + m2_b + delta * delta * self.count * frac
+        self.count = n
+        self.min = np.minimum(self.min, other.min)
+        self.max = np.maximum(self.max, other.max)
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> RunningStats:
+        """The accumulator of records ``x`` (n, *shape)."""
+        st = cls(tuple(np.shape(x)[1:]))
+        st.update(x)
+        return st
+
+    def to_flat(self) -> np.ndarray:
+        return np.concatenate([a.astype(np.float64).ravel() for a in (self.count, self.mean, self.m2, self.min, self.max)])
+
+    @classmethod
+    def from_flat(cls, flat: np.ndarray, shape: tuple[int, ...]) -> RunningStats:
+        st = cls(shape)
+        parts = np.split(np.asarray(flat, np.float64), 5)
+        st.count = parts[0].astype(np.int64).reshape(shape)
+        st.mean, st.m2, st.min, st.max = (p.reshape(shape) for p in parts[1:])
+        return st
+
     def to_dict(self, dims: tuple[str, ...] = (), units: str | None = None) -> dict[str, Any]:
         have = self.count > 0
         std = np.sqrt(np.where(have, self.m2 / np.maximum(self.count, 1), np.nan))
@@ -133,9 +167,10 @@ def _numeric(arr) -> bool:
     return np.dtype(arr.dtype).kind in "biuf"
 
 
-def _block_len(arrays: list, default: int) -> int:
+def _block_len(arrays: list, default: int, whole_shards: bool = False) -> int:
     """About ``default`` records, a multiple of every array's shard length (of its chunk length
-    when ``default`` is smaller than a shard), so that blocks never split a chunk."""
+    when ``default`` is smaller than a shard), so that blocks never split a chunk; ``whole_shards``:
+    exactly one (common) shard."""
     def lcm(lengths) -> int:
         step = 1
         for n in lengths:
@@ -143,6 +178,8 @@ def _block_len(arrays: list, default: int) -> int:
         return step
 
     shard = lcm(a.shards[0] if getattr(a, "shards", None) else a.chunks[0] for a in arrays)
+    if whole_shards:
+        return shard
     step = shard if shard <= default else lcm(a.chunks[0] for a in arrays)
     return max(step, (default // step) * step)
 
@@ -173,13 +210,81 @@ def _canonical_frame_features(
     return out
 
 
-def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, block_frames: int = DEFAULT_BLOCK) -> dict:
+class BlockCache:
+    """Per-block accumulators of a local store's statistics, kept between runs (``path``: an
+    ``.npz`` file). A block's key identifies what its statistics depend on — the store objects it
+    reads (path, inode, size, mtime: an unchanged object of an appended store is the same file), the
+    sequence bounds and tombstones over it — so after an incremental ingestion only the appended
+    and the tombstoned blocks are read again (storage_layout.md, "Incremental ingestion")."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.old: dict[str, dict[str, RunningStats]] = {}
+        self.new: dict[str, dict[str, RunningStats]] = {}
+        self.hits = 0
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                layout = json.loads(str(z["layout"]))
+                for i, (key, entries) in enumerate(layout.items()):
+                    flat, pos = z[f"b{i}"], 0
+                    block = {}
+                    for name, shape in entries:
+                        size = 5 * int(np.prod(shape, dtype=np.int64))
+                        block[name] = RunningStats.from_flat(flat[pos : pos + size], tuple(shape))
+                        pos += size
+                    self.old[key] = block
+        except (OSError, ValueError, KeyError):
+            self.old = {}
+
+    def get(self, key: str, compute) -> dict[str, RunningStats]:
+        block = self.old.get(key)
+        if block is None:
+            block = compute()
+        else:
+            self.hits += 1
+        self.new[key] = block
+        return block
+
+    def save(self) -> None:
+        """Keep the blocks of this run only (atomically)."""
+        layout = {k: [[n, list(st.count.shape)] for n, st in b.items()] for k, b in self.new.items()}
+        data = {f"b{i}": (np.concatenate([st.to_flat() for st in b.values()]) if b else np.zeros(0))
+                for i, b in enumerate(self.new.values())}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}.npz")
+        np.savez(tmp, layout=np.array(json.dumps(layout)), **data)
+        os.replace(tmp, self.path)
+
+
+def _objects_key(store: str, arrays: Mapping, names: Iterable[str], lo: int, hi: int) -> list:
+    """(array, shard, inode, size, mtime) of the shard objects of ``names`` over records [lo, hi)."""
+    out = []
+    for n in names:
+        shard = int(arrays[n].shards[0] if getattr(arrays[n], "shards", None) else arrays[n].chunks[0])
+        nd = len(arrays[n].shape)
+        for k in range(lo // shard, (max(hi, lo + 1) - 1) // shard + 1):
+            p = Path(store) / n / "c" / str(k)
+            p = p.joinpath(*(["0"] * (nd - 1)))
+            try:
+                st = p.stat()
+                out.append((n, k, st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((n, k, None))
+    return out
+
+
+def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, block_frames: int | None = None,
+                  only: Iterable[str] | None = None, block_cache: str | os.PathLike | None = None) -> dict:
     """Statistics of one store (see the module docs); reads it block by block.
 
     Args:
         store_path: the store (``<subset>.zarr``) or a URL.
         canonical: also compute the own-frame canonical ImDyS feature statistics.
-        block_frames: records per block (rounded to a multiple of the shard length).
+        block_frames: records per block (rounded to a multiple of the shard length); default: one
+            shard per block (the unit that ``block_cache`` reuses).
+        only: the arrays to compute (default: every numeric array).
+        block_cache: an ``.npz`` file keeping per-block accumulators between runs (local stores
+            only, ``BlockCache``): unchanged blocks are not read again. Same results either way.
 
     Returns:
         JSON-ready dict: store info, ``arrays`` and ``canonical`` sections of per-channel
@@ -194,7 +299,7 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
     by_dim: dict[str, list[str]] = {"frame": [], "window": [], "sequence": []}
     for n, a in sorted(arrays.items()):
         dims = _dims(a)
-        if dims and dims[0] in by_dim and n not in BOOKKEEPING and _numeric(a):
+        if dims and dims[0] in by_dim and n not in BOOKKEEPING and _numeric(a) and (only is None or n in only):
             by_dim[dims[0]].append(n)
     result: dict[str, Any] = {
         "format": STATS_FORMAT,
@@ -207,10 +312,26 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
         "n_frames": int(arrays["frame_sequence"].shape[0]) if "frame_sequence" in arrays else 0,
         "n_windows": int(arrays["window_sequence"].shape[0]) if "window_sequence" in arrays else 0,
         "n_sequences": int(arrays["seq_frame_count"].shape[0]) if "seq_frame_count" in arrays else 0,
+        # tombstoned sequences (incremental ingestion, storage_layout.md) are left out of every statistic
         "arrays": {},
         "canonical": {},
     }
     acc = {n: RunningStats(tuple(arrays[n].shape[1:])) for names in by_dim.values() for n in names}
+    dead = np.zeros(result["n_sequences"], dtype=bool)
+    if "seq_tombstone" in arrays and result["n_sequences"]:
+        dead = np.asarray(arrays["seq_tombstone"][...]) == 1
+    has_dead = bool(dead.any())
+
+    def live_of(dim: str, a: int, b: int) -> np.ndarray:
+        """Whether records [a, b) along ``dim`` belong to live sequences."""
+        return ~dead[np.asarray(arrays[f"{dim}_sequence"][a:b], dtype=np.int64)]
+
+    if has_dead:
+        count = np.asarray(arrays["seq_frame_count"][...], dtype=np.int64)
+        wcount = np.asarray(arrays["seq_window_count"][...], dtype=np.int64)
+        result.update(n_frames_stored=result["n_frames"], n_frames=int(count[~dead].sum()),
+                      n_windows=int(wcount[~dead].sum()), n_sequences=int((~dead).sum()),
+                      n_sequences_tombstoned=int(dead.sum()))
 
     # frame arrays (and canonical features) in one pass
     frame_names = by_dim["frame"]
@@ -221,31 +342,62 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
     targets = {n: k for n, k in targets.items() if k in (WORLD_VECTOR, WORLD_POINT)}
     can_acc: dict[str, RunningStats] = {}
     can_units: dict[str, str] = {}
-    n_frames = result["n_frames"]
+    n_frames = int(arrays["frame_sequence"].shape[0]) if "frame_sequence" in arrays else 0
+    cache = BlockCache(block_cache) if block_cache is not None and "://" not in store else None
+    seq_bounds = {}
+    for dim in ("frame", "window"):
+        if f"seq_{dim}_offset" in arrays and result["n_sequences"] + int(dead.sum()) > 0:
+            seq_bounds[dim] = (np.asarray(arrays[f"seq_{dim}_offset"][...], dtype=np.int64),
+                               np.asarray(arrays[f"seq_{dim}_count"][...], dtype=np.int64))
+
+    def block_key(dim: str, names: Iterable[str], a: int, b: int, lo: int, hi: int, extra=()) -> str:
+        """What the statistics of records [a, b) along ``dim`` depend on (objects over [lo, hi))."""
+        off, cnt = seq_bounds.get(dim, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        i0 = max(0, int(np.searchsorted(off + cnt, a, side="right")))
+        i1 = int(np.searchsorted(off, b, side="left"))
+        doc = [dim, a, b, list(names), list(extra), _objects_key(store, arrays, names, lo, hi),
+               off[i0:i1].tolist(), cnt[i0:i1].tolist(), np.flatnonzero(dead[i0:i1]).tolist()]
+        return hashlib.sha256(json.dumps(doc, default=str).encode()).hexdigest()
+
+    def blockwise(dim: str, names: Iterable[str], a: int, b: int, lo: int, hi: int, compute, extra=()):
+        if cache is None:
+            return compute()
+        return cache.get(block_key(dim, names, a, b, lo, hi, extra), compute)
+
     if frame_names and n_frames:
         f_off = np.asarray(arrays["seq_frame_offset"][...], dtype=np.int64)
         f_cnt = np.asarray(arrays["seq_frame_count"][...], dtype=np.int64)
         read = sorted(set(frame_names) | ({ROOT_POS, ROOT_ROT} if can_ok else set()))
-        step = _block_len([arrays[n] for n in read], block_frames)
+        step = _block_len([arrays[n] for n in read], block_frames or 1, whole_shards=block_frames is None)
+
+        def frame_block(a: int, b: int, a0: int, b1: int) -> dict[str, RunningStats]:
+            blk = {n: np.asarray(arrays[n][a0:b1]) for n in read}
+            keep = live_of("frame", a, b) if has_dead else slice(None)
+            out = {n: RunningStats.of(blk[n][a - a0 : b - a0][keep]) for n in frame_names}
+            if can_ok:
+                g = np.arange(a, b, dtype=np.int64)
+                j = np.searchsorted(f_off, g, side="right") - 1
+                t, cnt = g - f_off[j], f_cnt[j]
+                base = np.clip(np.minimum(t, cnt - 2), 0, None)
+                gf = f_off[j] + base
+                gb = f_off[j] + np.minimum(base + 1, cnt - 1)
+                feats = _canonical_frame_features(blk, a0, g, gf, gb, fps, targets)
+                out.update({f"canonical/{n}": RunningStats.of(x[keep]) for n, x in feats.items()})
+            return out
+
         for a in range(0, n_frames, step):
             b = min(n_frames, a + step)
             a0, b1 = (max(0, a - 1), min(n_frames, b + 1)) if can_ok else (a, b)
-            blk = {n: np.asarray(arrays[n][a0:b1]) for n in read}
-            for n in frame_names:
-                acc[n].update(blk[n][a - a0 : b - a0])
-            if not can_ok:
-                continue
-            g = np.arange(a, b, dtype=np.int64)
-            j = np.searchsorted(f_off, g, side="right") - 1
-            t, cnt = g - f_off[j], f_cnt[j]
-            base = np.clip(np.minimum(t, cnt - 2), 0, None)
-            gf = f_off[j] + base
-            gb = f_off[j] + np.minimum(base + 1, cnt - 1)
-            feats = _canonical_frame_features(blk, a0, g, gf, gb, fps, targets)
-            for n, x in feats.items():
-                if n not in can_acc:
-                    can_acc[n] = RunningStats(tuple(x.shape[1:]))
-                can_acc[n].update(x)
+            parts = blockwise("frame", read, a, b, a0, b1, lambda: frame_block(a, b, a0, b1),
+                              extra=(can_ok, sorted(targets.items()), fps))
+            for n, st in parts.items():
+                if n.startswith("canonical/"):
+                    n = n[len("canonical/"):]
+                    if n not in can_acc:
+                        can_acc[n] = RunningStats(st.count.shape)
+                    can_acc[n].merge(st)
+                else:
+                    acc[n].merge(st)
         for n, st in can_acc.items():
             src = n[: -len("_vel")] if n.endswith("_vel") else n
             src_arr = arrays.get(ROOT_ROT if src == "joint_rot6d" else src)
@@ -259,14 +411,27 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
         if not names:
             continue
         n_rec = int(arrays[names[0]].shape[0])
-        step = _block_len([arrays[n] for n in names], block_frames) if dim == "window" else max(n_rec, 1)
+        step = (_block_len([arrays[n] for n in names], block_frames or 1, whole_shards=block_frames is None)
+                if dim == "window" else max(n_rec, 1))
         for a in range(0, n_rec, step):
             b = min(n_rec, a + step)
+
+            def window_block(dim=dim, names=names, a=a, b=b) -> dict[str, RunningStats]:
+                if not has_dead:
+                    keep = slice(None)
+                else:
+                    keep = live_of("window", a, b) if dim == "window" else ~dead[a:b]
+                return {n: RunningStats.of(np.asarray(arrays[n][a:b])[keep]) for n in names}
+
+            parts = blockwise(dim, names, a, b, a, b, window_block) if dim == "window" else window_block()
             for n in names:
-                acc[n].update(np.asarray(arrays[n][a:b]))
+                acc[n].merge(parts[n])
     for names in by_dim.values():
         for n in names:
             result["arrays"][n] = acc[n].to_dict(_dims(arrays[n])[1:], str(arrays[n].attrs.get("units", "")))
+    if cache is not None:
+        cache.save()
+        result["blocks_reused"] = cache.hits
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 

@@ -79,6 +79,14 @@ def _as_set(value: str | Iterable[str] | None) -> set[str] | None:
     return {str(v) for v in value}
 
 
+def live_mask(index: pd.DataFrame) -> np.ndarray:
+    """Per index row: the sequence is live (not tombstoned by an incremental ingestion; stores
+    without ``seq_tombstone`` have none)."""
+    if "seq_tombstone" not in index:
+        return np.ones(len(index), dtype=bool)
+    return index["seq_tombstone"].to_numpy() != 1
+
+
 def select_sequences(
     index: pd.DataFrame,
     split: str | Iterable[str] | None = None,
@@ -93,8 +101,9 @@ def select_sequences(
     ``seq_subject``/``seq_dataset`` (a value or a collection of values); ``subject`` also
     matches ``<dataset>/<subject>`` (subject ids are only unique within a dataset). ``query`` is
     a ``DataFrame.query`` expression over the index columns (e.g. ``"seq_duration_s > 5"``).
+    Sequences tombstoned by an incremental ingestion (``seq_tombstone`` = 1) are never selected.
     """
-    mask = np.ones(len(index), dtype=bool)
+    mask = live_mask(index)
     for col, want in (("seq_split", split), ("seq_source", source), ("seq_dataset", dataset)):
         values = _as_set(want)
         if values is not None:
@@ -211,14 +220,16 @@ def open_release(
         ``(ds, index)``: the dask-backed dataset of the selected sequences (offsets and
         ``frame_sequence``/``window_sequence``/``window_start`` renumbered for the selection)
         and one index row per selected sequence (``store_sequence``: index in the full store).
-        Without filters, the store is returned as opened.
+        Sequences tombstoned by an incremental ingestion are left out (storage_layout.md); without
+        filters and tombstones, the store is returned as opened. This is the one call that gives
+        the live dataset of a store in any layout.
     """
     store = resolve_store(path_or_url, subset)
     ds = open_store(store)
     if subset is not None and ds.attrs.get("schema_name") != subset:
         raise ValueError(f"{store} holds a {ds.attrs.get('schema_name')} store, not {subset}")
     index = sequence_index(ds)
-    if all(v is None for v in (split, source, subject, dataset, query)):
+    if all(v is None for v in (split, source, subject, dataset, query)) and live_mask(index).all():
         index = index.assign(store_sequence=np.arange(len(index), dtype=np.int64))
         return ds, index
     return subset_dataset(ds, index, select_sequences(index, split, source, subject, dataset, query))

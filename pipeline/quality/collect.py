@@ -105,9 +105,13 @@ def _load_store(subset: str, path: Path) -> _Store:
         passes = np.asarray(g[stored.get("seq_pass", "seq_pass")][...])
         ids = [sequence_key(s, int(k)) for s, k in zip(ids, passes)]
     derived = {"frame_sequence", "window_sequence", "window_start"}
+    live = list(range(len(ids)))
+    if ids and "seq_tombstone" in names:  # sequences tombstoned by an incremental ingestion are skipped
+        dead = np.asarray(g["seq_tombstone"][...]) == 1
+        live = [i for i in live if not dead[i]]
     return _Store(
-        subset=subset, group=g, fps_hz=float(g.attrs.get("fps_hz", 30.0)), ids=ids,
-        row={s: i for i, s in enumerate(ids)},
+        subset=subset, group=g, fps_hz=float(g.attrs.get("fps_hz", 30.0)), ids=[ids[i] for i in live],
+        row={ids[i]: i for i in live},
         frame_names=tuple(n for n in names if dims[n][:1] == ("frame",) and n not in derived),
         window_names=tuple(n for n in names if dims[n][:1] == ("window",) and n not in derived),
         seq_names=tuple(n for n in names if dims[n] == ("sequence",)),

@@ -1,6 +1,6 @@
 """How a build uses the quality package, and a serial in-process reference build.
 
-Integration contract (what ``flows/build.py`` does; docs/quality.md):
+Integration contract (what ``pipeline.dataset`` does; docs/quality.md):
 
 1. per-file task, after ``process_motion``::
 
@@ -18,17 +18,13 @@ Integration contract (what ``flows/build.py`` does; docs/quality.md):
        # before the staging folder is deleted (previews of excluded sequences for the report)
        build_report(out)                                          # OUT/report.html
 
-``finish_quality`` runs step 2's quality part in one call. ``build_in_process`` is the same
-pipeline serially in one process (no Prefect, no Dask) for tests, benchmarks and demos; its
+``finish_quality`` runs step 2's quality part in one call. ``build_in_process`` runs the build's
+own driver serially in one process (no Prefect, no Dask) for tests, benchmarks and demos; its
 ``modify`` hook lets a caller break sequences or add arrays (e.g. GRF) before metrics and staging.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -120,112 +116,42 @@ def ground_reaction_windows(grf: Mapping[str, np.ndarray], window_start: np.ndar
 
 # --- serial reference build ----------------------------------------------------------------------
 
-ModifyHook = Callable[[str, dict, dict, dict, dict], None]
-"""``modify(seq_id, frame_arrays, window_arrays, seq_values, extras)``: edit in place before metrics."""
-
-
-def _store_attrs(cfg: Any) -> tuple[dict, dict]:
-    from flows.build import store_attrs
-
-    attrs, coords = store_attrs(cfg)
-    attrs["created_by"] = "dynaset quality.build_in_process"
-    return attrs, coords
-
 
 def build_in_process(
     corpus_root: str | Path,
     out_dir: str | Path,
     cfg: Any = None,
     thresholds: Thresholds | None = None,
-    modify: ModifyHook | None = None,
+    modify: Callable[[str, dict, dict, dict, dict], None] | None = None,
     report: bool = False,
     chunking: Any = None,
 ) -> dict[str, Any]:
-    """Serial build of an AMASS-format folder with quality metrics, flags and exclusions.
+    """Serial build of an AMASS-format folder through the build's own driver
+    (``pipeline.dataset.build.build_dataset`` with a ``SerialExecutor``): no Prefect, no Dask.
 
-    Reads every file (``AmassSource``), runs ``process_motion``, lets ``modify`` edit the arrays,
-    computes the metrics row, stages the sequence (for ``ground_reaction`` too when ``extras`` hold
-    ``grf_n``/``grm_nm``/``cop_m``/``grf_total_n``), flags all rows, writes every subset store
-    without the excluded sequences, then ``metrics.parquet``, ``flags.json``, ``exclusions.json``,
-    ``quarantine.json``, ``build.json`` (and ``report.html`` with ``report=True``).
-    Returns the build summary with per-step seconds.
+    Kinematic subsets only (``cfg.simulate`` is ignored); ``modify(seq_id, frame, window, values,
+    extras)`` edits each sequence before its metrics and staging (GRF put in ``extras`` is staged for
+    ground_reaction). Every file is reprocessed (the hook is not part of the processing key). Writes
+    the stores without excluded sequences, ``metrics.parquet``, ``flags.json``, ``exclusions.json``,
+    ``quarantine.json``, ``build.json`` (and ``report.html`` with ``report=True``). Returns the
+    build summary; ``task_seconds`` also holds ``process`` (read + pure stages), ``metrics``,
+    ``stage`` and ``write``.
     """
-    from pipeline import __version__
-    from pipeline.process import BuildConfig, process_motion, stage_payload
-    from pipeline.sources.amass import AmassSource
-    from pipeline.sources.base import SourceError
-    from pipeline.split import SUBSETS
-    from pipeline.store import load_schema, plan_store, stage_sequence, write_store
+    from dataclasses import replace
 
-    cfg = cfg or BuildConfig()
-    root, out = Path(corpus_root), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = out / ".staging" / uuid.uuid4().hex[:12]
-    src = AmassSource()
-    seconds = {"process": 0.0, "metrics": 0.0, "stage": 0.0, "flags": 0.0, "write": 0.0, "report": 0.0}
-    rows, staged, quarantine = [], [], []
-    files = src.discover(root)
-    for path in files:
-        t0 = time.perf_counter()
-        try:
-            raws = src.read(path, root)
-            processed = [process_motion(r, cfg) for r in raws]
-        except (SourceError, ValueError, ArithmeticError) as exc:
-            quarantine.append({"path": f"amass:{path.relative_to(root).as_posix()}", "stage": "ingest",
-                               "reason": getattr(exc, "problem", str(exc))})
-            continue
-        seconds["process"] += time.perf_counter() - t0
-        for p in processed:
-            frame, window, values = stage_payload(p)
-            extras: dict[str, np.ndarray] = {}
-            sid = values["seq_id"]
-            if modify is not None:
-                modify(sid, frame, window, values, extras)
-            t1 = time.perf_counter()
-            rows.append(sequence_metrics(p, payload=(frame, window, values), extras=extras))
-            t2 = time.perf_counter()
-            gr = ("grf_n", "grm_nm", "cop_m", "grf_total_n")
-            frame_st, window_st = dict(frame), dict(window)
-            if all(k in extras for k in gr):
-                frame_st.update({k: extras[k] for k in gr})
-                window_st.update(ground_reaction_windows(extras, window["window_start"], cfg.windows.length))
-            staged.append(stage_sequence(staging, sid, frame_st, window_st, values))
-            seconds["metrics"] += t2 - t1
-            seconds["stage"] += time.perf_counter() - t2
-    staged.sort(key=lambda s: s.key)
-    t0 = time.perf_counter()
-    table, exclusions = apply_flags(rows, thresholds)
-    drop = excluded_ids(exclusions)
-    seconds["flags"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    attrs, coords = _store_attrs(cfg)
-    subsets = {}
-    for subset in SUBSETS:
-        members = [s for s in staged if subset in s.subsets and s.key not in drop]
-        declared = load_schema(subset).coords
-        plan = plan_store(subset, members, attrs, {k: v for k, v in coords.items() if k in declared}, chunking)
-        path = write_store(plan, out / f"{subset}.zarr")
-        subsets[subset] = {"store": str(path), "sequences": plan.n_sequences, "frames": plan.n_frames,
-                           "windows": plan.n_windows, "hours": plan.n_frames / cfg.canonical.fps_hz / 3600.0}
-    seconds["write"] = time.perf_counter() - t0
-    write_quality_outputs(out, table, exclusions, staged=[s for s in staged if s.key in drop])
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        (out / ".staging").rmdir()
-    except OSError:
-        pass
-    summary = {
-        "build_id": staging.name, "dynaset_version": __version__, "files": len(files),
-        "files_built": len(files) - len(quarantine), "files_quarantined": len(quarantine),
-        "sequences": len(rows), "sequences_excluded": len(drop), "subsets": subsets,
-        "quarantine_file": "quarantine.json", "task_seconds": seconds, "created_by": "quality.build_in_process",
-    }
-    (out / "quarantine.json").write_text(json.dumps(quarantine, indent=2) + "\n")
-    (out / "build.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    if report:
-        from .report import build_report
+    from pipeline.dataset.build import build_dataset
+    from pipeline.dataset.executor import SerialExecutor
+    from pipeline.process import BuildConfig
+    from pipeline.sources.base import SourceSpec
 
-        t0 = time.perf_counter()
-        build_report(out)
-        seconds["report"] = time.perf_counter() - t0
+    cfg = replace(cfg or BuildConfig(), simulate=None)
+    summary = build_dataset(
+        [SourceSpec("amass", Path(corpus_root).resolve())], Path(out_dir), cfg, chunking, workers=1,
+        thresholds=thresholds, force=True, executor=SerialExecutor(), modify=modify, report=report,
+        created_by="dynaset quality.build_in_process",
+    )
+    sec = summary["task_seconds"]
+    sec.update(process=sum(sec.get(k, 0.0) for k in ("ingest", "canonicalize", "contact", "fit", "split")),
+               metrics=sec.get("quality", 0.0), write=sec.get("write_regions", 0.0))
+    summary["sequences"] = summary["subsets"]["motion"]["sequences"] + summary["sequences_excluded"]
     return summary

@@ -1,11 +1,15 @@
 """Per-sequence staging area: parallel per-file tasks each stage one sequence; store writers read it.
 
-Layout of one staged sequence (``root/<safe key>/``)::
+Layout of one staged sequence (``root/<safe key>/``, staging format 2)::
 
-    meta.json            key, counts, subsets, array names, scalar/string sequence values
-    frame/<name>.npy     (n_frames, ...) per-frame arrays
-    window/<name>.npy    (n_windows, ...) per-window arrays; ``window_start`` is LOCAL to the sequence
-    sequence/<name>.npy  small per-sequence vectors (e.g. seq_betas, seq_bone_length_m)
+    meta.json   key, counts, subsets, array names, scalar/string sequence values, and for every
+                array ``<kind>/<name>`` its dtype, shape and byte offset in data.bin
+    data.bin    every array's C-ordered bytes, 64-byte aligned: per-frame (n_frames, ...) arrays,
+                per-window (n_windows, ...) arrays (``window_start`` LOCAL to the sequence), small
+                per-sequence vectors (e.g. seq_betas, seq_bone_length_m)
+
+Two files per sequence, not one per array: staging and the region writers' reads cost a couple of
+file operations per sequence (format 1, one ``.npy`` per array, is still read).
 
 The store writer derives ``frame_sequence``, ``window_sequence``, the ``seq_*_offset``/``count``
 arrays and the global ``window_start``; those must not be staged (except local ``window_start``).
@@ -30,7 +34,9 @@ import numpy as np
 
 from .schema import SUBSETS, SchemaError, load_schema
 
-STAGING_FORMAT = 1
+STAGING_FORMAT = 2
+_READABLE_FORMATS = (1, 2)
+_ALIGN = 64
 
 WRITER_DERIVED: frozenset[str] = frozenset(
     {
@@ -40,6 +46,7 @@ WRITER_DERIVED: frozenset[str] = frozenset(
         "seq_frame_count",
         "seq_window_offset",
         "seq_window_count",
+        "seq_tombstone",
     }
 )
 """Arrays the store writer computes from the sequence order; staging them is an error."""
@@ -66,13 +73,57 @@ class StagedSequence:
     def _meta(self) -> dict[str, Any]:
         return json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
 
+    def _array(self, kind: str, name: str, meta: dict | None = None) -> np.ndarray:
+        meta = meta or self._meta()
+        if meta.get("format", 1) == 1:
+            return _load(self.path / kind / f"{name}.npy")
+        dtype, shape, offset = meta["arrays"][f"{kind}/{name}"]
+        if kind == "sequence" or not int(np.prod(shape)):  # small: one read is cheaper than a memory map
+            with open(self.path / "data.bin", "rb") as f:
+                f.seek(offset)
+                return np.fromfile(f, dtype=np.dtype(dtype), count=int(np.prod(shape))).reshape(shape)
+        return np.memmap(self.path / "data.bin", dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape))
+
     def frame_array(self, name: str) -> np.ndarray:
         """Memory-mapped (n_frames, ...) array ``name`` (read-only)."""
-        return _load(self.path / "frame" / f"{name}.npy")
+        return self._array("frame", name)
 
     def window_array(self, name: str) -> np.ndarray:
         """Memory-mapped (n_windows, ...) array ``name``; ``window_start`` is sequence-local."""
-        return _load(self.path / "window" / f"{name}.npy")
+        return self._array("window", name)
+
+    def read_rows(self, kind: str, names: Sequence[str], lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Rows [lo, hi) (clipped) of the ``kind`` (``frame``/``window``) arrays ``names`` that are
+        staged, read straight from the file: one open, one seek and one read per array."""
+        meta = self._meta()
+        if meta.get("format", 1) == 1:
+            have = set(meta[f"{kind}_arrays"])
+            return {n: np.asarray(self._array(kind, n, meta)[lo:hi]) for n in names if n in have}
+        out = {}
+        with open(self.path / "data.bin", "rb") as f:
+            for n in names:
+                entry = meta["arrays"].get(f"{kind}/{n}")
+                if entry is None:
+                    continue
+                dtype, shape, offset = np.dtype(entry[0]), entry[1], entry[2]
+                a, b = max(0, min(lo, shape[0])), max(0, min(hi, shape[0]))
+                row = int(np.prod(shape[1:], dtype=np.int64))
+                f.seek(offset + a * row * dtype.itemsize)
+                out[n] = np.fromfile(f, dtype=dtype, count=(b - a) * row).reshape((b - a, *shape[1:]))
+        return out
+
+    def placeholders(self, kind: str) -> dict[str, np.ndarray]:
+        """Every staged ``kind`` array as a zero-memory array of its dtype and shape (no data read):
+        what validating shapes and dtypes needs."""
+        meta = self._meta()
+        if meta.get("format", 1) == 1:
+            return {n: self._array(kind, n, meta) for n in meta[f"{kind}_arrays"]}
+        out = {}
+        for key, (dtype, shape, _) in meta["arrays"].items():
+            k, _, name = key.partition("/")
+            if k == kind:
+                out[name] = np.broadcast_to(np.zeros((), dtype=np.dtype(dtype)), tuple(shape))
+        return out
 
     def frame_names(self) -> tuple[str, ...]:
         return tuple(self._meta()["frame_arrays"])
@@ -85,7 +136,7 @@ class StagedSequence:
         meta = self._meta()
         values: dict[str, Any] = dict(meta["sequence_values"])
         for name in meta["sequence_arrays"]:
-            values[name] = _load(self.path / "sequence" / f"{name}.npy")
+            values[name] = self._array("sequence", name, meta)
         return values
 
 
@@ -174,11 +225,23 @@ def stage_sequence(
     final = root / name
     tmp = root / f".{name}.tmp-{uuid.uuid4().hex}"
     try:
-        for sub, arrays in (("frame", frame_arrays), ("window", window_arrays), ("sequence", vectors)):
-            (tmp / sub).mkdir(parents=True)
-            for arr_name, value in arrays.items():
-                np.save(tmp / sub / f"{arr_name}.npy", np.ascontiguousarray(value), allow_pickle=False)
+        tmp.mkdir()
+        layout: dict[str, list] = {}
+        offset = 0
+        with open(tmp / "data.bin", "wb") as f:
+            for sub, arrays in (("frame", frame_arrays), ("window", window_arrays), ("sequence", vectors)):
+                for arr_name in sorted(arrays):
+                    value = np.ascontiguousarray(arrays[arr_name])
+                    if value.dtype.hasobject:
+                        raise SchemaError(f"sequence {key}: array {arr_name} has dtype object")
+                    pad = -offset % _ALIGN
+                    f.write(b"\0" * pad)
+                    offset += pad
+                    layout[f"{sub}/{arr_name}"] = [value.dtype.str, list(value.shape), offset]
+                    f.write(value.tobytes())
+                    offset += value.nbytes
         meta = {
+            "arrays": layout,
             "format": STAGING_FORMAT,
             "key": key,
             "n_frames": n_frames,
@@ -220,8 +283,8 @@ def load_staged(path: Path) -> StagedSequence:
     if not meta_path.is_file():
         raise SchemaError(f"{path} is not a staged sequence (no meta.json)")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != STAGING_FORMAT:
-        raise SchemaError(f"{path}: staging format {meta.get('format')!r}, expected {STAGING_FORMAT}")
+    if meta.get("format") not in _READABLE_FORMATS:
+        raise SchemaError(f"{path}: staging format {meta.get('format')!r}, expected one of {_READABLE_FORMATS}")
     return StagedSequence(
         key=meta["key"],
         path=path,

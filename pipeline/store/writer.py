@@ -58,6 +58,8 @@ class Chunking:
     window_shard: int = 4096
     sequence_chunk_max: int = 65536
     shards_per_region: int = 4
+    compression: str = "lz4"
+    """Blosc compressor of numeric arrays (level 5, bit-shuffle): ``lz4`` (default) or ``zstd``."""
 
     def __post_init__(self) -> None:
         for chunk, shard, label in (
@@ -68,6 +70,8 @@ class Chunking:
                 raise ValueError(f"{label} shard ({shard}) must be a positive multiple of its chunk ({chunk})")
         if self.sequence_chunk_max < 1 or self.shards_per_region < 1:
             raise ValueError("sequence_chunk_max and shards_per_region must be positive")
+        if self.compression not in ("lz4", "zstd"):
+            raise ValueError(f"compression must be lz4 or zstd, not {self.compression!r}")
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,11 @@ class StorePlan:
     frame_regions: tuple[tuple[int, int], ...] = field(default=())
     window_regions: tuple[tuple[int, int], ...] = field(default=())
     sequence_base: int = 0
-    """Store index of ``staged[0]`` (non-zero in a ``region_plan``)."""
+    """Store index of ``staged[0]`` (non-zero in a ``region_plan`` and in an append plan)."""
+    kept_frames: int = 0
+    kept_windows: int = 0
+    """Append plans (``pipeline.store.append``): records [0, kept) already in the store; a region
+    starting below them keeps those rows (read back from the store) and appends after them."""
 
     @property
     def schema(self) -> Schema:
@@ -228,12 +236,13 @@ def plan_store(
 # Helpers
 
 
-def _compressors(spec: ArraySpec) -> Any:
+def _compressors(spec: ArraySpec, chunking: Chunking | None = None) -> Any:
     import zarr.codecs
 
     if spec.is_str:
         return zarr.codecs.ZstdCodec(level=5)
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+    cname = (chunking or Chunking()).compression
+    return zarr.codecs.BloscCodec(cname=cname, clevel=5, shuffle="bitshuffle")
 
 
 def _dim_size(plan: StorePlan, schema: Schema, dim: str) -> int:
@@ -291,8 +300,13 @@ def _validate_staged(plan: StorePlan, schema: Schema) -> None:
     for s in plan.staged:
         where = f"staged sequence {s.key!r} ({s.path})"
         try:
-            frames = {n: s.frame_array(n) for n in (*staged_frame, *_optional_present(schema, s, "frame"))}
-            windows = {n: s.window_array(n) for n in (*staged_window, *_optional_present(schema, s, "window"))}
+            # shapes and dtypes only (zero-memory placeholders); the values of window_start are read
+            frame_all, window_all = s.placeholders("frame"), s.placeholders("window")
+            frames = {n: frame_all[n] for n in (*staged_frame, *_optional_present(schema, s, "frame")) if n in frame_all}
+            windows = {n: window_all[n] for n in (*staged_window, *_optional_present(schema, s, "window"))
+                       if n in window_all}
+            if "window_start" in windows:
+                windows["window_start"] = s.read_rows("window", ["window_start"], 0, s.n_windows)["window_start"]
             row = _sequence_row(schema, s)
         except (OSError, ValueError) as exc:
             raise SchemaError(f"{where}: cannot read staged arrays: {exc}") from exc
@@ -348,7 +362,7 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
         values = _cast(name, list(plan.coords[name]), spec)
         arr = group.create_array(
             name, shape=values.shape, chunks=(max(1, values.shape[0]),), dtype=spec.np_dtype if not spec.is_str else str,
-            dimension_names=list(spec.dims), compressors=_compressors(spec), fill_value=spec.fill_value,
+            dimension_names=list(spec.dims), compressors=_compressors(spec, ch), fill_value=spec.fill_value,
             attributes=spec.store_attrs(),
         )
         if values.size:
@@ -369,10 +383,19 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
         shards = None if shards is None else tuple(max(1, c) for c in shards)
         group.create_array(
             name, shape=shape, chunks=chunks, shards=shards, dtype=str if spec.is_str else spec.np_dtype,
-            dimension_names=list(spec.dims), compressors=_compressors(spec), fill_value=spec.fill_value,
+            dimension_names=list(spec.dims), compressors=_compressors(spec, ch), fill_value=spec.fill_value,
             attributes=spec.store_attrs(),
         )
 
+    if plan.n_sequences == 0:
+        return
+    for name, value in sequence_columns(plan, schema).items():
+        group[name][...] = value
+
+
+def sequence_columns(plan: StorePlan, schema: Schema) -> dict[str, np.ndarray]:
+    """Every per-sequence array of ``plan``'s sequences, cast to the schema: staged values (fill
+    value where an optional one is absent) and the writer-derived offsets, counts and tombstones."""
     columns: dict[str, list[np.ndarray]] = {n: [] for n in schema.sequence_arrays}
     for s in plan.staged:
         row = _sequence_row(schema, s)
@@ -389,17 +412,19 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
         "seq_frame_count": plan.frame_counts,
         "seq_window_offset": plan.window_offsets,
         "seq_window_count": plan.window_counts,
+        "seq_tombstone": (0,) * plan.n_sequences,
     }
-    if plan.n_sequences == 0:
-        return
+    out = {}
     for name in columns:
         spec = schema.arrays[name]
         value = np.asarray(derived[name], dtype=np.int64) if name in derived else np.concatenate(columns[name])
-        group[name][...] = _cast(name, value, spec)
+        out[name] = _cast(name, value, spec)
+    return out
 
 
-def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int) -> None:
-    schema = plan.schema
+def _region_blocks(plan: StorePlan, schema: Schema, dim: str, a: int, b: int, shape_of):
+    """Yield (array name, (b - a, ...) block) for every array along ``dim`` over [a, b): the staged
+    sequences' rows (memory-mapped) cast to the schema dtype, the fill value where none is."""
     offsets = np.asarray(plan.frame_offsets if dim == "frame" else plan.window_offsets, dtype=np.int64)
     counts = np.asarray(plan.frame_counts if dim == "frame" else plan.window_counts, dtype=np.int64)
     ends = offsets + counts
@@ -411,42 +436,77 @@ def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int) -> 
         lo, hi = max(a, int(offsets[i])), min(b, int(ends[i]))
         if hi > lo:
             overlaps.append((i, lo, hi))
-    group = _open(Path(tmp_path), "r+")
-    present = {
-        i: set(plan.staged[i].frame_names() if dim == "frame" else plan.staged[i].window_names())
-        for i, _, _ in overlaps
-    }
+    names = [n for n in schema.arrays_along(dim) if n not in ("frame_sequence", "window_sequence")]
+    # one read per sequence: every array's rows of the region (optional arrays it lacks are absent)
+    rows = {i: plan.staged[i].read_rows(dim, names, lo - int(offsets[i]), hi - int(offsets[i]))
+            for i, lo, hi in overlaps}
     for name in schema.arrays_along(dim):
         spec = schema.arrays[name]
-        arr = group[name]
-        block = np.full((b - a, *arr.shape[1:]), spec.fill_value, dtype=spec.np_dtype)
+        block = np.full((b - a, *shape_of(name)[1:]), spec.fill_value, dtype=spec.np_dtype)
         for i, lo, hi in overlaps:
             if name in ("frame_sequence", "window_sequence"):
                 block[lo - a : hi - a] = i + plan.sequence_base
                 continue
-            s = plan.staged[i]
-            if not spec.required and name not in present[i]:
+            part = rows[i].get(name)
+            if part is None:
+                if spec.required:
+                    raise SchemaError(f"{name} of {plan.staged[i].key!r} is not staged")
                 continue  # optional array this sequence does not have: keep the fill value
-            src = s.frame_array(name) if dim == "frame" else s.window_array(name)
-            part = src[lo - offsets[i] : hi - offsets[i]]
             if name == "window_start":
                 part = np.asarray(part, dtype=np.int64) + plan.frame_offsets[i]
-            block[lo - a : hi - a] = _cast(f"{name} of {s.key!r}", part, spec)
-        arr[a:b] = block
+            block[lo - a : hi - a] = _cast(f"{name} of {plan.staged[i].key!r}", part, spec)
+        yield name, block
 
 
-def write_frame_region(plan: StorePlan, tmp_path: Path, region_index: int) -> None:
+def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int, method: str = "shards") -> int:
+    """Write every array along ``dim`` over the shard-aligned region [a, b); returns bytes written
+    (``shards``: whole shards encoded per call, ``pipeline.store.shards``) or 0 (``zarr``: the
+    reference path through zarr's array assignment, kept for tests and the write benchmark)."""
+    from .shards import ShardLayout
+
+    schema = plan.schema
+    tmp_path = Path(tmp_path)
+    if method == "zarr":
+        if plan.kept_frames or plan.kept_windows:
+            raise ValueError("append plans are written by the shard writer only")
+        group = _open(tmp_path, "r+")
+        for name, block in _region_blocks(plan, schema, dim, a, b, lambda n: group[n].shape):
+            group[name][a:b] = block
+        return 0
+    layouts = {name: ShardLayout.read(tmp_path / name) for name in schema.arrays_along(dim)}
+    kept = plan.kept_frames if dim == "frame" else plan.kept_windows
+    old = None
+    if a < kept:  # an append plan's first region: its first shard holds records already in the store
+        import zarr
+
+        old = zarr.open_group(str(tmp_path), mode="r", zarr_format=3)
+    written = 0
+    for name, block in _region_blocks(plan, schema, dim, a, b, lambda n: layouts[n].shape):
+        lay = layouts[name]
+        if old is not None:
+            block[: kept - a] = old[name][a:kept]
+        n = lay.shard[0]
+        if a % n:
+            raise ValueError(f"region [{a}, {b}) of {name} does not start on a shard boundary ({n})")
+        for k in range(a // n, -(-b // n)):
+            lo, hi = k * n - a, min(b, (k + 1) * n) - a
+            written += lay.write(k, block[lo:hi])
+    return written
+
+
+def write_frame_region(plan: StorePlan, tmp_path: Path, region_index: int, method: str = "shards") -> int:
     """Write every per-frame array over ``plan.frame_regions[region_index]`` from the staged
-    sequences (memory-mapped). Regions are shard-aligned: safe to run concurrently in processes."""
+    sequences (memory-mapped); returns bytes written. Regions are shard-aligned: safe to run
+    concurrently in processes."""
     a, b = plan.frame_regions[region_index]
-    _write_region(plan, tmp_path, "frame", a, b)
+    return _write_region(plan, tmp_path, "frame", a, b, method)
 
 
-def write_window_region(plan: StorePlan, tmp_path: Path, region_index: int) -> None:
+def write_window_region(plan: StorePlan, tmp_path: Path, region_index: int, method: str = "shards") -> int:
     """Write every per-window array over ``plan.window_regions[region_index]``; ``window_start``
-    becomes a global frame index. Safe to run concurrently with other regions."""
+    becomes a global frame index; returns bytes written. Safe to run concurrently with other regions."""
     a, b = plan.window_regions[region_index]
-    _write_region(plan, tmp_path, "window", a, b)
+    return _write_region(plan, tmp_path, "window", a, b, method)
 
 
 def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path) -> Path:

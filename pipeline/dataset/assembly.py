@@ -1,0 +1,409 @@
+"""Assembly: every live file's outcome → deduplicated, quality-filtered members of each subset →
+store plans → shard-aligned region writes → validated stores swapped into place → statistics.
+
+The pure part (``dedupe``, ``select``, ``plan_stores``) decides what goes where; ``write_stores``
+runs the region writes through an executor (``pipeline.dataset.executor``) and does the I/O only
+through ``pipeline.store``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__, markers, skeleton
+from pipeline.process import BuildConfig
+from pipeline.quality import Thresholds
+from pipeline.quality.flags import apply_flags, excluded_ids
+from pipeline.records import QuarantineEntry
+from pipeline.split import SUBSETS
+from pipeline.store import (
+    Chunking,
+    StagedSequence,
+    StorePlan,
+    create_store,
+    finalize_store,
+    load_schema,
+    plan_store,
+    region_plan,
+    write_frame_region,
+    write_window_region,
+)
+
+from .config import from_jsonable, to_jsonable
+from .executor import Executor
+from .records import FileOutcome, SimOutcome
+
+QUARANTINE_FILE = "quarantine.json"
+
+
+def store_attrs(cfg: BuildConfig, created_by: str = "dynaset build") -> tuple[dict, dict]:
+    """Group attributes and coordinate labels common to every subset store."""
+    attrs = {
+        "dynaset_version": __version__,
+        "fps_hz": float(cfg.canonical.fps_hz),
+        "frame_convention": (
+            "world frame z up, metres, radians, ground plane z = 0; SMPL joint order; "
+            "joint 0 rotation global, others local to the parent; see storage_layout.md"
+        ),
+        "created_by": created_by,
+        "window_length_frames": int(cfg.windows.length),
+        "window_stride_frames": int(cfg.windows.stride),
+        "window_time": "u = k / (length - 1) in [0, 1]; coefficients in increasing powers of u",
+        "build_config": json.dumps(asdict(cfg), default=str, sort_keys=True),
+    }
+    coords = {
+        "joint": list(skeleton.JOINT_NAMES),
+        "bone": list(skeleton.BONE_NAMES),
+        "marker": list(markers.MARKER_NAMES),
+        "foot_point": list(skeleton.FOOT_POINT_NAMES),
+        "foot": ["left", "right"],
+        "actuated_joint": list(skeleton.JOINT_NAMES[1:]),
+        "xyz": ["x", "y", "z"],
+    }
+    return attrs, coords
+
+
+def dedupe(outcomes: Sequence[FileOutcome]) -> tuple[list[StagedSequence], list[QuarantineEntry]]:
+    """Staged sequences sorted by id; a file whose sequence id another file already has is quarantined.
+
+    Files are considered in (source, path) order, so the first file keeps the id.
+    """
+    owner: dict[str, str] = {}
+    keep: list[StagedSequence] = []
+    entries: list[QuarantineEntry] = []
+    for o in sorted(outcomes, key=lambda o: (o.source, o.path)):
+        clash = [s.key for s in o.staged if s.key in owner]
+        if clash:
+            entries.append(QuarantineEntry(
+                path=o.name, stage="split",
+                reason=f"duplicate sequence id {clash[0]!r} (already built from {owner[clash[0]]})",
+            ))
+            continue
+        for s in o.staged:
+            owner[s.key] = o.name
+            keep.append(s)
+    return sorted(keep, key=lambda s: s.key), entries
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the stores hold: every kept sequence (motions and simulated passes) in id order, and
+    which of them quality rules exclude; the metrics table and exclusions; duplicate-file entries."""
+
+    staged: tuple[StagedSequence, ...]
+    drop: frozenset[str]
+    duplicates: tuple[QuarantineEntry, ...]
+    sims: tuple[SimOutcome, ...]
+    table: Any
+    exclusions: list
+
+    def members(self, subset: str) -> list[StagedSequence]:
+        """The sequences of ``subset``'s store, in store order (sequence id)."""
+        return [s for s in self.staged if subset in s.subsets and s.key not in self.drop]
+
+    @property
+    def excluded(self) -> list[StagedSequence]:
+        return [s for s in self.staged if s.key in self.drop]
+
+
+def select(outcomes: Sequence[FileOutcome], sims: Sequence[SimOutcome], thresholds: Thresholds | None) -> Selection:
+    """Dedupe files, keep the simulations of kept files, flag every sequence (motions and passes):
+    excluded ones stay out of the stores, and a motion excluded by quality takes its passes with it."""
+    staged, dups = dedupe(outcomes)
+    kept_ids = {s.key for s in staged}
+    kept_files = {o.name for o in outcomes} - {q.path for q in dups}
+    kept_origins = {c[1] for o in outcomes if o.name in kept_files for c in o.to_simulate}
+    sims = [so for so in sims if so.origin in kept_origins]
+    sim_staged = [s for so in sims for s in so.staged]
+    rows = [r for o in outcomes for r in o.metrics if r.get("seq_id") in kept_ids]
+    rows += [r for so in sims for r in so.metrics]
+    table, exclusions = apply_flags(rows, thresholds)
+    drop = set(excluded_ids(exclusions))
+    drop |= {s.key for s in sim_staged if s.key.split("#pass")[0] in drop}
+    return Selection(tuple(sorted(staged + sim_staged, key=lambda s: s.key)), frozenset(drop), tuple(dups),
+                     tuple(sims), table, exclusions)
+
+
+STATE_FILE = ".cache/assembly.json"
+STATE_FORMAT = 1
+MAX_DEAD_FRACTION = 0.25
+"""An incremental run rewrites (compacts) a store instead of appending to it when more than this
+fraction of its frames would be tombstoned."""
+
+
+def token(s: StagedSequence, out: Path) -> str:
+    """A staged sequence's identity across runs: its cache path relative to the root. Cache entries
+    are keyed by content and processing key, so a changed file gets a new token."""
+    try:
+        return Path(s.path).resolve().relative_to(Path(out).resolve()).as_posix()
+    except ValueError:
+        return str(Path(s.path).resolve())
+
+
+def base_fingerprint(plan: StorePlan) -> str:
+    """sha256 of what every sequence of a store shares (schema version, attributes, coordinates,
+    chunking): a store is appended to only if it equals the new plan's."""
+    doc = {"schema": [plan.subset, plan.schema_version], "attrs": plan.attrs, "coords": plan.coords,
+           "chunking": to_jsonable(plan.chunking)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """What a subset store holds, per store sequence: key, token, frames, windows; tombstoned indices."""
+
+    base: str
+    keys: tuple[str, ...]
+    tokens: tuple[str, ...]
+    frames: tuple[int, ...]
+    windows: tuple[int, ...]
+    dead: tuple[int, ...] = ()
+
+    @property
+    def n_frames(self) -> int:
+        return sum(self.frames)
+
+    @property
+    def compact(self) -> bool:
+        """No tombstones and sequences in key order: what a fresh build writes."""
+        return not self.dead and list(self.keys) == sorted(self.keys)
+
+    def live(self) -> dict[str, int]:
+        dead = set(self.dead)
+        return {t: i for i, t in enumerate(self.tokens) if i not in dead}
+
+
+def read_state(out: Path) -> dict[str, StoreState]:
+    """The stores' recorded states (``{}`` when absent or unreadable: every store is rewritten)."""
+    try:
+        doc = json.loads((Path(out) / STATE_FILE).read_text())
+        if doc.get("format") != STATE_FORMAT:
+            return {}
+        return {k: from_jsonable(StoreState, v) for k, v in doc["subsets"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def write_state(out: Path, states: dict[str, StoreState]) -> None:
+    from pipeline.store.location import write_text_atomic
+
+    (Path(out) / STATE_FILE).parent.mkdir(parents=True, exist_ok=True)
+    doc = {"format": STATE_FORMAT, "subsets": to_jsonable(states)}
+    write_text_atomic(Path(out) / STATE_FILE, json.dumps(doc, sort_keys=True) + "\n")
+
+
+def clear_state(out: Path) -> None:
+    """Forget the states (before stores are swapped: a crash midway makes the next run rewrite)."""
+    (Path(out) / STATE_FILE).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class StoreChange:
+    """What a run does to one subset store.
+
+    ``mode``: ``full`` (write the store afresh from ``plan``: a fresh build or a compaction),
+    ``append`` (``plan`` holds only the sequences to append; ``tombstones`` are store indices to
+    mark) or ``none`` (left untouched). ``state``: the store's state afterwards."""
+
+    subset: str
+    mode: str
+    plan: StorePlan | None
+    tombstones: tuple[int, ...]
+    state: StoreState
+
+
+def plan_changes(selection: Selection, states: dict[str, StoreState], out: Path, cfg: BuildConfig,
+                 chunking: Chunking | None, created_by: str = "dynaset build", compact: bool = False,
+                 max_dead_fraction: float = MAX_DEAD_FRACTION) -> dict[str, StoreChange]:
+    """Decide per subset between a full write, an append with tombstones, or nothing (pure, apart
+    from reading each existing store's sizes). Every plan is validated before any store is written."""
+    from pipeline.store.append import store_sizes
+
+    attrs, coords = store_attrs(cfg, created_by)
+    changes = {}
+    for subset in SUBSETS:
+        declared = load_schema(subset).coords
+        sub_coords = {k: v for k, v in coords.items() if k in declared}
+        members = selection.members(subset)
+        full = plan_store(subset, members, attrs, sub_coords, chunking)
+        base = base_fingerprint(full)
+        fresh = StoreState(base, tuple(s.key for s in members), tuple(token(s, out) for s in members),
+                           tuple(s.n_frames for s in members), tuple(s.n_windows for s in members))
+        old = states.get(subset)
+        path = Path(out) / f"{subset}.zarr"
+        usable = (not compact and old is not None and old.base == base and (path / "zarr.json").is_file()
+                  and "seq_tombstone" in full.schema.arrays
+                  and store_sizes(path) == (len(old.keys), old.n_frames, sum(old.windows)))
+        if not usable:
+            changes[subset] = StoreChange(subset, "full", full, (), fresh)
+            continue
+        live = old.live()
+        wanted = set(fresh.tokens)
+        tombstones = tuple(sorted(i for t, i in live.items() if t not in wanted))
+        new = [s for s, t in zip(members, fresh.tokens) if t not in live]
+        if not tombstones and not new:
+            changes[subset] = StoreChange(subset, "none", None, (), old)
+            continue
+        dead = tuple(sorted(set(old.dead) | set(tombstones)))
+        total = old.n_frames + sum(s.n_frames for s in new)
+        dead_frames = sum(old.frames[i] for i in dead)
+        if total and dead_frames / total > max_dead_fraction:
+            changes[subset] = StoreChange(subset, "full", full, (), fresh)
+            continue
+        state = StoreState(base, old.keys + tuple(s.key for s in new), old.tokens + tuple(token(s, out) for s in new),
+                           old.frames + tuple(s.n_frames for s in new), old.windows + tuple(s.n_windows for s in new),
+                           dead)
+        changes[subset] = StoreChange(subset, "append", plan_store(subset, new, attrs, sub_coords, chunking),
+                                      tombstones, state)
+    return changes
+
+
+def write_region(plan: StorePlan, tmp_path: str, dim: str) -> float:
+    """Write region 0 of a ``region_plan`` along ``dim`` (``frame``/``window``); returns seconds."""
+    t0 = time.perf_counter()
+    (write_frame_region if dim == "frame" else write_window_region)(plan, Path(tmp_path), 0)
+    return time.perf_counter() - t0
+
+
+def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, executor: Executor,
+                 say=print) -> tuple[dict[str, str], float]:
+    """Apply every store change: create the store (``full``) or a hard-linked clone grown for the
+    appended sequences (``append``) under a temporary name, write all their regions through
+    ``executor`` (each task gets only its region's sequences), then validate and swap each into place.
+
+    Returns (subset → final path, summed region-write seconds). On any failure every temporary
+    store is deleted and the existing stores stay as they were.
+    """
+    from pipeline.store.append import plan_append, prepare_append
+
+    todo = {k: c for k, c in changes.items() if c.mode != "none"}
+    tmps = {subset: out / f".{subset}.zarr.tmp-{build_id}" for subset in todo}
+    plans: dict[str, StorePlan] = {}
+    futures = []
+    try:
+        for subset, change in todo.items():
+            final = out / f"{subset}.zarr"
+            if change.mode == "full":
+                plan = change.plan
+                create_store(plan, tmps[subset])
+            else:
+                plan = plan_append(final, change.plan)
+                prepare_append(final, plan, change.tombstones, tmps[subset])
+            plans[subset] = plan
+            futures += [executor.submit(write_region, region_plan(plan, "frame", i), str(tmps[subset]), "frame")
+                        for i in range(len(plan.frame_regions))]
+            futures += [executor.submit(write_region, region_plan(plan, "window", i), str(tmps[subset]), "window")
+                        for i in range(len(plan.window_regions))]
+        say(f"[write] {len(futures)} shard-aligned regions over {len(todo)} stores "
+            f"({', '.join(f'{k}: {c.mode}' for k, c in changes.items())})")
+        executor.wait(futures)
+        seconds = sum(f.result() for f in futures)  # re-raises the first failure
+    except BaseException:
+        executor.wait(futures)  # no writer may still read the staging folder when it is deleted
+        for tmp in tmps.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    clear_state(out)
+    stores = {}
+    for subset in changes:
+        final = out / f"{subset}.zarr"
+        if subset in plans:
+            finalize_store(plans[subset], tmps[subset], final)
+            c = changes[subset]
+            say(f"[write] {subset}: {c.mode}, {len(c.plan.staged)} sequences written, {len(c.tombstones)} "
+                f"tombstoned -> {final}")
+        stores[subset] = str(final)
+    write_state(out, {k: c.state for k, c in changes.items()})
+    return stores, seconds
+
+
+def subset_counts(changes: dict[str, StoreChange], stores: dict[str, str], fps_hz: float) -> dict[str, dict]:
+    """Live sequences, frames and windows per subset store, and what this run did to it."""
+    out = {}
+    for subset, c in changes.items():
+        st, dead = c.state, set(c.state.dead)
+        frames = sum(f for i, f in enumerate(st.frames) if i not in dead)
+        out[subset] = {"store": stores[subset], "mode": c.mode, "sequences": len(st.keys) - len(dead),
+                       "frames": frames, "windows": sum(w for i, w in enumerate(st.windows) if i not in dead),
+                       "hours": frames / fps_hz / 3600.0, "tombstoned": len(dead),
+                       "written_sequences": 0 if c.plan is None else len(c.plan.staged),
+                       "written_frames": 0 if c.plan is None else c.plan.n_frames}
+    return out
+
+
+STATS_CACHE_DIR = ".cache/stats"
+
+
+def store_stats(store_path: str, only: tuple[str, ...] | None = None, canonical: bool = True) -> dict:
+    """Normalization statistics of one finished store (streamed block by block); ``only``: these
+    arrays; ``canonical``: also the canonical-feature statistics. Per-block accumulators are kept in
+    the root's ``.cache/stats/``: after an incremental run only new and tombstoned blocks are read."""
+    from pipeline.loaders.stats import compute_stats
+
+    path = Path(store_path)
+    cache = path.parent / STATS_CACHE_DIR / f"{path.name.removesuffix('.zarr')}{'-own' if only else ''}.npz"
+    return compute_stats(store_path, only=only, canonical=canonical, block_cache=cache)
+
+
+def same_sequences(changes: dict[str, StoreChange]) -> dict[str, str]:
+    """subset → an earlier subset whose store holds the very same sequences (tokens, tombstones):
+    the arrays the two share have the same statistics (motion and contact, usually)."""
+    out: dict[str, str] = {}
+    seen: dict[tuple, str] = {}
+    for subset, c in changes.items():
+        sig = (c.state.tokens, c.state.dead)
+        if sig in seen and c.state.tokens:
+            out[subset] = seen[sig]
+        else:
+            seen[sig] = subset
+    return out
+
+
+def write_stats(stores: dict[str, str], out: Path, executor: Executor, changed: Sequence[str] | None = None,
+                same_as: dict[str, str] | None = None) -> Path:
+    """``stats.json``: the statistics of every subset in ``changed`` (default all) computed in
+    parallel through ``executor``; the others are kept from the previous ``stats.json``. A subset
+    holding the same sequences as another (``same_as``) has only its own arrays computed; the shared
+    arrays' statistics (and the canonical features, computed from shared arrays) are copied."""
+    from pipeline.loaders.stats import STATS_FILE, STATS_FORMAT
+    from pipeline.store.location import write_text_atomic
+
+    changed = list(stores) if changed is None else list(changed)
+    same_as = {k: v for k, v in (same_as or {}).items() if k in changed and v in changed}
+    try:
+        previous = json.loads((out / STATS_FILE).read_text())
+        previous = previous["subsets"] if previous.get("format") == STATS_FORMAT else {}
+    except (OSError, ValueError, KeyError):
+        previous = {}
+    changed += [s for s in stores if s not in previous and s not in changed]
+    futures = {}
+    for subset in changed:
+        if subset in same_as:
+            shared = set(load_schema(subset).arrays) & set(load_schema(same_as[subset]).arrays)
+            own = tuple(sorted(set(load_schema(subset).arrays) - shared))
+            futures[subset] = executor.submit(store_stats, stores[subset], own, False)
+        else:
+            futures[subset] = executor.submit(store_stats, stores[subset])
+    subsets = {k: previous[k] for k in stores if k not in futures}
+    subsets.update({k: f.result() for k, f in futures.items()})
+    for subset, donor in same_as.items():
+        mine, theirs = subsets[subset], subsets[donor]
+        mine["arrays"] = dict(sorted({**{k: v for k, v in theirs["arrays"].items()
+                                          if k in load_schema(subset).arrays}, **mine["arrays"]}.items()))
+        mine["canonical"] = theirs["canonical"]
+    stats = {"format": STATS_FORMAT, "subsets": dict(sorted(subsets.items()))}
+    write_text_atomic(out / STATS_FILE, json.dumps(stats, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    return out / STATS_FILE
+
+
+def write_quarantine(out: Path, quarantine: Sequence[QuarantineEntry]) -> None:
+    from pipeline.store.location import write_text_atomic
+
+    write_text_atomic(out / QUARANTINE_FILE, json.dumps([asdict(q) for q in quarantine], indent=2) + "\n")

@@ -1,0 +1,257 @@
+"""The build driver: discover → process new/changed files → simulate → assemble → record.
+
+One path for every way a build runs: the Prefect flow (``flows.build``) passes an executor that
+maps each stage function onto its Prefect task on the Dask cluster; tests and
+``pipeline.quality.build_in_process`` pass ``SerialExecutor``. Only small records travel back to
+the driver, so its memory does not grow with the corpus.
+
+Incremental: only files that are new or whose content changed since the last run are processed
+(the ingestion ledger and the per-file cache say which); when nothing changed the stores are left
+untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from pipeline.process import BuildConfig
+from pipeline.quality import Thresholds, build_report
+from pipeline.quality.flags import write_quality_outputs
+from pipeline.records import QuarantineEntry
+from pipeline.sources.base import SourceSpec
+from pipeline.split import SUBSETS
+from pipeline.store import Chunking, file_cache, load_schema
+from pipeline.store.ledger import LEDGER_FILE, Ledger, now_iso
+from pipeline.store.location import LocalLocation, write_text_atomic
+
+from . import assembly
+from .bookkeeping import file_records, record_run
+from .config import DatasetConfig, processing_key
+from .discovery import RunPlan, discover, inputs_fingerprint, plan_run
+from .executor import Executor, SerialExecutor
+from .files import ModifyHook, batch_jobs, process_files
+from .records import FileOutcome, SimOutcome
+from .simulation import simulate_motions
+from .summary import SUMMARY_FILE, summarize
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def report_task(out_dir: str) -> str:
+    """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
+    the driver's process)."""
+    return str(build_report(Path(out_dir)))
+
+
+def schema_versions() -> dict[str, str]:
+    return {s: load_schema(s).version for s in SUBSETS}
+
+
+def build_dataset(
+    sources: Sequence[SourceSpec],
+    out_dir: str | Path,
+    cfg: BuildConfig = BuildConfig(),
+    chunking: Chunking | None = None,
+    workers: int = 2,
+    thresholds: Thresholds | None = None,
+    force: bool = False,
+    executor: Executor | None = None,
+    modify: ModifyHook | None = None,
+    report: bool = True,
+    created_by: str = "dynaset build",
+    compact: bool = False,
+) -> dict:
+    """Incrementally build every subset store of the dataset root ``out_dir``; returns the summary.
+
+    ``workers``: parallel task slots (sizes the file batches); ``force`` reprocesses every file;
+    ``modify``: a hook editing each sequence before metrics and staging (serial executors only: it
+    is not part of the processing key); ``report``: write ``report.html``; ``compact``: rewrite
+    every store afresh (no tombstones, sequences in id order: byte-identical to a fresh build of the
+    same inputs) even when nothing changed. The root is locked.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    thresholds = thresholds or Thresholds.default()
+    executor = executor or SerialExecutor()
+    with LocalLocation(out).lock("build"):
+        DatasetConfig(tuple(sources), cfg, thresholds).write(out)
+        ledger = Ledger(out / LEDGER_FILE)
+        try:
+            return _run(sources, out, cfg, chunking, workers, thresholds, force, executor, modify, report,
+                        created_by, compact, ledger)
+        finally:
+            ledger.close()
+
+
+def compact_dataset(root: str | Path, executor: Executor | None = None) -> dict:
+    """``dynaset compact`` without Prefect: rewrite every store of the local dataset root afresh
+    (no tombstones, id order: a fresh build's bytes) from its recorded configuration and cache."""
+    config = DatasetConfig.read(Path(root))
+    return build_dataset(list(config.sources), root, config.build, workers=1, thresholds=config.thresholds,
+                         executor=executor, compact=True)
+
+
+def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, thresholds: Thresholds, force: bool,
+         executor: Executor, modify, report: bool, created_by: str, compact: bool, ledger: Ledger) -> dict:
+    t_start = time.perf_counter()
+    build_id = uuid.uuid4().hex[:12]
+    started = now_iso()
+    key = processing_key(cfg, thresholds)
+    schemas = schema_versions()
+    previous = ledger.current()
+    jobs = discover(sources, out, ledger, key, say)
+    run = plan_run(jobs, previous, out, force)
+    say(f"[ledger] {len(jobs)} files: {len(run.todo)} to process ({run.n_new} new, {run.n_changed} changed or "
+        f"reprocessed), {len(run.cached)} unchanged from cache, {len(run.removed)} removed")
+
+    fingerprint = inputs_fingerprint(jobs, key, chunking, schemas)
+    last = _read_json(out / SUMMARY_FILE) or {}
+    states = assembly.read_state(out)
+    is_compact = all(s in states and states[s].compact for s in SUBSETS)
+    if not run.todo and not run.removed and last.get("inputs_fingerprint") == fingerprint and all(
+            (out / f"{s}.zarr").is_dir() for s in SUBSETS) and (not compact or is_compact):
+        say("[build] nothing new: stores are up to date and left untouched")
+        earlier = [QuarantineEntry(**q) for q in _read_json(out / assembly.QUARANTINE_FILE) or []]
+        outcomes = {path: e["file"] for path, e in run.cached.items()}
+        record_run(ledger, file_records(jobs, outcomes, key, build_id, schemas, earlier), run.removed, build_id,
+                   started, stores_written=0)  # keeps files quarantined as duplicates quarantined
+        summary = dict(last)
+        summary.update(up_to_date=True, files_new=0, files_changed=0, files_unchanged=len(jobs), files_removed=0,
+                       ledger_hash=ledger.content_hash(), run_id=build_id)
+        return summary
+
+    entries, t_process, t_simulate = _process(run, out, cfg, thresholds, workers, executor, modify)
+
+    # every live file's outcome: fresh ones and cached ones, in (source, path) order
+    for path in run.cached:
+        entries[path] = {"file": replace(entries[path]["file"], seconds={}),
+                         "sims": tuple(replace(so, seconds=0.0) for so in entries[path]["sims"])}
+    order = sorted(jobs, key=lambda j: j.file_key)
+    outcomes = [entries[j.path]["file"] for j in order]
+    sims = [so for j in order for so in entries[j.path]["sims"]]
+    quarantine = [o.quarantine for o in outcomes if o.quarantine is not None]
+    quarantine += [so.quarantine for so in sims if so.quarantine is not None]
+
+    t0 = time.perf_counter()
+    selection = assembly.select(outcomes, sims, thresholds)
+    for q in selection.duplicates:
+        say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
+    quarantine += selection.duplicates
+    assembly.write_quarantine(out, quarantine)  # first: whatever fails later, the user keeps this list
+    write_quality_outputs(out, selection.table, selection.exclusions, staged=selection.excluded)
+    if selection.drop:
+        say(f"[quality] {len(selection.drop)} sequences excluded by quality rules (exclusions.json)")
+    changes = assembly.plan_changes(selection, states, out, cfg, chunking, created_by, compact)
+    t_plan = time.perf_counter() - t0
+    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say)
+    t_write = time.perf_counter() - t0 - t_plan
+    changed = [k for k, c in changes.items() if c.mode != "none"]
+    stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes))
+    say(f"[stats] normalization statistics of {', '.join(changed) or 'no store'} -> {stats_path}")
+    t_assemble = time.perf_counter() - t0
+
+    summary = summarize(outcomes, quarantine, assembly.subset_counts(changes, stores, cfg.canonical.fps_hz), build_id)
+    summary["task_seconds"]["write_regions"] = write_seconds
+    summary["task_seconds"]["simulate"] = sum(so.seconds for so in sims)
+    summary["frames_simulated"] = sum(so.frames for so in selection.sims)
+    summary["sequences_excluded"] = len(selection.drop)
+    summary["wall_seconds"] = {"process": t_process, "simulate": t_simulate, "assemble": t_assemble,
+                               "assemble_plan": t_plan, "assemble_write": t_write,
+                               "assemble_stats": t_assemble - t_plan - t_write}
+    all_outcomes = {path: e["file"] for path, e in entries.items()}
+    record_run(ledger, file_records(jobs, all_outcomes, key, build_id, schemas, quarantine), run.removed,
+               build_id, started, stores_written=len(SUBSETS))
+    summary.update(
+        up_to_date=False, inputs_fingerprint=fingerprint, run_id=build_id,
+        files_new=run.n_new, files_changed=run.n_changed, files_unchanged=len(run.cached),
+        files_removed=len(run.removed), ledger_hash=ledger.content_hash(),
+    )
+    pruned = file_cache.prune(out, {j.entry for j in jobs})
+    if pruned:
+        say(f"[cache] removed {pruned} entries of changed or removed files")
+    summary["wall_seconds"]["total"] = time.perf_counter() - t_start
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if report:
+        try:
+            say(f"[report] {executor.submit(report_task, str(out)).result()}")
+        except Exception as exc:  # the stores are complete; a report failure must not hide that
+            say(f"[report] failed: {type(exc).__name__}: {exc}")
+    return summary
+
+
+def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, workers: int, executor: Executor,
+             modify) -> tuple[dict[str, dict], float, float]:
+    """ingest → canonicalize → contact → fit → split → quality → stage for the files to process, in
+    parallel batches; each finished batch's motions go on to the simulate stage right away. Every
+    file's cache entry is completed as soon as its outcome (and its simulations) are in.
+
+    Returns (path → {"file": FileOutcome, "sims": SimOutcomes} of the processed files plus the
+    cached ones, process wall seconds, simulate wall seconds)."""
+    t0 = time.perf_counter()
+    for j in run.todo:
+        file_cache.reset_entry(j.entry)
+    by_path = {j.path: j for j in run.todo}
+    by_key = {j.file_key: j for j in run.todo}
+    batches = batch_jobs([(j.spec, j.path, str(j.entry)) for j in run.todo], workers)
+    futures = [executor.submit(process_files, batch, cfg, thresholds, *((modify,) if modify else ()))
+               for batch in batches]
+    fresh: dict[str, FileOutcome] = {}
+    pending: dict[str, list[SimOutcome]] = {}
+    sim_futures = []
+    n_sim = n_quarantined = 0
+    resources = {"GPU": 1} if cfg.sim_backend == "gpu" else None
+    for fut in executor.as_completed(futures):
+        batch_items = []
+        for o in fut.result():
+            path = by_key[(o.source, o.path)].path
+            fresh[path] = o
+            batch_items.extend(o.to_simulate)
+            if o.quarantine is not None:
+                n_quarantined += 1
+                say(f"[quarantine] {o.quarantine.path} ({o.quarantine.stage}): {o.quarantine.reason}")
+            if not o.to_simulate:  # nothing to imitate: the cache entry is complete now
+                file_cache.save_entry(by_path[path].entry, out, {"file": o, "sims": ()})
+            else:
+                pending[path] = []
+        say(f"[process] {len(fresh)}/{len(run.todo)} files done, {n_quarantined} quarantined")
+        if batch_items:
+            n_sim += len(batch_items)
+            sim_futures.append(executor.submit(simulate_motions, batch_items, cfg, resources=resources))
+    t_process = time.perf_counter() - t0
+    origin_file = {c[1]: path for path, o in fresh.items() for c in o.to_simulate}
+    n_done = 0
+    for fut in executor.as_completed(sim_futures):
+        for so in fut.result():
+            n_done += 1
+            path = origin_file[so.origin]
+            pending[path].append(so)
+            if so.quarantine is not None:
+                say(f"[quarantine] {so.quarantine.path} ({so.quarantine.stage}): {so.quarantine.reason}")
+            if len(pending[path]) == len(fresh[path].to_simulate):
+                file_cache.save_entry(by_path[path].entry, out,
+                                      {"file": fresh[path], "sims": _by_id(pending[path])})
+        say(f"[simulate] {n_done}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
+    t_simulate = time.perf_counter() - t0 - t_process
+    entries: dict[str, dict] = dict(run.cached)
+    for path, o in fresh.items():
+        entries[path] = {"file": o, "sims": _by_id(pending.get(path, []))}
+    return entries, t_process, t_simulate
+
+
+def _by_id(sims: list[SimOutcome]) -> tuple[SimOutcome, ...]:
+    return tuple(sorted(sims, key=lambda x: x.sequence_id))
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

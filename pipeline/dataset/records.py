@@ -1,0 +1,63 @@
+"""Small, picklable records passed between the build's stages (and kept in the per-file cache)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.records import QuarantineEntry
+from pipeline.sources.base import SourceSpec
+from pipeline.store import StagedSequence
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """A discovered source file: where it is, what it holds (bytes, sha256), where its cache entry is."""
+
+    spec: SourceSpec
+    path: str
+    rel: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    entry: Path
+
+    @property
+    def file_key(self) -> tuple[str, str]:
+        """(source kind, path relative to the source root): the file's identity across runs."""
+        return (self.spec.kind, self.rel)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What a per-file task sends back: staged sequences or a quarantine entry, and timings (s)."""
+
+    source: str
+    path: str
+    staged: tuple[StagedSequence, ...] = ()
+    quarantine: QuarantineEntry | None = None
+    seconds: dict = field(default_factory=dict)
+    frames_in: int = 0
+    frames_out: int = 0
+    metrics: tuple[dict, ...] = ()
+    to_simulate: tuple[tuple[str, str, str], ...] = ()
+    """(sequence id, canonical motion file, split) of sequences the simulate stage imitates."""
+
+    @property
+    def name(self) -> str:
+        """``<source>:<relative path>``, as in quarantine entries."""
+        return f"{self.source}:{self.path}"
+
+
+@dataclass(frozen=True)
+class SimOutcome:
+    """What a simulate task sends back for one motion: staged passes, metrics rows, or an error."""
+
+    sequence_id: str
+    origin: str = ""
+    """The canonical motion file it imitated (identifies the source file's sequence)."""
+    staged: tuple[StagedSequence, ...] = ()
+    metrics: tuple[dict, ...] = ()
+    quarantine: QuarantineEntry | None = None
+    seconds: float = 0.0
+    frames: int = 0
