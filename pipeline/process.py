@@ -79,6 +79,9 @@ class ProcessedSequence:
         out = {"marker_residual_m": m.marker_residual_m}
         if m.has_grf:
             out["plate_foot_conflict"] = m.plate_foot_conflict
+        # a source's own per-sequence figures (AddBiomechanics: marker RMS, residuals) as 0-d arrays
+        for k, v in (getattr(m, "extra_metrics", None) or {}).items():
+            out[k] = np.asarray(float(v))
         return out
 
 

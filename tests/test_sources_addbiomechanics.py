@@ -84,3 +84,15 @@ def test_malformed_files_are_one_clear_line(tmp_path, variant, words):
         get_source("addbiomechanics").read(tmp_path / "bad.b3d", tmp_path)
     msg = str(exc.value)
     assert msg.startswith("bad.b3d: ") and words in msg and "\n" not in msg, msg
+
+
+def test_addbiomechanics_own_figures_become_quality_metrics():
+    """The .b3d's own per-trial marker RMS and root residuals reach the sequence's metrics row."""
+    from pipeline.process import BuildConfig, process_motion
+    from pipeline.quality.integration import sequence_metrics
+    from pipeline.quality.metrics import CATALOG
+
+    raw = get_source("addbiomechanics").read(FILE, B3D)[0]
+    row = sequence_metrics(process_motion(raw, BuildConfig()))
+    for k in ("addb_marker_rms_m", "addb_linear_residual_n", "addb_angular_residual_nm"):
+        assert k in CATALOG and np.isfinite(row[k]) and row[k] > 0, (k, row.get(k))

@@ -566,6 +566,20 @@ def _residual_wrench(arrays, meta):
 
 
 @metric_provider(
+    "addbiomechanics_results", requires=("addb_marker_rms_m",), stage="source",
+    metrics={
+        "addb_marker_rms_m": ("m", "AddBiomechanics' own marker RMS error for the trial (its last processing pass, median over the kept frames)."),
+        "addb_linear_residual_n": ("N", "AddBiomechanics' own root residual force for the trial (its last processing pass, median over the kept frames)."),
+        "addb_angular_residual_nm": ("N·m", "AddBiomechanics' own root residual moment for the trial (its last processing pass, median over the kept frames)."),
+    },
+)
+def _addbiomechanics_results(arrays, meta):
+    """Per-trial figures an AddBiomechanics ``.b3d`` file carries (0-d arrays from the side-car)."""
+    return {k: float(np.asarray(arrays[k])) for k in ("addb_marker_rms_m", "addb_linear_residual_n",
+                                                      "addb_angular_residual_nm") if k in arrays}
+
+
+@metric_provider(
     "dynamics_pass", requires=("dyn_root_correction_m",), stage="simulation",
     metrics={
         "dyn_root_correction_rms_m": ("m", "RMS of the pelvis translation the dynamics pass added to make the reference dynamically consistent."),

@@ -123,7 +123,7 @@ class AddBiomechanicsSource:
                 for key, arr in (("addb_marker_rms_m", ph.marker_rms_m), ("addb_linear_residual_n", ph.linear_residual_n),
                                  ("addb_angular_residual_nm", ph.angular_residual_nm)):
                     if arr.size:
-                        extra[key] = float(np.nanmean(arr[a:b]))
+                        extra[key] = float(np.nanmedian(arr[a:b]))
             side = LabTrialMeasurement(ik=result, markers_z_up_m=markers[a:b], rate_hz=rate, t0_s=a / rate,
                                        forces=forces, mass_kg=mass, mass_source="file" if mass else "",
                                        extra_metrics=extra, warnings=tuple(warnings),
