@@ -45,6 +45,16 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
 
 
+def longest_run(mask: np.ndarray) -> tuple[int, int]:
+    """[start, stop) of the longest run of True in a 1-D mask; (0, 0) when there is none."""
+    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, stops = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+    if not starts.size:
+        return 0, 0
+    i = int(np.argmax(stops - starts))
+    return int(starts[i]), int(stops[i])
+
+
 def fill_gaps(markers: np.ndarray, max_gap: int = DEFAULT_MAX_GAP_FRAMES) -> tuple[np.ndarray, list[GapReport]]:
     """Fill interior NaN gaps ≤ ``max_gap`` frames per marker by cubic spline; (filled copy, reports)."""
     x = np.array(markers, dtype=float, copy=True)

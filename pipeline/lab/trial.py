@@ -22,20 +22,12 @@ from pipeline.contact import hysteresis
 from pipeline.lab import foot_assignment as fa
 from pipeline.lab import forceplate as fp
 from pipeline.lab import marker_ik as ik
+from pipeline.lab import markers as ml
 from pipeline.lab import measured as lm
 from pipeline.records import CanonicalMotion
 
 MIN_DURATION_S = 0.2
 """Shortest run of frames with a visible pelvis that is built, seconds."""
-
-
-def _longest_run(mask: np.ndarray) -> tuple[int, int]:
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    starts, stops = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-    if not starts.size:
-        return 0, 0
-    i = int(np.argmax(stops - starts))
-    return int(starts[i]), int(stops[i])
 
 
 def fit_trial(markers_z_up_m: np.ndarray, labels: tuple[str, ...], rate_hz: float,
@@ -50,7 +42,7 @@ def fit_trial(markers_z_up_m: np.ndarray, labels: tuple[str, ...], rate_hz: floa
     obs = targets.positions(markers_z_up_m)
     pelvis = targets.pelvis_indices()
     ok = np.isfinite(obs[:, pelvis]).all(axis=-1).sum(axis=1) >= 3
-    a, b = _longest_run(ok)
+    a, b = ml.longest_run(ok)
     if (b - a - 1) / rate_hz < MIN_DURATION_S:
         raise ValueError(f"the pelvis (3 of {len(pelvis)} pelvis markers) is visible for at most {max(b - a, 0)} "
                          f"consecutive frames (need {MIN_DURATION_S} s)")

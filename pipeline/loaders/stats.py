@@ -88,20 +88,12 @@ class RunningStats:
             mean_b = np.where(n_b > 0, xs.sum(axis=0) / np.maximum(n_b, 1), 0.0)
             d = np.where(finite, x - mean_b, 0.0)
             m2_b = (d * d).sum(axis=0)
-            n = self.count + n_b
-            delta = mean_b - self.mean
-            frac = np.where(n > 0, n_b / np.maximum(n, 1), 0.0)
-            self.mean = self.mean + delta * frac
-            self.m2 = self.m2 + m2_b + delta * delta * self.count * frac
-        self.count = n
+        self._combine(n_b, mean_b, m2_b)
         self.min = np.minimum(self.min, np.where(finite, x, np.inf).min(axis=0))
         self.max = np.maximum(self.max, np.where(finite, x, -np.inf).max(axis=0))
 
-    def merge(self, other: RunningStats) -> None:
-        """Add another accumulator's records: the same arithmetic as ``update`` with the other's
-        (count, mean, M2), so merging per-block accumulators in block order gives bit-identical
-        results to updating block by block."""
-        n_b, mean_b, m2_b = other.count, other.mean, other.m2
+    def _combine(self, n_b: np.ndarray, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
+        """Chan et al.'s parallel update with a block's (count, mean, M2), element-wise."""
         with np.errstate(invalid="ignore", divide="ignore"):
             n = self.count + n_b
             delta = mean_b - self.mean
@@ -109,6 +101,12 @@ class RunningStats:
             self.mean = self.mean + delta * frac
             self.m2 = self.m2 + m2_b + delta * delta * self.count * frac
         self.count = n
+
+    def merge(self, other: RunningStats) -> None:
+        """Add another accumulator's records: the same arithmetic as ``update`` with the other's
+        (count, mean, M2), so merging per-block accumulators in block order gives bit-identical
+        results to updating block by block."""
+        self._combine(other.count, other.mean, other.m2)
         self.min = np.minimum(self.min, other.min)
         self.max = np.maximum(self.max, other.max)
 

@@ -75,15 +75,6 @@ def trim_record(rec: C3DRecord, a: int, b: int) -> C3DRecord:
                                first_frame=rec.first_frame + a)
 
 
-def _longest_run(mask: np.ndarray) -> tuple[int, int]:
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    starts, stops = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-    if not starts.size:
-        return 0, 0
-    i = int(np.argmax(stops - starts))
-    return int(starts[i]), int(stops[i])
-
-
 def lab_up_axis(rec: C3DRecord, markers_m: np.ndarray) -> str:
     """Vertical lab axis from the plates' normals, else from the markers (``pipeline.lab.markers.detect_up_axis``)."""
     ups = []
@@ -123,7 +114,7 @@ def raw_from_c3d(rec: C3DRecord, provenance: Provenance, cfg: ik.IKConfig | None
     obs = targets.positions(z_up)
     pelvis = targets.pelvis_indices()
     ok = np.isfinite(obs[:, pelvis]).all(axis=-1).sum(axis=1) >= 3
-    a, b = _longest_run(ok)
+    a, b = ml.longest_run(ok)
     if (b - a - 1) / rec.point_rate_hz < MIN_DURATION_S:
         raise ValueError(f"the pelvis (3 of {','.join(targets.names[k] for k in pelvis)}) is visible for at most "
                          f"{max(b - a, 0)} consecutive frames (need {MIN_DURATION_S} s)")
