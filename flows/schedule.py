@@ -211,6 +211,10 @@ def _runner(name: str):
     class _Runner(Runner):
         def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
             self._logger.info("SIGTERM received, shutting down")
+            # a process started with SIGINT ignored (inherited from a parent that ignores it, as
+            # test runners and process supervisors may) never gets Python's KeyboardInterrupt
+            # handler: re-raising SIGINT would then do nothing and the runner would never stop
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.raise_signal(signal.SIGINT)
 
     return _Runner(name=f"dynaset-schedule-{name}", pause_on_shutdown=True)

@@ -256,7 +256,11 @@ def test_scheduled_ingest_on_a_real_server(tmp_path, monkeypatch):
         # --- stopping `dynaset schedule` (SIGTERM) pauses the schedule; registering the deployment
         # again (a new cron) un-pauses it and keeps the concurrency limit ----------------------------
         serve.send_signal(signal.SIGTERM)
-        assert serve.wait(60) == 0, _tail(serve_log_path)
+        try:
+            rc = serve.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"dynaset schedule did not stop within 60 s of SIGTERM:\n{_tail(serve_log_path)}") from None
+        assert rc == 0, _tail(serve_log_path)
         with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
             assert client.read_deployment(deployment.id).paused
             assert register_only(root, "30 4 * * *", api_url=api_url, name=DEPLOYMENT, workers=1) == str(
