@@ -44,8 +44,8 @@ def fit_trial(markers_z_up_m: np.ndarray, labels: tuple[str, ...], rate_hz: floa
     ok = np.isfinite(obs[:, pelvis]).all(axis=-1).sum(axis=1) >= 3
     a, b = ml.longest_run(ok)
     if (b - a - 1) / rate_hz < MIN_DURATION_S:
-        raise ValueError(f"the pelvis (3 of {len(pelvis)} pelvis markers) is visible for at most {max(b - a, 0)} "
-                         f"consecutive frames (need {MIN_DURATION_S} s)")
+        raise ValueError(f"the pelvis (3 of {','.join(targets.names[k] for k in pelvis)}) is visible for at most "
+                         f"{max(b - a, 0)} consecutive frames (need {MIN_DURATION_S} s)")
     result = ik.fit_markers(markers_z_up_m[a:b], labels, cfg or ik.IKConfig(), targets=targets)
     pose = np.concatenate([result.root_orient_aa_rad[:, None], result.body_pose_aa_rad], axis=1)
     pose = ik.lift_toes(pose, result.root_pos_m, result.height_m, floor_z_m)

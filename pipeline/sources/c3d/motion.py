@@ -29,11 +29,9 @@ from pipeline.lab import forceplate as fp
 from pipeline.lab import marker_ik as ik
 from pipeline.lab import markers as ml
 from pipeline.lab import measured as lm
+from pipeline.lab.trial import fit_trial
 from pipeline.records import CanonicalMotion, Provenance, RawMotion, SubjectInfo
 from pipeline.sources.c3d.reader import C3DRecord
-
-MIN_DURATION_S = 0.2
-"""Shortest run of frames with a visible pelvis that is built, seconds."""
 
 
 @dataclass(frozen=True)
@@ -107,26 +105,11 @@ def raw_from_c3d(rec: C3DRecord, provenance: Provenance, cfg: ik.IKConfig | None
     up = lab_up_axis(rec, markers)
     filled, _ = ml.fill_gaps(markers, max_gap)
     z_up = ml.to_z_up(filled, up)
-    targets = ik.match_targets_in_data(rec.marker_labels, z_up)
-    problem = ik.check_targets(targets)
-    if problem:
-        raise ValueError(problem)
-    obs = targets.positions(z_up)
-    pelvis = targets.pelvis_indices()
-    ok = np.isfinite(obs[:, pelvis]).all(axis=-1).sum(axis=1) >= 3
-    a, b = ml.longest_run(ok)
-    if (b - a - 1) / rec.point_rate_hz < MIN_DURATION_S:
-        raise ValueError(f"the pelvis (3 of {','.join(targets.names[k] for k in pelvis)}) is visible for at most "
-                         f"{max(b - a, 0)} consecutive frames (need {MIN_DURATION_S} s)")
-    result = ik.fit_markers(z_up[a:b], rec.marker_labels, cfg or ik.IKConfig(), targets=targets)
+    result, a, b = fit_trial(z_up, rec.marker_labels, rec.point_rate_hz, floor_z_m=floor_height(rec, up), cfg=cfg)
     trimmed = trim_record(rec, a, b)
     warnings = list(rec.warnings)
     if (a, b) != (0, markers.shape[0]):
         warnings.append(f"frames {a}–{b - 1} of {markers.shape[0]} kept (pelvis visible)")
-    floor = floor_height(rec, up)
-    pose = np.concatenate([result.root_orient_aa_rad[:, None], result.body_pose_aa_rad], axis=1)
-    pose = ik.lift_toes(pose, result.root_pos_m, result.height_m, floor)
-    result = dataclasses.replace(result, body_pose_aa_rad=pose[:, 1:])
     mass = rec.subject.get("mass_kg")
     subject = SubjectInfo(gender="neutral", height_m=result.height_m,
                           mass_kg=None if mass is None else float(mass))
