@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import minimum_filter1d, uniform_filter1d
+from scipy.signal import butter, filtfilt
 
 from pipeline.skeleton import (
     Skeleton,
@@ -574,6 +575,32 @@ def _pelvis_height_for(ankle: np.ndarray, hip_at_zero: np.ndarray, leg_m: np.nda
     return ankle[:, 1] + np.sqrt(np.maximum(leg_m**2 - d[:, 0] ** 2 - d[:, 2] ** 2, 0.0)) - hip_at_zero[:, 1]
 
 
+WALK_PELVIS_CUTOFF_STEPS = 1.2
+"""A walk's pelvis height is low-passed at this × the step frequency (``_smooth_below``)."""
+WALK_SMOOTH_FROM_MPS = 0.8
+"""Walks faster than this get the smoothed pelvis height (fully from 0.4 m/s faster), m/s."""
+
+
+def _smooth_below(z: np.ndarray, bound: np.ndarray, cutoff_hz: float, fps: float) -> np.ndarray:
+    """(T,) ``z`` low-passed at ``cutoff_hz`` (zero-phase 2nd-order Butterworth) and lowered by its
+    largest excess over ``bound`` (where finite, at least half the padding ``_PAD_S`` from the ends,
+    past the filter's edge transients), so it stays reachable.
+
+    A walking pelvis (and centre of mass) rises and falls about once per step, nearly sinusoidally:
+    at 1.2–1.6 m/s its vertical acceleration, hence the vertical floor force, then stays within
+    ≈ ±0.5 g (people: 0.6–1.3 BW). The lower envelope of the per-frame reach bounds alone dropped
+    8 cm in 0.13 s at double support at 1.6 m/s (1.85 g: a near free fall, then ≈ 2 BW at loading
+    response).
+    """
+    b, a = butter(2, min(cutoff_hz / (0.5 * fps), 0.95))
+    out = filtfilt(b, a, z, padtype="even")
+    finite = np.isfinite(bound)
+    edge = int(round(0.5 * _PAD_S * fps))
+    finite[:edge] = finite[len(z) - edge:] = False
+    excess = float((out - bound)[finite].max()) if finite.any() else 0.0
+    return out - max(excess, 0.0)
+
+
 def _ballistic_fill(pz: np.ndarray, contact: np.ndarray, fps: float) -> np.ndarray:
     """(T,) heights with non-contact gaps replaced by parabolas (g = 9.81 m/s²) between contact frames."""
     pz = pz.copy()
@@ -682,7 +709,12 @@ def _gait_kinematics(p: _GaitParams, t: np.ndarray, phase0: float, heading: floa
     contact = np.stack(stances, axis=1)
     if p.kind == "walk":
         win = max(3, int(round(0.08 * fps / (0.5 * step_hz))))
-        pelvis[:, 1] = uniform_filter1d(minimum_filter1d(height, win, mode="nearest"), win, mode="nearest")
+        envelope = uniform_filter1d(minimum_filter1d(height, win, mode="nearest"), win, mode="nearest")
+        # slow walks keep the envelope (≤ 0.55 g at 0.8 m/s; smoothing it would keep the trailing
+        # thigh from extending behind the hip), faster ones blend to the smoothed height by 1.2 m/s
+        w = float(np.clip((p.speed_mps - WALK_SMOOTH_FROM_MPS) / 0.4, 0.0, 1.0))
+        smooth = _smooth_below(envelope, height, WALK_PELVIS_CUTOFF_STEPS * step_hz, fps) if w > 0 else envelope
+        pelvis[:, 1] = envelope + w * (smooth - envelope)
     else:
         pelvis[:, 1] = _ballistic_fill(height, contact.any(axis=1), fps)
     for side, (hip, knee, ankle) in enumerate(((1, 4, 7), (2, 5, 8))):
