@@ -23,12 +23,17 @@ Motions (``DEFAULT_MOTIONS``; all procedural and deterministic per seed):
   sqrt(1.70 / height)), step length = speed / step frequency; heel strike with toes up, foot flat,
   heel rise onto the toe tip, swing with ≥ 2 cm toe clearance. The pelvis height makes the stance
   knee follow a loading profile (walk: ≈ 15–20° loading response, ≈ 60–65° swing peak emerges; run:
-  20° at touch-down, ≈ 45–55° mid-stance, ≈ 90–100° swing, ballistic flight). Pelvis rotation,
+  20° at touch-down, ≈ 45–55° mid-stance, ≈ 90–100° swing, ballistic flight); walks from 1.2 m/s
+  low-pass that height at 1.2 × the step frequency (``_smooth_below``: vertical pelvis acceleration
+  ≤ 0.46 g, the floor force a walk needs 1.25–1.51 BW instead of 1.6–2.1). Pelvis rotation,
   obliquity and tilt, lateral sway, trunk counter-rotation and arm swing opposite to the legs.
 * ``stand``: quiet standing, slow ankle/hip sway (≈ ±1 cm), breathing, head and arm motion.
 * ``squat``: repetitions every 3.2 s, knee ≈ 100°, hip ≈ 107°, dorsiflexion ≈ 28°, feet flat.
 * ``jump``: countermovement jumps every 3.2 s: dip (knee 90°), push-off onto the toes, ≈ 0.42 s
-  flight, toe-first landing, recovery.
+  flight, toe-first landing, recovery. The arms reach their top (120°) 50 ms before take-off and
+  hold it through the flight (115°): no segment swings in flight, whose angular momentum nothing
+  could change (before: 120° → 60° in flight, a whole-body angular momentum change of ≈ 15 N·m·s
+  the simulated humanoid could not follow).
 
 Ground contact. Per frame, forward kinematics gives the sole points relative to the pelvis; the
 pelvis height puts the lowest sole point of the feet in contact on the floor, and its horizontal
@@ -382,8 +387,11 @@ def _jump_channels(t: np.ndarray, rng: np.random.Generator, t_end: float
         u = np.where(seg, uu, u)
         p = _smooth_keys(t, [t_push + 0.12, t_to, t_land, t_land + 0.1], [0.0, 32.0, 22.0, 0.0])
         pitch = np.where(seg & (t >= t_push), p, pitch)
-        a = _smooth_keys(t, [t_dip, t_push, t_to, t_land, t_land + 0.4, t_dip + 2.6],
-                         [0.0, -45.0, 120.0, 60.0, 20.0, 0.0])
+        # the arms swing back in the dip, forward-up through the push-off, and reach their top
+        # before take-off: the whole body leaves the floor with little angular momentum and, no
+        # segment swinging in flight, keeps it (flight cannot change it)
+        a = _smooth_keys(t, [t_dip, t_push, t_to - 0.05, t_land, t_land + 0.4, t_dip + 2.6],
+                         [0.0, -45.0, 120.0, 115.0, 20.0, 0.0])
         arms = np.where(seg, a, arms)
         flight |= (t >= t_to) & (t < t_land)
     ch: Channels = {"pelvis_tilt": np.zeros_like(t)}

@@ -23,6 +23,7 @@ from pipeline import rotations as rot
 from pipeline import skeleton as sk
 from pipeline.dynamics import DynamicsConfig, DynamicsResult, dynamics_pass
 from pipeline.records import CanonicalMotion
+from pipeline.simulate.anchor import FlightAnchor
 from pipeline.simulate.controller import ContactQP, Gains, TrackingController, cross
 from pipeline.simulate.humanoid import GRAVITY_MPS2, Humanoid, HumanoidParams, build_humanoid, skeleton_from_motion
 from pipeline.simulate.reference import Reference, build_reference
@@ -85,7 +86,14 @@ class SimConfig:
             over. How deep a cleared foot went below the floor is recorded
             (``metrics["swing_penetration_max_m"]``); its recorded floor force is zero then.
         swing_landing_lead_s: collisions of a landing foot are back on this long before the plan
-            loads it, so it lands on the floor at its simulated height, s.
+            loads it, s. 0 (default): at the tick the plan loads it. The previous 67 ms let a
+            running foot touch down while still moving forward (demo 3.5 m/s runs: foot-skating
+            p95 0.55–0.90 m/s → 0.43–0.49) and made no difference on the lab walks but
+            PiG_Motion3_FF (λ 0.93/0.63 → 0.82/0.54 N/kg, 3-pass means).
+        reanchor_after_flight_s: with a dynamics pass, after a flight (the plan loads neither
+            foot) at least this long the tracked reference is shifted horizontally to where the
+            simulated feet landed (``pipeline.simulate.anchor``); 0 = never. Walks and runs
+            (flights ≤ 0.13 s) are not affected.
     """
 
     control_hz: float = 120.0
@@ -110,7 +118,8 @@ class SimConfig:
     plan_target_weight: float = 3.0
     plan_gate_n: float = 20.0
     swing_clearance: bool = True
-    swing_landing_lead_s: float = 0.067
+    swing_landing_lead_s: float = 0.0
+    reanchor_after_flight_s: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.control_hz > 0 or not self.physics_dt_s > 0:
@@ -395,16 +404,27 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     buf = np.zeros((n, spf * nsub, nsens))
     damp = np.zeros((n, spf * nsub, m.nv - 6))
     total_steps = n * spf
+    anchor = np.zeros(3)  # horizontal shift of the tracked reference after flights, world, m
+    flight_anchor = None if plan is None else FlightAnchor(
+        1, int(round(cfg.reanchor_after_flight_s * cfg.control_hz)), cfg.control_hz)
+    ankle_bodies = body_ids[[7, 8]]
+    q_ref = np.empty(m.nq)
     for k in range(total_steps + 1):
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
         mujoco.mj_comVel(m, d)
         # fall / divergence check against the reference at t_k
-        err = np.linalg.norm(d.xpos[body_ids] - ref_pos[k], axis=-1).mean()
+        if flight_anchor is not None and k < total_steps:
+            anchor = flight_anchor.update((plan[k, :, 2] > cfg.plan_gate_n)[None], d.xpos[ankle_bodies][None],
+                                          ref_pos[k, [7, 8]][None])[0]
+        err = np.linalg.norm(d.xpos[body_ids] - ref_pos[k] - anchor, axis=-1).mean()
         if k < total_steps and (abs(d.qpos[2] - rq[k, 2]) > cfg.reset_root_height_err_m
                                 or err > cfg.reset_mpjpe_m or not np.isfinite(d.qpos[2])):
             _set_state(m, d, rq[k], rv[k])
             reset[k // spf] = True
+            if flight_anchor is not None:
+                flight_anchor.reset(np.array([0]), d.xpos[ankle_bodies][None])
+                anchor = flight_anchor.anchor[0]
         if k % spf == 0:
             i = k // spf
             qpos_rec[i] = d.qpos
@@ -414,7 +434,9 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         if k == total_steps:
             break
         a_ff = 0.5 * (ra[k] + ra[k + 1])
-        tau, residual = ctrl.compute(d, rq[k], rv[k], a_ff, None if gate is None else gate[k],
+        q_ref[:] = rq[k]
+        q_ref[:3] += anchor
+        tau, residual = ctrl.compute(d, q_ref, rv[k], a_ff, None if gate is None else gate[k],
                                      None if plan is None else 0.5 * (plan[k] + plan[k + 1]), cfg.plan_target_weight)
         i = k // spf
         tau_sum[i] += tau
@@ -447,15 +469,21 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
             reset[i] = True
             _set_state(m, d, rq[k + 1], rv[k + 1])
             d.time = t_before + nsub * cfg.physics_dt_s
+            if flight_anchor is not None:
+                flight_anchor.reset(np.array([0]), d.xpos[ankle_bodies][None])
+                anchor = flight_anchor.anchor[0]
 
     tau_sum += damp.sum(axis=1) / nsub
     sd = buf.reshape(n, spf * nsub, 24, 10)
     F = sd[..., 1:4]
     f_sum += F.sum(axis=1) / nsub
     mo_sum += (sd[..., 4:7] + cross(sd[..., 7:10], F)).sum(axis=1) / nsub
-    return _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau_sum / spf,
-                   res_sum / spf, dem_sum / spf, f_sum / spf, mo_sum / spf, reset, dyn,
-                   None if swing_geoms is None else swing.reshape(n, spf, 2).any(axis=1))
+    result = _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau_sum / spf,
+                     res_sum / spf, dem_sum / spf, f_sum / spf, mo_sum / spf, reset, dyn,
+                     None if swing_geoms is None else swing.reshape(n, spf, 2).any(axis=1))
+    if flight_anchor is not None:
+        result.metrics["reanchor_max_m"] = float(flight_anchor.max_shift[0])
+    return result
 
 
 def _finish(motion, cfg, pass_index, hum, skel, qpos_rec, com_rec, comv_rec, tau, res, dem, fbody, mbody, reset,

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.records import CanonicalMotion
+from pipeline.simulate.anchor import FlightAnchor
 from pipeline.simulate.backends import Backend
 from pipeline.simulate.warp import control as bc
 from pipeline.simulate.warp.runtime import cuda_available, init_warp, warp_installed
@@ -277,6 +278,10 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
     kkt_max = 0.0
     worlds = np.arange(nw)
     budget = settings.contact_budget
+    # after flights the reference follows where the feet landed (pipeline.simulate.anchor)
+    flight_anchor = FlightAnchor(nw, int(round(cfg.reanchor_after_flight_s * cfg.control_hz)), cfg.control_hz)
+    ankle_ids = body_ids[:, [7, 8]]  # (W, 2)
+    ref_ankles = ref_pos[:, :, [7, 8]]  # (W, K, 2, 3)
 
     def forward_kinematics():
         mjw.kinematics(m, d)
@@ -298,7 +303,12 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
         forward_kinematics()
         qpos = _f64(d.qpos)
         xpos = _f64(d.xpos)
-        err = np.linalg.norm(xpos[worlds[:, None], body_ids] - ref_pos[worlds, kk], axis=-1).mean(1)
+        if k < kmax:
+            loaded = ((plan[worlds, kk, :, 2] > cfg.plan_gate_n) & has_plan[:, None]
+                      & (k < total)[:, None])
+            anchor = flight_anchor.update(loaded, xpos[worlds[:, None], ankle_ids], ref_ankles[worlds, kk]).copy()
+        err = np.linalg.norm(xpos[worlds[:, None], body_ids] - ref_pos[worlds, kk] - anchor[:, None],
+                             axis=-1).mean(1)
         bad = ((np.abs(qpos[:, 2] - rq[worlds, kk, 2]) > cfg.reset_root_height_err_m)
                | (err > cfg.reset_mpjpe_m) | ~np.isfinite(qpos).all(1))
         do_reset = bad & (k < total)
@@ -307,6 +317,8 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
             reset[do_reset, kk[do_reset] // spf] = True
             forward_kinematics()
             qpos = _f64(d.qpos)
+            flight_anchor.reset(do_reset, _f64(d.xpos)[worlds[:, None], ankle_ids])
+            anchor[do_reset] = 0.0
         rec = live & (k % spf == 0)
         if rec.any():
             mjw.subtree_vel(m, d)
@@ -323,7 +335,8 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
         # --- controller: desired accelerations and inverse dynamics ----------------------------
         qvel = _f64(d.qvel)
         a_ff = 0.5 * (ra[worlds, kc] + ra[worlds, kc + 1])
-        q_ref, v_ref = rq[worlds, kc], rv[worlds, kc]
+        q_ref, v_ref = rq[worlds, kc].copy(), rv[worlds, kc]
+        q_ref[:, :3] += anchor
         a_star = bc.desired_acceleration(qpos, qvel, q_ref, v_ref, a_ff, kp, kd)
         d.qacc.assign(a_star.astype(np.float32))
         mjw.rne(m, d, flg_acc=True)
@@ -440,6 +453,8 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
             # from the reference at the next tick (same as the CPU engine)
             reset[fix, i_int[fix]] = True
             set_state(fix, rq[worlds, kc + 1], rv[worlds, kc + 1])
+            forward_kinematics()
+            flight_anchor.reset(fix, _f64(d.xpos)[worlds[:, None], ankle_ids])
 
     wp.synchronize()
     results = []
@@ -449,11 +464,14 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
             continue
         n = int(n_frames[w])
         tau = tau_sum[w, :n] + passive_sum[w, :n] / nsub
-        results.append(_finish(
+        res = _finish(
             p.motion, cfg, pass_index, p.hum, p.skel, qpos_rec[w, :n + 1], com_rec[w, :n + 1], comv_rec[w, :n + 1],
             tau / spf, res_sum[w, :n] / spf, dem_sum[w, :n] / spf, f_sum[w, :n] / (nsub * spf),
             mo_sum[w, :n] / (nsub * spf), reset[w, :n].copy(), p.dyn,
-            None if p.swing is None else p.swing[: n * spf].reshape(n, spf, 2).any(axis=1)))
+            None if p.swing is None else p.swing[: n * spf].reshape(n, spf, 2).any(axis=1))
+        if p.plan is not None:
+            res.metrics["reanchor_max_m"] = float(flight_anchor.max_shift[w])
+        results.append(res)
     stats = BatchStats(nw, kmax, time.perf_counter() - t0, tuple(int(i) for i in np.flatnonzero(overflow)), kkt_max,
                        _array_bytes(wp, m) + _array_bytes(wp, d))
     return results, stats
