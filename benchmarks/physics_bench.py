@@ -20,8 +20,9 @@ engine = "after", and the default with the root residual torque capped):
    residual force (N) and torque (N·m);
 2. the dynamics pass's own force plan against the plates (no simulation): blind, and with the
    plates as targets (AddBiomechanics-style);
-3. the demo corpus (subjects S01, S02 of ``generate_corpus(n_subjects=3, seed=1)``, 16 motions)
-   through the build's quality rules, unchanged: excluded / total per motion type and the rules;
+3. the demo corpus (subjects S01, S02 of ``generate_corpus(n_subjects=3, seed=1)``, 16 motions,
+   passes 0–2 by default) through the build's quality rules, unchanged: excluded / total per motion
+   type and the rules;
 4. speed: the imitation loop's physics-step rate against raw ``mj_step`` on the same states
    (goal ≥ 0.5) and the dynamics pass's cost as its own ratio to the simulation time.
 """
@@ -164,20 +165,25 @@ def print_plan(walks: dict) -> None:
         print(f"  {k:<16}" + " | ".join(cells))
 
 
-def print_demo(names: list[str]) -> None:
+def print_demo(names: list[str], passes: int = 3) -> None:
     from sim_quality_probe import evaluate, load_motions
 
-    print("== 3. demo corpus (S01, S02): excluded by the unchanged quality rules, per motion type ==")
+    print(f"== 3. demo corpus (S01, S02): excluded by the unchanged quality rules, per motion type, passes 0–{passes - 1}"
+          " (the build's --passes variation) ==")
     motions = load_motions()
     for v in names:
         by_kind: dict[str, list] = defaultdict(list)
+        per_pass = [0] * passes
         t0 = time.perf_counter()
         for p in motions:
-            row = evaluate(p, VARIANTS[v][1])
-            by_kind[p.motion.provenance.name.rsplit("_t", 1)[0]].append(row)
+            for i in range(passes):
+                row = evaluate(p, VARIANTS[v][1], pass_index=i)
+                by_kind[p.motion.provenance.name.rsplit("_t", 1)[0]].append(row)
+                per_pass[i] += bool(row["exclude"])
         total = sum(len(r) for r in by_kind.values())
         n_ex = sum(1 for rows in by_kind.values() for r in rows if r["exclude"])
-        print(f"  {v:<14} excluded {n_ex}/{total} ({time.perf_counter() - t0:.0f} s)")
+        split = ", ".join(f"pass {i}: {k}/{total // passes}" for i, k in enumerate(per_pass))
+        print(f"  {v:<14} excluded {n_ex}/{total} ({split}; {time.perf_counter() - t0:.0f} s)")
         for kind, rows in sorted(by_kind.items()):
             ex = [r for r in rows if r["exclude"]]
             rules = sorted({x for r in ex for x in r["exclude"]})
@@ -212,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-demo", action="store_true", help="skip the demo-corpus section (the slowest)")
     ap.add_argument("--passes", type=int, default=3,
                     help="simulated passes per lab walk (the closed loop is chaotic: one pass varies by ±0.4 N/kg)")
+    ap.add_argument("--demo-passes", type=int, default=3, help="passes per demo motion (section 3)")
     args = ap.parse_args(argv)
     if not C3D_ROOT.is_dir():
         print(f"the shared lab walks are missing: {C3D_ROOT}", file=sys.stderr)
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  mean λ {v}: {m:.2f} N/kg ({m / means['before']:.2f} × before)")
     print_plan(walks)
     if not args.no_demo:
-        print_demo(args.variants)
+        print_demo(args.variants, args.demo_passes)
     print_speed()
     return 0
 

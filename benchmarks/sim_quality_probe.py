@@ -25,6 +25,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -67,10 +68,12 @@ def load_motions(n_subjects: int = 3, subjects: tuple[str, ...] = ("S01", "S02")
         return [process_motion(read_amass(root / n, root), cfg) for n in names]
 
 
-def evaluate(processed, sim_cfg: SimConfig) -> dict:
-    """Simulate one processed motion (pass 0) and evaluate the build's quality rules on it."""
+def evaluate(processed, sim_cfg: SimConfig, pass_index: int = 0) -> dict:
+    """Simulate one processed motion (pass ``pass_index``) and evaluate the build's quality rules on it."""
     m = processed.motion
-    r = simulate([m], sim_cfg)[0]
+    if sim_cfg.passes <= pass_index:
+        sim_cfg = replace(sim_cfg, passes=pass_index + 1)
+    r = simulate([m], sim_cfg, pass_index=pass_index)[0]
     fa, wa, sv = simulated_payload(m, r, processed.split, BuildConfig().windows)
     arrays, meta = inputs_from_payload(fa, wa, sv, m.fps_hz, {"residual_wrench": r.residual_wrench})
     row = metrics_row(arrays, meta)

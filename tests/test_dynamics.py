@@ -145,11 +145,12 @@ def test_real_walks_simulated_against_force_plates(real_walks):
     """Regression of the default engine on the four lab walks with the build's own validation
     metric (pipeline.quality.validation; ImDy's mean ‖F_sim − F_plate‖ / mass per foot).
 
-    Measured 2026-12-01 (benchmarks/physics_bench.py --passes 1): walking2 1.29/1.02, PiG_Motion3_FF
-    0.98/0.58, Gait 0.80/0.78, kineticstoolkit walk 1.04/0.97 N/kg (mean 0.93; over 3 passes 0.92; the
-    engine before the dynamics pass: 3.83), no resets, root residual torque capped at 1 N·m/kg
-    (RMS 29–44 N·m), uncapped residual force demand median ≤ 0.03 BW. The closed loop is sensitive:
-    model changes of ~1 N·m move single walks by ±0.3 N/kg, hence the margins.
+    Measured 2026-12-01 (pass 0): walking2 1.29/1.02, PiG_Motion3_FF 0.96/0.61, Gait 0.80/0.78,
+    kineticstoolkit walk 1.04/0.97 N/kg (mean 0.93; over 3 passes 0.89, benchmarks/physics_bench.py;
+    the engine before the dynamics pass: 3.77), no resets, root residual torque capped at 1 N·m/kg
+    (RMS 29–45 N·m), uncapped residual force demand median ≤ 0.03 BW. The closed loop is sensitive:
+    model changes of ~1 N·m move single walks by ±0.3 N/kg, hence the per-foot margin; the mean is
+    held to the issue's 1.0 N/kg.
     """
     from pipeline.quality.validation import grf_validation
 
@@ -164,4 +165,4 @@ def test_real_walks_simulated_against_force_plates(real_walks):
         assert r.metrics["residual_force_demand_median_bw"] <= 0.05, (rel, r.metrics)
         torque_rms = np.sqrt(np.mean(np.sum(r.residual_wrench[:, 3:] ** 2, axis=-1)))
         assert torque_rms <= 55.0, (rel, torque_rms)
-    assert np.mean(lams) <= 1.05, lams
+    assert np.mean(lams) <= 1.0, lams
