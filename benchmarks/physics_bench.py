@@ -91,6 +91,17 @@ def walk_row(p, r, id_torque: np.ndarray) -> dict:
     out.update(grf_validation(r.grf_n, meas.grf_n, meas.mass_kg, p.motion.fps_hz))
     out.update(torque_validation(r.joint_torque_nm, id_torque, meas.mass_kg, r.sim_joint_rot_aa_rad,
                                  p.motion.joint_rot_aa_rad))
+    # where the torque error comes from: inverse dynamics of the same (measured) motion under the
+    # *simulated* floor forces and centres of pressure, against the plates' ID (the forces' share)
+    # and against the simulated torques (the tracking's share)
+    from pipeline.inverse_dynamics import KINEMATICS_CUTOFF_HZ, inverse_dynamics
+
+    id_sim = inverse_dynamics(p.motion, r.grf_n, r.cop_m, r.free_moment_nm, cutoff_hz=KINEMATICS_CUTOFF_HZ)
+    out["tau_forces"] = torque_validation(id_sim.joint_torque_nm, id_torque, meas.mass_kg, p.motion.joint_rot_aa_rad,
+                                          p.motion.joint_rot_aa_rad)["torque_vs_id_rmse_nm_per_kg"]
+    out["tau_tracking"] = torque_validation(r.joint_torque_nm, id_sim.joint_torque_nm, meas.mass_kg,
+                                            r.sim_joint_rot_aa_rad, p.motion.joint_rot_aa_rad)[
+        "torque_vs_id_rmse_nm_per_kg"]
     dem = np.linalg.norm(r.residual_demand_wrench[:, :3], axis=-1) / bw
     out.update(
         mpjpe=(r.metrics["mpjpe_median_mm"], r.metrics["mpjpe_p95_mm"]), resets=r.metrics["reset_count"],
@@ -122,7 +133,9 @@ def print_walks(walks: dict, names: list[str], passes: int = 1) -> dict:
               " noise, root velocity noise); 'spread' is the min–max of the walk's mean λ over the passes")
     print(f"{'variant':<12}{'trial':<16}{'λ L/R':>11}{'peak err':>9}{'imp err':>8}{'τ RMSE':>7}"
           f"{'peak Fz L sim/plate':>20}{'R sim/plate':>13}{'MPJPE p50/p95':>15}{'resets':>7}"
-          f"{'demand p50':>11}{'≤5%BW':>7}{'F_res RMS':>10}{'T_res RMS':>11}")
+          f"{'demand p50':>11}{'≤5%BW':>7}{'F_res RMS':>10}{'T_res RMS':>11}{'τ forces':>9}{'τ track':>8}")
+    print("   τ forces: ID under the simulated floor forces/CoPs vs ID under the plates (the GRF's share of the τ"
+          " error); τ track: simulated torques vs ID under their own forces (the tracking's share), N·m/kg")
     ids = {k: measured_inverse_dynamics(p.motion, p.measured).joint_torque_nm for k, p in walks.items()}
     means = {}
     for v in names:
@@ -140,7 +153,7 @@ def print_walks(walks: dict, names: list[str], passes: int = 1) -> dict:
                   f"{100 * c['grf_impulse_err_frac']:>6.0f} %{c['torque_vs_id_rmse_nm_per_kg']:>7.2f}"
                   f"{pl[0]:>12.2f}/{pl[1]:<7.2f}{pr[0]:>6.2f}/{pr[1]:<6.2f}"
                   f"{c['mpjpe'][0]:>8.0f}/{c['mpjpe'][1]:<6.0f}{c['resets']:>7.1f}{c['dem']:>9.2f}BW{c['dem5']:>7.2f}"
-                  f"{c['rf']:>8.0f} N{c['rt']:>8.0f} N·m"
+                  f"{c['rf']:>8.0f} N{c['rt']:>8.0f} N·m{c['tau_forces']:>8.2f}{c['tau_tracking']:>8.2f}"
                   + (f"   spread {min(spread):.2f}–{max(spread):.2f}" if len(rows) > 1 else ""))
         means[v] = float(np.mean(lams))
         print(f"{v:<16}{'mean λ':<16}{means[v]:>5.2f} N/kg   ({VARIANTS[v][0]})")
