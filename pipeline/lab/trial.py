@@ -97,7 +97,25 @@ class LabTrialMeasurement:
     cutoff_fraction: float = fp.DEFAULT_CUTOFF_FRACTION_OF_FPS
     threshold_n: float = 20.0
     source_results: Any = None
-    """The source's own results for the trial (e.g. AddBiomechanics' ID torques), kept for the user."""
+    """The source's own results for the trial (e.g. AddBiomechanics' ID torques), kept for the user: with
+    ``dof_names`` and ``tau`` (T, D) at the kept marker frames they are stored (``source_torques``)."""
+
+    def source_torques(self, motion: CanonicalMotion) -> lm.SourceTorques | None:
+        """The source's own ID generalized forces (``source_results.tau``, at the kept marker frames) at the
+        canonical frames, resampled as the forces are: low-passed at ``cutoff_fraction`` × fps (zero-phase
+        Butterworth; NaN samples filtered as 0 and put back), linearly interpolated at ``motion.time_s``;
+        ``None`` without them or without model DOF names (``dof_names_from_model`` false)."""
+        r = self.source_results
+        names, tau = getattr(r, "dof_names", None), getattr(r, "tau", None)
+        if names is None or tau is None or not getattr(r, "dof_names_from_model", True):
+            return None
+        tau = np.asarray(tau, dtype=float)
+        if tau.ndim != 2 or tau.shape[1] != len(names) or tau.shape[0] < 1 or lm.dof_names_problem(tuple(names)):
+            return None
+        unknown = ~np.isfinite(tau)
+        out = fp.lowpass(np.where(unknown, 0.0, tau), self.rate_hz, self.cutoff_fraction * motion.fps_hz)
+        out[unknown] = np.nan
+        return lm.SourceTorques(tuple(names), lm.resample_linear(out, self.rate_hz, motion.time_s))
 
     def ground_reaction(self, motion: CanonicalMotion, default_bmi_kg_m2: float) -> lm.MeasuredGroundReaction:
         """Per-foot forces at the canonical frames (module docstring)."""
