@@ -6,7 +6,8 @@ OpenSim/AddBiomechanics sources' path to a ``RawMotion`` and its measured ground
 → toe tips lifted to the floor. ``LabTrialMeasurement`` is the ``RawMotion.measured`` side-car;
 ``ground_reaction`` resamples its per-foot forces to the canonical frames: force and moment about the ground
 origin low-passed at ``cutoff_fraction`` × fps (zero-phase Butterworth, as the C3D plates), linearly
-interpolated at t0 + k / fps, shifted by the canonical ground offset; COP and free moment on the floor plane
+interpolated at t0 + k / fps, zero at frames whose raw vertical force stays ≤ 20 N throughout
+(``forceplate.unloaded_frames``: no filter ringing in swing), shifted by the canonical ground offset; COP and free moment on the floor plane
 (NaN where F_z ≤ 20 N); moment about the IK skeleton's ankle joint centre; contact by hysteresis (20/10 N).
 """
 
@@ -137,6 +138,11 @@ class LabTrialMeasurement:
         t = (self.t0_s - f.t0_s) + motion.time_s  # canonical frame times on the forces' clock
         force = lm.resample_linear(force, f.rate_hz, t)
         mom = lm.resample_linear(mom, f.rate_hz, t)
+        raw_fz = np.where(f.unknown_frames[:, None], np.nan, f.force_n[..., 2]) if f.unknown_frames is not None \
+            else f.force_n[..., 2]
+        idle = fp.unloaded_frames(raw_fz, f.rate_hz, t, self.threshold_n)  # the filter's ringing is no load
+        force[idle] = 0.0
+        mom[idle] = 0.0
         force[:, ~f.known] = np.nan
         mom[:, ~f.known] = np.nan
         dz = np.array([0.0, 0.0, motion.ground_offset_m])
