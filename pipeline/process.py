@@ -70,6 +70,10 @@ class ProcessedSequence:
     plate forces on the simulator's humanoid; NaN where a foot's force is unknown), else ``None``."""
     torque_fit: fit.FitResult | None = None
     """Linear window fit (``fit.TORQUE_DEGREE``) of the inverse-dynamics torques, N·m."""
+    source_torques: Any = None
+    """``pipeline.lab.measured.SourceTorques``: the source's own ID generalized forces at the canonical frames
+    (AddBiomechanics' ``tau``), else ``None``; staged with the sequence when it joins the torque subset, and
+    handed to its simulated passes."""
 
     def metric_arrays(self) -> dict[str, np.ndarray]:
         """Arrays for the quality metrics beyond the staged payload (IK residuals, plate conflicts)."""
@@ -92,6 +96,9 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
     ``canonicalize``, ``contact``, ``fit`` and (sequences with measured GRF)
     ``inverse_dynamics`` (seconds).
 
+    A side-car with ``source_torques(motion)`` (AddBiomechanics) gives the source's own ID generalized
+    forces at the canonical frames (``ProcessedSequence.source_torques``).
+
     A sequence with measured ground reactions (C3D force plates) also gets joint torques by
     inverse dynamics (``pipeline.inverse_dynamics.measured_inverse_dynamics`` on the simulator's
     humanoid, ``cfg.simulate.humanoid`` parameters) and joins the torque subset when some frame has
@@ -99,11 +106,13 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
     """
     seconds = {} if seconds is None else seconds
     t0 = time.perf_counter()
-    measured = None
+    measured = source_tau = None
     if raw.measured is not None:
         # the marker IK fitted the anthropometric skeleton: canonicalize on the same one
         motion = canonicalize(raw, dataclasses.replace(cfg.canonical, smpl_model_dir=None))
         measured = _measured(raw.measured, motion, cfg)
+        if hasattr(raw.measured, "source_torques"):
+            source_tau = raw.measured.source_torques(motion)
         if raw.subject.mass_kg is None and measured.has_grf:
             motion = dataclasses.replace(motion, mass_kg=measured.mass_kg)
     else:
@@ -134,6 +143,7 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
         motion=motion, contact=contact, window_start=starts, joint_pos_fit=pos_fit,
         joint_rot_fit=rot_fit, split=split, subsets=subsets, measured=measured, measured_fits=fits,
         inverse_dynamics=idr if has_torque else None, torque_fit=tau_fit if has_torque else None,
+        source_torques=source_tau,
     )
 
 
@@ -200,7 +210,8 @@ def _padded_betas(betas: np.ndarray) -> np.ndarray:
 def stage_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
     """(frame arrays, window arrays, sequence values) named as in the subset schemas.
 
-    ``window_start`` is relative to the sequence here; the store writer makes it global.
+    ``window_start`` is relative to the sequence here; the store writer makes it global. A sequence of the
+    torque subset with source torques also stages ``source_tau_opensim`` and ``seq_source_dofs``.
     """
     m = p.motion
     f32 = np.float32
@@ -245,6 +256,10 @@ def stage_payload(p: ProcessedSequence) -> tuple[dict, dict, dict]:
         frame_arrays.update(frame)
         window_arrays.update(window)
         sequence_values.update(seq)
+    if p.source_torques is not None and "torque" in p.subsets:
+        frame, seq = p.source_torques.payload()
+        frame_arrays.update(frame)
+        sequence_values.update(seq)
     return frame_arrays, window_arrays, sequence_values
 
 
@@ -264,7 +279,8 @@ def simulated_key(sequence_id: str, pass_index: int) -> str:
 
 
 def simulated_payload(
-    motion: CanonicalMotion, result: SimulationResult, split: str, windows: fit.WindowConfig
+    motion: CanonicalMotion, result: SimulationResult, split: str, windows: fit.WindowConfig,
+    source_torques: Any = None,
 ) -> tuple[dict, dict, dict]:
     """(frame arrays, window arrays, sequence values) of one simulated pass, named as in the
     ground_reaction/torque schemas (2.0.0).
@@ -273,7 +289,9 @@ def simulated_payload(
     states, so torques and forces are consistent with them; ``ref_*`` hold the tracked canonical
     motion. ``contact`` comes from the simulator's floor forces: a heel (toe) point is in contact
     when its ankle (foot) body carries ≥ ``SIM_CONTACT_THRESHOLD_N`` vertically. Windows: cubic
-    for kinematics and GRF/moments, linear for torques.
+    for kinematics and GRF/moments, linear for torques. ``source_torques``
+    (``pipeline.lab.measured.SourceTorques`` of the tracked motion, e.g. AddBiomechanics' ID): staged
+    beside the pass as ``source_tau_opensim`` / ``seq_source_dofs``.
     """
     from pipeline.simulate.engine import GRAVITY_MPS2
 
@@ -343,4 +361,11 @@ def simulated_payload(
         "seq_sim_residual_le_5pct_bw_frac": float(m["residual_force_demand_le_5pct_bw_frac"]),
         "seq_sim_newton_euler_imbalance_p95_bw": float(m["newton_euler_imbalance_p95_bw"]),
     })
+    if source_torques is not None:
+        if source_torques.tau.shape[0] != n:
+            raise ValueError(f"source torques of {motion.provenance.sequence_id} have {source_torques.tau.shape[0]} "
+                             f"frames, motion {n}")
+        more_frame, more_seq = source_torques.payload()
+        frame_arrays.update(more_frame)
+        seq.update(more_seq)
     return frame_arrays, window_arrays, seq

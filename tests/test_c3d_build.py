@@ -119,7 +119,7 @@ def test_c3d_sequences_carry_inverse_dynamics_torques(built):
     """Measured walks join the torque subset with inverse-dynamics torques (torque 2.1.0,
     ``seq_torque_source`` = ``inverse_dynamics``), NaN exactly where a foot's force is unknown."""
     tq = _open(built["out"], "torque")
-    assert tq.attrs["schema_version"] == "2.2.0"  # the newest torque schema (2.1.0 added seq_torque_source)
+    assert tq.attrs["schema_version"] == "2.3.0"  # the newest torque schema (2.1.0 added seq_torque_source)
     assert sorted(map(str, tq.seq_id.values)) == sorted(map(str, _open(built["out"], "motion").seq_id.values))
     assert set(map(str, tq.seq_torque_source.values)) == {"inverse_dynamics"}
     np.testing.assert_array_equal(tq.seq_pass.values, -1)

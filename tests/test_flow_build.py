@@ -154,7 +154,7 @@ def test_simulated_subsets_are_physically_consistent(built):
     motion = xr.open_zarr(built["out"] / "motion.zarr")
     assert ds.sizes["sequence"] > 0 and set(ds.seq_id.values) <= set(motion.seq_id.values)
     assert (ds.seq_pass.values == 0).all()
-    assert ds.attrs["schema_version"] == "2.2.0"  # 2.1.0 added seq_torque_source, 2.2.0 seq_tombstone
+    assert ds.attrs["schema_version"] == "2.3.0"  # 2.1.0 added seq_torque_source, 2.2.0 seq_tombstone, 2.3.0 source_tau_opensim
     assert (ds.seq_licence.values == DEMO_LICENCE).all()
     assert ds.joint_torque_nm.attrs["units"] == "N·m" and ds.grf_n.attrs["units"] == "N"
     assert ds.imposed_angmom_nms.attrs["units"] == "N·m·s"

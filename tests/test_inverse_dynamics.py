@@ -266,7 +266,7 @@ def test_measured_sequence_payload_joins_the_torque_subset(walks):
     fixed = {"joint": 24, "bone": 23, "marker": 45, "foot_point": 4, "foot": 2, "actuated_joint": 23, "xyz": 3,
              "cubic_power": 4, "linear_power": 2, "beta": 16}
     schema = load_schema("torque")
-    assert schema.version == "2.2.0" and not schema.arrays["seq_torque_source"].required
+    assert schema.version == "2.3.0" and not schema.arrays["seq_torque_source"].required
     assert validate_arrays(schema, frame, {**fixed, "frame": n}, required=list(frame)) == []
     assert validate_arrays(schema, window, {**fixed, "window": w}) == []
     assert seq["seq_torque_source"] == "inverse_dynamics" and seq["seq_grf_source"] == "force_plate"

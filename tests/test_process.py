@@ -49,11 +49,12 @@ def test_canonical_hand_over_round_trips(walk, tmp_path):
 
 
 def test_canonical_hand_over_carries_numeric_extras(walk, tmp_path):
-    """Measured sequences hand their plate forces and inverse-dynamics torques to the simulate task."""
+    """Measured sequences hand their plate forces and inverse-dynamics torques to the simulate task (and a
+    source's own ID torques with their DOF names, as a unicode array)."""
     _, p = walk
     n = p.motion.n_frames
     extras = {"plate_grf_n": np.full((n, 2, 3), np.nan), "id_joint_torque_nm": np.ones((n, 23, 3), np.float32),
-              "known": np.zeros(n, bool)}
+              "known": np.zeros(n, bool), "source_dofs": np.array(["knee_angle_r", "pelvis_tx"])}
     path = save_canonical(p.motion, tmp_path / "m.npz", extras=extras)
     back = load_extras(path)
     assert set(back) == set(extras)
@@ -63,7 +64,7 @@ def test_canonical_hand_over_carries_numeric_extras(walk, tmp_path):
     assert load_canonical(path).provenance == p.motion.provenance
     assert load_extras(save_canonical(p.motion, tmp_path / "plain.npz")) == {}
     with pytest.raises(TypeError, match="numeric"):
-        save_canonical(p.motion, tmp_path / "bad.npz", extras={"names": np.array(["a", "b"])})
+        save_canonical(p.motion, tmp_path / "bad.npz", extras={"names": np.array(["a", None], dtype=object)})
 
 
 def test_simulated_payload_is_a_valid_torque_sequence(walk):

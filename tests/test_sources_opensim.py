@@ -95,3 +95,24 @@ def test_malformed_companions_name_their_file(tmp_path, which):
     with pytest.raises(SourceError) as exc:
         get_source("opensim").read(folder / "JA1Gait35.trc", tmp_path)
     assert str(exc.value).startswith(f"JA1/{name}: ") and "\n" not in str(exc.value)
+
+
+def test_sprint_impacts_do_not_ring_into_swing_frames():
+    """JA1Gait35 is a sprint (3.7 BW peaks, stances of ~4 frames at 30 FPS). The 12 Hz low-pass rang into the
+    swing frames next to each stance (−95…+37 N where the plate reads exactly 0 N); the positive lobes counted
+    as loaded, with COPs up to 0.4 m off the foot, and excluded the trial (cop_far_outside, 0.30 > 0.25).
+    Frames unloaded throughout their interval now hold zero force and no COP."""
+    from pipeline.lab import forceplate as fp
+    from pipeline.quality import evaluate_flags
+    from pipeline.quality.integration import sequence_metrics
+
+    (raw,) = get_source("opensim").read(JA1 / "JA1Gait35.trc", ADDB)
+    p = process_motion(raw, BuildConfig(simulate=None))
+    f, m = raw.measured.forces, p.measured
+    idle = fp.unloaded_frames(f.force_n[..., 2], f.rate_hz, raw.measured.t0_s - f.t0_s + p.motion.time_s, 20.0)
+    assert 25 <= idle.sum(axis=0).min() and idle.sum() < idle.size  # swing frames; stances stay
+    assert (m.grf_n[idle] == 0).all() and np.isnan(m.cop_m[idle]).all() and (m.foot_contact[idle] == 0).all()
+    assert np.nanmax(m.grf_n[..., 2]) / (p.motion.mass_kg * 9.81) > 3.5  # the impacts themselves are kept
+    row = sequence_metrics(p)
+    assert row["cop_outside_foot_frac"] < 0.25, row["cop_outside_foot_frac"]
+    assert "cop_far_outside" not in {fl.name for fl in evaluate_flags(row, None)}

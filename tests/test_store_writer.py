@@ -245,7 +245,10 @@ def test_empty_store_is_valid_and_opens(tmp_path, subset):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds = xr.open_zarr(path)
-    assert set(schema.arrays) <= set(ds.data_vars)
+    # without any sequence naming source DOFs, the source_dof arrays are left out (torque >= 2.3.0)
+    absent = {"source_tau_opensim", "seq_source_dofs"} if subset == "torque" else set()
+    assert plan.absent == absent | ({"source_dof"} if absent else set())
+    assert set(schema.arrays) - absent <= set(ds.data_vars) and not absent & set(ds.variables)
     assert ds.sizes["frame"] == 0 and ds.sizes["window"] == 0 and ds.sizes["sequence"] == 0
     assert ds["grf_n"].dims == ("frame", "foot", "xyz") and ds.sizes["foot"] == 2
     if subset == "torque":
@@ -254,10 +257,10 @@ def test_empty_store_is_valid_and_opens(tmp_path, subset):
 
 def test_every_subset_roundtrips(tmp_path):
     for subset in ("motion", "ground_reaction", "torque"):
-        path, _, raw = build(tmp_path / subset, subset, SMALL, lengths=(300, 1))
+        path, plan, raw = build(tmp_path / subset, subset, SMALL, lengths=(300, 1))
         assert validate_store(path) == [], subset
         g = zarr.open_group(str(path), mode="r")
-        assert set(load_schema(subset).arrays) <= set(g.array_keys())
+        assert set(load_schema(subset).arrays) - plan.absent <= set(g.array_keys())  # absent: no source DOFs
         if subset == "torque":
             np.testing.assert_array_equal(g["joint_torque_nm"][300], raw[1][0]["joint_torque_nm"][0])
 
@@ -399,7 +402,9 @@ def test_whole_shard_writer_equals_zarrs_own_writer(tmp_path):
     from pipeline.store import create_store, write_frame_region, write_window_region
 
     staged = [stage_synthetic(tmp_path / "st", f"a/b/c/{i}", n, "torque", seed=i)[0] for i, n in enumerate(LENGTHS)]
+    staged.append(_stage_with_dofs(tmp_path / "st", 7, 300, ("knee_angle_r", "hip_flexion_r"))[0])  # source_dof
     plan = plan_store("torque", staged, ATTRS, COORDS, SMALL)
+    assert plan.absent == frozenset()
     paths = {}
     for method in ("shards", "zarr"):
         paths[method] = tmp_path / f"{method}.zarr"
@@ -434,3 +439,86 @@ def test_shard_writer_never_modifies_an_existing_object(tmp_path):
     before = link.read_bytes()
     lay.write(0, np.zeros((256, 24, 3), np.float32))
     assert link.read_bytes() == before and obj.read_bytes() != before
+
+
+# --- a dim labelled per sequence: source_dof (torque 2.3.0) ----------------------------------------
+
+def _stage_with_dofs(root: Path, i: int, n: int, dofs: tuple[str, ...] | None):
+    """A synthetic torque sequence; with ``dofs`` also ``source_tau_opensim`` (n, len(dofs)) and
+    ``seq_source_dofs``. Returns (StagedSequence, its tau or None)."""
+    frame, window, values = synthetic_arrays(f"addbiomechanics/lab/{i:02d}/trial_{i}", n, "torque", seed=i)
+    tau = None
+    if dofs is not None:
+        tau = np.random.default_rng(100 + i).normal(0, 50, (n, len(dofs))).astype(np.float32)
+        frame["source_tau_opensim"] = tau
+        values["seq_source_dofs"] = " ".join(dofs)
+    return stage_sequence(root, f"addbiomechanics/lab/{i:02d}/trial_{i}", frame, window, values), tau
+
+
+def _tau_of(ds, i: int) -> "xr.DataArray":
+    a, n = int(ds.seq_frame_offset[i]), int(ds.seq_frame_count[i])
+    return ds.source_tau_opensim[a:a + n]
+
+
+def test_source_dof_is_the_union_and_each_sequence_fills_its_own_columns(tmp_path):
+    dofs = [None, ("knee_angle_r", "pelvis_tx", "hip_flexion_r"), ("hip_flexion_r", "mtp_angle_l")]
+    staged, taus = zip(*[_stage_with_dofs(tmp_path / "st", i, n, d) for i, (n, d) in enumerate(zip((300, 37, 500), dofs))])
+    plan = plan_store("torque", staged, ATTRS, COORDS, SMALL)
+    assert plan.coords["source_dof"] == ("hip_flexion_r", "knee_angle_r", "mtp_angle_l", "pelvis_tx")  # sorted union
+    path = write_store(plan, tmp_path / "torque.zarr")
+    assert validate_store(path) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # string coordinate and array: no zarr/xarray warnings
+        ds = xr.open_zarr(path)
+    tau = ds.source_tau_opensim
+    assert tau.dims == ("frame", "source_dof") and tau.dtype == np.float32
+    assert tau.attrs["units"] == "N·m | N" and tau.attrs["units_translational_dof"] == "N"
+    assert ds.seq_source_dofs.values.tolist() == ["", "knee_angle_r pelvis_tx hip_flexion_r", "hip_flexion_r mtp_angle_l"]
+    assert np.isnan(_tau_of(ds, 0).values).all()  # a sequence without source DOFs: all NaN
+    for i in (1, 2):
+        np.testing.assert_array_equal(_tau_of(ds, i).sel(source_dof=list(dofs[i])).values, taus[i])
+        others = [d for d in plan.coords["source_dof"] if d not in dofs[i]]
+        assert np.isnan(_tau_of(ds, i).sel(source_dof=others).values).all()  # DOFs its model lacks
+
+
+def test_appending_keeps_the_source_dof_columns_and_refuses_a_new_name(tmp_path):
+    from pipeline.store.append import plan_append, prepare_append
+
+    root = tmp_path / "st"
+    first = [_stage_with_dofs(root, 0, 300, None), _stage_with_dofs(root, 1, 200, ("knee_angle_r", "pelvis_tx"))]
+    path = write_store(plan_store("torque", [s for s, _ in first], ATTRS, COORDS, SMALL), tmp_path / "torque.zarr")
+    coords = {**COORDS, "source_dof": ("knee_angle_r", "pelvis_tx")}  # the store's, as assembly passes it
+    new = [_stage_with_dofs(root, 2, 90, ("pelvis_tx",)), _stage_with_dofs(root, 3, 40, None)]
+    plan = plan_append(path, plan_store("torque", [s for s, _ in new], ATTRS, coords, SMALL))
+    tmp = temporary_path(path)
+    prepare_append(path, plan, [0], tmp)
+    for i in range(len(plan.frame_regions)):
+        write_frame_region(plan, tmp, i)
+    for i in range(len(plan.window_regions)):
+        write_window_region(plan, tmp, i)
+    finalize_store(plan, tmp, path)
+    assert validate_store(path) == []
+    ds = xr.open_zarr(path)
+    assert ds.sizes["sequence"] == 4 and ds.source_dof.values.tolist() == ["knee_angle_r", "pelvis_tx"]
+    np.testing.assert_array_equal(_tau_of(ds, 1).values, first[1][1])  # kept rows
+    np.testing.assert_array_equal(_tau_of(ds, 2).sel(source_dof="pelvis_tx").values, new[0][1][:, 0])
+    assert np.isnan(_tau_of(ds, 2).sel(source_dof="knee_angle_r").values).all()
+    assert np.isnan(_tau_of(ds, 3).values).all() and np.isnan(_tau_of(ds, 0).values).all()
+    assert ds.seq_source_dofs.values.tolist()[2:] == ["pelvis_tx", ""]
+    # a name the store's coordinate lacks cannot be appended: the whole store must be rewritten
+    odd, _ = _stage_with_dofs(root, 4, 50, ("lumbar_bending",))
+    with pytest.raises(SchemaError, match=r"\['lumbar_bending'\] are not in the source_dof coordinate"):
+        prepare_append(path, plan_append(path, plan_store("torque", [odd], ATTRS, coords, SMALL)), [], temporary_path(path))
+
+
+def test_torque_2_2_stores_are_still_written_and_read(tmp_path):
+    """The previous minor version (no source_dof) stays valid: written on request, opened as is."""
+    from pipeline.store import open_store
+
+    staged = [_stage_with_dofs(tmp_path / "st", 0, 120, ("knee_angle_r",))[0]]
+    plan = plan_store("torque", staged, ATTRS, COORDS, SMALL, schema_version="2.2.0")
+    assert "source_dof" not in plan.coords and plan.absent == frozenset()
+    path = write_store(plan, tmp_path / "torque.zarr")
+    assert validate_store(path) == []
+    ds = open_store(path)
+    assert ds.attrs["schema_version"] == "2.2.0" and "source_tau_opensim" not in ds and "source_dof" not in ds.coords

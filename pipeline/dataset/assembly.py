@@ -24,6 +24,7 @@ from pipeline.quality.flags import apply_flags, excluded_ids
 from pipeline.records import QuarantineEntry
 from pipeline.split import SUBSETS
 from pipeline.store import (
+    LABELLED_DIMS,
     Chunking,
     StagedSequence,
     StorePlan,
@@ -223,7 +224,13 @@ def plan_changes(selection: Selection, states: dict[str, StoreState], out: Path,
                  chunking: Chunking | None, created_by: str = "dynaset build", compact: bool = False,
                  max_dead_fraction: float = MAX_DEAD_FRACTION) -> dict[str, StoreChange]:
     """Decide per subset between a full write, an append with tombstones, or nothing (pure, apart
-    from reading each existing store's sizes). Every plan is validated before any store is written."""
+    from reading each existing store's sizes). Every plan is validated before any store is written.
+
+    A store is appended to only when what its sequences share is unchanged (``base_fingerprint``:
+    schema version, attributes, coordinates, chunking). That includes the torque store's
+    ``source_dof`` coordinate, the sorted union of the live sequences' source DOF names: a run whose
+    sequences bring a DOF name the store lacks (or drop the last sequence with some name, or bring
+    the first source torques to a store without them) rewrites that store in full."""
     from pipeline.store.append import store_sizes
 
     attrs, coords = store_attrs(cfg, created_by)
@@ -260,7 +267,9 @@ def plan_changes(selection: Selection, states: dict[str, StoreState], out: Path,
         state = StoreState(base, old.keys + tuple(s.key for s in new), old.tokens + tuple(token(s, out) for s in new),
                            old.frames + tuple(s.n_frames for s in new), old.windows + tuple(s.n_windows for s in new),
                            dead)
-        changes[subset] = StoreChange(subset, "append", plan_store(subset, new, attrs, sub_coords, chunking),
+        # the whole store's labelled coordinates (source_dof): equal to the stored ones, or ``base`` differs
+        whole = {**sub_coords, **{d: full.coords[d] for d in LABELLED_DIMS if d in full.coords}}
+        changes[subset] = StoreChange(subset, "append", plan_store(subset, new, attrs, whole, chunking),
                                       tombstones, state)
     return changes
 

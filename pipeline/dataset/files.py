@@ -32,11 +32,13 @@ _GROUND_REACTION = ("grf_n", "grm_nm", "cop_m", "grf_total_n")
 def measured_extras(processed) -> dict:
     """What the simulate task compares a measured sequence's passes with (hand-over extras):
     the plate forces per foot (``plate_grf_n``, ``plate_cop_m``, ``plate_free_moment_nm``) and the
-    inverse-dynamics torques (``id_joint_torque_nm``, NaN where unknown); ``{}`` otherwise."""
+    inverse-dynamics torques (``id_joint_torque_nm``, NaN where unknown); and what the passes store beside
+    them: the source's own ID (``SourceTorques.extras``: ``source_tau_opensim``, ``source_dofs``)."""
+    out = {} if processed.source_torques is None else processed.source_torques.extras()
     m = processed.measured
     if m is None or not m.has_grf:
-        return {}
-    out = {"plate_grf_n": m.grf_n, "plate_cop_m": m.cop_m, "plate_free_moment_nm": m.free_moment_nm}
+        return out
+    out.update({"plate_grf_n": m.grf_n, "plate_cop_m": m.cop_m, "plate_free_moment_nm": m.free_moment_nm})
     if processed.inverse_dynamics is not None:
         out["id_joint_torque_nm"] = processed.inverse_dynamics.joint_torque_nm
     return out

@@ -6,6 +6,7 @@ import time
 import traceback
 from pathlib import Path
 
+from pipeline.lab.measured import SourceTorques
 from pipeline.process import BuildConfig, simulated_key, simulated_payload
 from pipeline.quality.metrics import inputs_from_payload, metrics_row
 from pipeline.records import QuarantineEntry
@@ -31,15 +32,17 @@ def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> lis
     simulator cannot handle is quarantined alone. Every pass of every motion is staged as its own
     sequence (ground_reaction + torque subsets) with its quality-metrics row; for a motion with
     measured forces (hand-over extras) the row also holds the validation metrics against the plates
-    and the inverse dynamics.
+    and the inverse dynamics. A motion with the source's own ID (AddBiomechanics) stages it beside
+    every pass (``source_tau_opensim``).
     """
     t0 = time.perf_counter()
-    loaded, failed, measured = [], {}, {}
+    loaded, failed, measured, source_tau = [], {}, {}, {}
     for key, path, split in items:
         try:
             loaded.append((key, path, split, load_canonical(Path(path))))
             extras = load_extras(Path(path))
             measured[path] = {k: extras[k] for k in VALIDATION_EXTRAS if k in extras}
+            source_tau[path] = SourceTorques.from_extras(extras)
         except Exception as exc:  # an unreadable hand-over file: quarantine this motion only
             failed[path] = _error(exc)
     staged: dict[str, list] = {path: [] for _, path, _, _ in loaded}
@@ -60,7 +63,7 @@ def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> lis
             if result is None:
                 continue
             try:
-                frame, window, values = simulated_payload(motion, result, split, cfg.windows)
+                frame, window, values = simulated_payload(motion, result, split, cfg.windows, source_tau.get(path))
                 sim_key = simulated_key(key, p)
                 extras = {"residual_wrench": result.residual_wrench, **measured.get(path, {})}
                 if result.dyn_root_correction_m is not None:

@@ -246,6 +246,28 @@ def lowpass(x: np.ndarray, rate_hz: float, cutoff_hz: float, order: int = DEFAUL
     return filtfilt(b, a, x, axis=0, padlen=padlen)
 
 
+def unloaded_frames(vertical_n: np.ndarray, rate_hz: float, t_s: np.ndarray, threshold_n: float) -> np.ndarray:
+    """(len(t_s), ...) bool: the raw (unfiltered) vertical force ``vertical_n`` (S, ...) at ``rate_hz`` stays
+    within ±``threshold_n`` at every sample within half a frame interval of each time ``t_s`` (s from the
+    first sample; the interval is ``t_s``'s spacing). NaN samples count as loaded; a time with no sample
+    in its span is not unloaded.
+
+    Where this holds, the plate measured no load over the whole frame: the low-pass's ringing around a
+    sharp impact (a 12 Hz Butterworth, forward-backward, puts ±40–170 N lobes before and after a 2400 N
+    stance of 0.12 s) is not a load, and callers zero the frame's force and moment there.
+    """
+    v = np.asarray(vertical_n, dtype=float)
+    t = np.asarray(t_s, dtype=float)
+    half = 0.5 * float(np.median(np.diff(t))) if t.size > 1 else 0.5 / rate_hz
+    loaded = ~(np.abs(v) <= threshold_n)  # NaN → loaded
+    csum = np.concatenate([np.zeros((1,) + v.shape[1:], dtype=np.int64), np.cumsum(loaded, axis=0)])
+    lo = np.clip(np.ceil((t - half) * rate_hz - 1e-9).astype(np.int64), 0, v.shape[0])
+    hi = np.clip(np.floor((t + half) * rate_hz + 1e-9).astype(np.int64) + 1, 0, v.shape[0])
+    hi = np.maximum(hi, lo)
+    count = csum[hi] - csum[lo]
+    return (count == 0) & (hi > lo).reshape((-1,) + (1,) * (v.ndim - 1))
+
+
 def canonical_times(n_frames: int, src_rate_hz: float, fps: float) -> np.ndarray:
     """t_k = k/fps for N = floor((T−1)/src_rate·fps + 1e-9) + 1 (docs/conventions.md)."""
     n = int(np.floor((n_frames - 1) / src_rate_hz * fps + 1e-9)) + 1
@@ -278,11 +300,15 @@ class ResampledPlate:
 def resample_plate(w: PlateWrench, analog_rate_hz: float, t_s: np.ndarray, *, cutoff_hz: float | None,
                    order: int = DEFAULT_FILTER_ORDER, cop_threshold_n: float = DEFAULT_COP_THRESHOLD_N,
                    rotation: np.ndarray | None = None) -> ResampledPlate:
-    """Low-pass force and moment-about-centre at the analog rate, resample at ``t_s``, then COP and free
-    moment at the canonical rate; ``rotation`` (3×3) maps the lab frame to the output frame."""
+    """Low-pass force and moment-about-centre at the analog rate, resample at ``t_s``, zero them at frames
+    the plate is unloaded throughout (``unloaded_frames``: raw |F·up| ≤ ``cop_threshold_n``; the filter's
+    ringing is no load), then COP and free moment at the canonical rate; ``rotation`` (3×3) maps the lab
+    frame to the output frame."""
     both = np.concatenate([w.force_n, w.moment_centre_nm], axis=1)
     both = lowpass(both, analog_rate_hz, cutoff_hz, order) if cutoff_hz else both
     rs = resample_linear(both, analog_rate_hz, t_s)
+    up_raw = np.asarray(w.geometry.up, dtype=float) / np.linalg.norm(w.geometry.up)
+    rs[unloaded_frames(w.force_n @ up_raw, analog_rate_hz, t_s, cop_threshold_n)] = 0.0
     Rz = np.eye(3) if rotation is None else np.asarray(rotation, dtype=float)
     f = rs[:, :3] @ Rz.T
     m = rs[:, 3:] @ Rz.T

@@ -66,6 +66,65 @@ class MeasuredGroundReaction:
         return bool(self.grf_source) and bool(np.isfinite(self.grf_n).any())
 
 
+SOURCE_DOF_SEPARATOR = " "
+"""Separator of the DOF names in ``seq_source_dofs`` (OpenSim coordinate names hold no whitespace)."""
+
+
+@dataclass(frozen=True)
+class SourceTorques:
+    """A source's own inverse-dynamics generalized forces at the canonical frames, in the source model's
+    coordinates (AddBiomechanics' ``tau``): stored as ``source_tau_opensim`` / ``seq_source_dofs`` in the torque
+    subset (storage_layout.md).
+
+    Attributes:
+        dof_names: (D,) coordinate names of the source model, in its order (unique, no whitespace).
+        tau: (N, D) generalized force on each coordinate (OpenSim's sign: positive drives the coordinate
+            positive), N·m for rotational and N for translational coordinates; NaN where unknown.
+    """
+
+    dof_names: tuple[str, ...]
+    tau: np.ndarray
+
+    def __post_init__(self) -> None:
+        problem = dof_names_problem(self.dof_names)
+        if problem:
+            raise ValueError(problem)
+        if np.ndim(self.tau) != 2 or np.shape(self.tau)[1] != len(self.dof_names):
+            raise ValueError(f"source tau has shape {np.shape(self.tau)}, expected (frames, {len(self.dof_names)})")
+
+    def payload(self) -> tuple[dict, dict]:
+        """(frame arrays, sequence values) named as in the torque schema (2.3.0)."""
+        return ({"source_tau_opensim": np.asarray(self.tau, dtype=np.float32)},
+                {"seq_source_dofs": SOURCE_DOF_SEPARATOR.join(self.dof_names)})
+
+    def extras(self) -> dict[str, np.ndarray]:
+        """The same as hand-over extras of the canonical motion (``pipeline.store.canonical_io``), for the
+        simulated passes: ``source_tau_opensim`` (N, D) and ``source_dofs`` (D,) unicode."""
+        return {"source_tau_opensim": np.asarray(self.tau, dtype=np.float64),
+                "source_dofs": np.asarray(self.dof_names, dtype=str)}
+
+    @classmethod
+    def from_extras(cls, extras: dict) -> SourceTorques | None:
+        """The record back from ``extras()`` (``None`` when they hold none)."""
+        if "source_tau_opensim" not in extras or "source_dofs" not in extras:
+            return None
+        return cls(tuple(str(n) for n in np.asarray(extras["source_dofs"]).tolist()),
+                   np.asarray(extras["source_tau_opensim"]))
+
+
+def dof_names_problem(names: tuple[str, ...]) -> str:
+    """Why ``names`` cannot label ``source_tau_opensim`` columns (``""`` when they can): empty, duplicated or
+    holding whitespace."""
+    if not names:
+        return "no source DOF names"
+    bad = [n for n in names if not n or any(c.isspace() for c in n)]
+    if bad:
+        return f"source DOF names must be non-empty without whitespace: {bad[:3]}"
+    if len(set(names)) != len(names):
+        return "source DOF names are not unique"
+    return ""
+
+
 class LabMeasurement(Protocol):
     """A ``RawMotion.measured`` side-car of a lab source."""
 

@@ -6,7 +6,8 @@ OpenSim/AddBiomechanics sources' path to a ``RawMotion`` and its measured ground
 → toe tips lifted to the floor. ``LabTrialMeasurement`` is the ``RawMotion.measured`` side-car;
 ``ground_reaction`` resamples its per-foot forces to the canonical frames: force and moment about the ground
 origin low-passed at ``cutoff_fraction`` × fps (zero-phase Butterworth, as the C3D plates), linearly
-interpolated at t0 + k / fps, shifted by the canonical ground offset; COP and free moment on the floor plane
+interpolated at t0 + k / fps, zero at frames whose raw vertical force stays ≤ 20 N throughout
+(``forceplate.unloaded_frames``: no filter ringing in swing), shifted by the canonical ground offset; COP and free moment on the floor plane
 (NaN where F_z ≤ 20 N); moment about the IK skeleton's ankle joint centre; contact by hysteresis (20/10 N).
 """
 
@@ -97,7 +98,25 @@ class LabTrialMeasurement:
     cutoff_fraction: float = fp.DEFAULT_CUTOFF_FRACTION_OF_FPS
     threshold_n: float = 20.0
     source_results: Any = None
-    """The source's own results for the trial (e.g. AddBiomechanics' ID torques), kept for the user."""
+    """The source's own results for the trial (e.g. AddBiomechanics' ID torques), kept for the user: with
+    ``dof_names`` and ``tau`` (T, D) at the kept marker frames they are stored (``source_torques``)."""
+
+    def source_torques(self, motion: CanonicalMotion) -> lm.SourceTorques | None:
+        """The source's own ID generalized forces (``source_results.tau``, at the kept marker frames) at the
+        canonical frames, resampled as the forces are: low-passed at ``cutoff_fraction`` × fps (zero-phase
+        Butterworth; NaN samples filtered as 0 and put back), linearly interpolated at ``motion.time_s``;
+        ``None`` without them or without model DOF names (``dof_names_from_model`` false)."""
+        r = self.source_results
+        names, tau = getattr(r, "dof_names", None), getattr(r, "tau", None)
+        if names is None or tau is None or not getattr(r, "dof_names_from_model", True):
+            return None
+        tau = np.asarray(tau, dtype=float)
+        if tau.ndim != 2 or tau.shape[1] != len(names) or tau.shape[0] < 1 or lm.dof_names_problem(tuple(names)):
+            return None
+        unknown = ~np.isfinite(tau)
+        out = fp.lowpass(np.where(unknown, 0.0, tau), self.rate_hz, self.cutoff_fraction * motion.fps_hz)
+        out[unknown] = np.nan
+        return lm.SourceTorques(tuple(names), lm.resample_linear(out, self.rate_hz, motion.time_s))
 
     def ground_reaction(self, motion: CanonicalMotion, default_bmi_kg_m2: float) -> lm.MeasuredGroundReaction:
         """Per-foot forces at the canonical frames (module docstring)."""
@@ -119,6 +138,11 @@ class LabTrialMeasurement:
         t = (self.t0_s - f.t0_s) + motion.time_s  # canonical frame times on the forces' clock
         force = lm.resample_linear(force, f.rate_hz, t)
         mom = lm.resample_linear(mom, f.rate_hz, t)
+        raw_fz = np.where(f.unknown_frames[:, None], np.nan, f.force_n[..., 2]) if f.unknown_frames is not None \
+            else f.force_n[..., 2]
+        idle = fp.unloaded_frames(raw_fz, f.rate_hz, t, self.threshold_n)  # the filter's ringing is no load
+        force[idle] = 0.0
+        mom[idle] = 0.0
         force[:, ~f.known] = np.nan
         mom[:, ~f.known] = np.nan
         dz = np.array([0.0, 0.0, motion.ground_offset_m])

@@ -16,6 +16,7 @@ from .schema import (
 )
 from .staging import WRITER_DERIVED, StagedSequence, list_staged, load_staged, stage_sequence
 from .writer import (
+    LABELLED_DIMS,
     Chunking,
     StorePlan,
     create_store,
@@ -29,6 +30,7 @@ from .writer import (
 )
 
 __all__ = [
+    "LABELLED_DIMS",
     "MIGRATIONS",
     "SUPPORTED_MAJOR",
     "ArraySpec",

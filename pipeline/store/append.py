@@ -78,7 +78,8 @@ def prepare_append(existing: Path, plan: StorePlan, tombstones: Sequence[int], t
     """Make ``tmp`` the existing store with ``plan``'s sequences appended to the per-sequence
     arrays, the sequences at store indices ``tombstones`` marked, and the frame/window dims grown
     to ``plan.n_frames``/``plan.n_windows`` (their new regions are written next, by the region
-    writers). The existing store must have ``plan``'s schema version, attributes and coordinates."""
+    writers). The existing store must have ``plan``'s schema version, attributes and coordinates
+    (a labelled dim's coordinate included: the caller plans a full rewrite when it would change)."""
     import zarr
 
     from .writer import _validate_staged
@@ -95,14 +96,19 @@ def prepare_append(existing: Path, plan: StorePlan, tombstones: Sequence[int], t
     n_s = plan.sequence_base
     clone_tree(existing, tmp)
     group = zarr.open_group(str(tmp), mode="r+", zarr_format=3)
+    absent = plan.absent
     for dim, size in (("frame", plan.n_frames), ("window", plan.n_windows)):
         for name in schema.arrays_along(dim):
+            if name in absent:
+                continue
             arr = group[name]
             arr.resize((size, *arr.shape[1:]))
     new = sequence_columns(plan, schema) if plan.n_sequences else {}
     total = n_s + plan.n_sequences
     chunk = min(max(total, 1), plan.chunking.sequence_chunk_max)
     for name in schema.sequence_arrays:
+        if name in absent:
+            continue
         spec = schema.arrays[name]
         before = np.asarray(old[name][...]) if name in old else None
         if spec.is_str and before is not None:

@@ -2,7 +2,7 @@
 
 One ``.npz`` per motion (no object arrays; provenance and scalars as a JSON string), read back
 with ``allow_pickle=False``. Used between the per-file task and the simulate task so that only
-small records travel through the task runner. Optional *extra* numeric arrays ride along (stored
+small records travel through the task runner. Optional *extra* numeric (or fixed-width unicode) arrays ride along (stored
 as ``extra__<name>``; ``load_extras``): e.g. a measured sequence's plate forces and inverse-dynamics
 torques, which the simulate task compares its passes with.
 """
@@ -30,14 +30,14 @@ _EXTRA = "extra__"
 
 
 def save_canonical(motion: CanonicalMotion, path: Path, extras: Mapping[str, np.ndarray] | None = None) -> Path:
-    """Write ``motion`` (and the numeric ``extras`` arrays) to ``path`` (atomically: temporary
+    """Write ``motion`` (and the numeric or unicode ``extras`` arrays) to ``path`` (atomically: temporary
     file, then rename)."""
     path = Path(path)
     more = {}
     for name, value in (extras or {}).items():
         arr = np.asarray(value)
-        if arr.dtype == object or arr.dtype.kind not in "biuf":
-            raise TypeError(f"extra array {name!r} must be numeric or boolean, got {arr.dtype}")
+        if arr.dtype == object or arr.dtype.kind not in "biufU":
+            raise TypeError(f"extra array {name!r} must be numeric, boolean or unicode, got {arr.dtype}")
         more[_EXTRA + name] = arr
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {

@@ -29,6 +29,24 @@ from .. import __version__
 from .schema import ArraySpec, Schema, SchemaError, load_schema, validate_arrays, validate_store
 from .staging import WRITER_DERIVED, StagedSequence, replace_dir
 
+LABELLED_DIMS: dict[str, str] = {"source_dof": "seq_source_dofs"}
+"""Dims labelled per sequence: ``dim`` → the per-sequence string array naming, space-separated and in the
+sequence's own order, the columns its staged arrays along ``dim`` hold. The store's coordinate of ``dim``
+is the sorted union of those names over the store's sequences (``plan_store`` derives it unless given);
+the writer scatters each sequence's columns to their names and leaves the other columns at the fill
+value. An optional coordinate left empty makes every array using ``dim`` (and the name array) absent."""
+
+
+def labels_of(staged: StagedSequence, dim: str) -> tuple[str, ...]:
+    """The names a staged sequence gives its columns along labelled ``dim`` (``()`` when none)."""
+    value = staged.sequence_values().get(LABELLED_DIMS[dim], "")
+    return tuple(str(value).split())
+
+
+def union_labels(staged: Sequence[StagedSequence], dim: str) -> tuple[str, ...]:
+    """Sorted union of the sequences' names along labelled ``dim``: the store coordinate's values."""
+    return tuple(sorted({n for s in staged for n in labels_of(s, dim)}))
+
 
 @dataclass(frozen=True)
 class Chunking:
@@ -118,6 +136,23 @@ class StorePlan:
     def n_sequences(self) -> int:
         return len(self.staged)
 
+    @property
+    def absent(self) -> frozenset[str]:
+        """Optional coordinates and arrays this store leaves out: those of a labelled dim
+        (``LABELLED_DIMS``) whose coordinate is empty, with the dim's name array."""
+        return absent_names(self.schema, self.coords)
+
+
+def absent_names(schema: Schema, coords: Mapping[str, Sequence[Any]]) -> frozenset[str]:
+    """``StorePlan.absent`` for ``schema`` and the store's coordinates."""
+    empty = {d for d in LABELLED_DIMS if d in schema.coords and not schema.coords[d].required and not coords.get(d)}
+    out = set(empty) | {LABELLED_DIMS[d] for d in empty if LABELLED_DIMS[d] in schema.arrays}
+    out |= {n for n, a in schema.arrays.items() if set(a.dims) & empty}
+    for n in out:
+        if n in schema.arrays and schema.arrays[n].required:
+            raise SchemaError(f"required array {n} uses the empty labelled dim of {schema.name} {schema.version}")
+    return frozenset(out)
+
 
 def region_plan(plan: StorePlan, dim: str, region_index: int) -> StorePlan:
     """The part of ``plan`` one region writer needs: only the sequences overlapping region
@@ -165,7 +200,9 @@ def plan_store(
 
     ``attrs`` must hold ``fps_hz`` and ``frame_convention`` (``schema_name``, ``schema_version``,
     ``dynaset_version`` and ``created_by`` are filled in). ``coords`` must give every coordinate
-    the schema does not fix (``marker``); fixed ones may be given but must match.
+    the schema does not fix (``marker``); fixed ones may be given but must match. A labelled dim's
+    coordinate (``LABELLED_DIMS``: ``source_dof``) not given is the union of the staged sequences'
+    names; an append plan must be given the whole store's.
     """
     schema = load_schema(subset, schema_version)
     chunking = chunking or Chunking()
@@ -202,6 +239,8 @@ def plan_store(
     full_coords: dict[str, tuple[Any, ...]] = {}
     for name, spec in schema.coords.items():
         given = tuple(v.item() if isinstance(v, np.generic) else v for v in coords[name]) if name in coords else None
+        if given is None and name in LABELLED_DIMS:
+            given = union_labels(staged, name)
         if spec.values is not None and given is not None and given != spec.values:
             raise SchemaError(f"coordinate {name} {list(given)} differs from the schema's {list(spec.values)}")
         value = given if given is not None else spec.values
@@ -297,8 +336,20 @@ def _validate_staged(plan: StorePlan, schema: Schema) -> None:
     staged_window = [n for n in schema.window_arrays if n not in WRITER_DERIVED and schema.arrays[n].required]
     staged_seq = [n for n in schema.sequence_arrays if n not in WRITER_DERIVED and schema.arrays[n].required]
     fixed = {d: len(v) for d, v in plan.coords.items()}
+    labelled = [d for d in LABELLED_DIMS if d in schema.coords]
+    absent = plan.absent
     for s in plan.staged:
         where = f"staged sequence {s.key!r} ({s.path})"
+        sizes = dict(fixed)
+        label_problems = []
+        for d in labelled:
+            names = labels_of(s, d)
+            sizes[d] = len(names)
+            unknown = sorted(set(names) - set(plan.coords[d]))
+            if len(set(names)) != len(names):
+                label_problems.append(f"{LABELLED_DIMS[d]} repeats a name")
+            elif unknown:
+                label_problems.append(f"{LABELLED_DIMS[d]} names {unknown[:3]} are not in the {d} coordinate")
         try:
             # shapes and dtypes only (zero-memory placeholders); the values of window_start are read
             frame_all, window_all = s.placeholders("frame"), s.placeholders("window")
@@ -310,14 +361,17 @@ def _validate_staged(plan: StorePlan, schema: Schema) -> None:
             row = _sequence_row(schema, s)
         except (OSError, ValueError) as exc:
             raise SchemaError(f"{where}: cannot read staged arrays: {exc}") from exc
-        problems = validate_arrays(
-            schema, frames, {**fixed, "frame": s.n_frames}, required=staged_frame
+        frames = {n: v for n, v in frames.items() if n not in absent}
+        windows = {n: v for n, v in windows.items() if n not in absent}
+        problems = list(label_problems)
+        problems += validate_arrays(
+            schema, frames, {**sizes, "frame": s.n_frames}, required=staged_frame
         )
         problems += validate_arrays(
-            schema, windows, {**fixed, "window": s.n_windows}, required=staged_window
+            schema, windows, {**sizes, "window": s.n_windows}, required=staged_window
         )
         problems += validate_arrays(
-            schema, {n: v for n, v in row.items() if n in schema.arrays}, {**fixed, "sequence": 1},
+            schema, {n: v for n, v in row.items() if n in schema.arrays and n not in absent}, {**fixed, "sequence": 1},
             required=staged_seq,
         )
         if not problems and s.n_windows:
@@ -357,8 +411,11 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
     ch = plan.chunking
     group = _open(Path(tmp_path), "w-")
     group.attrs.update(plan.attrs)
+    absent = plan.absent
 
     for name, spec in schema.coords.items():
+        if name in absent:
+            continue
         values = _cast(name, list(plan.coords[name]), spec)
         arr = group.create_array(
             name, shape=values.shape, chunks=(max(1, values.shape[0]),), dtype=spec.np_dtype if not spec.is_str else str,
@@ -370,6 +427,8 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
 
     seq_chunk = min(max(plan.n_sequences, 1), ch.sequence_chunk_max)
     for name, spec in schema.arrays.items():
+        if name in absent:
+            continue
         shape = tuple(_dim_size(plan, schema, d) for d in spec.dims)
         inner = shape[1:]
         lead = spec.dims[0]
@@ -395,8 +454,10 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
 
 def sequence_columns(plan: StorePlan, schema: Schema) -> dict[str, np.ndarray]:
     """Every per-sequence array of ``plan``'s sequences, cast to the schema: staged values (fill
-    value where an optional one is absent) and the writer-derived offsets, counts and tombstones."""
-    columns: dict[str, list[np.ndarray]] = {n: [] for n in schema.sequence_arrays}
+    value where an optional one is absent) and the writer-derived offsets, counts and tombstones;
+    arrays the store leaves out (``StorePlan.absent``) are not among them."""
+    absent = absent_names(schema, plan.coords)
+    columns: dict[str, list[np.ndarray]] = {n: [] for n in schema.sequence_arrays if n not in absent}
     for s in plan.staged:
         row = _sequence_row(schema, s)
         for name in columns:
@@ -436,11 +497,20 @@ def _region_blocks(plan: StorePlan, schema: Schema, dim: str, a: int, b: int, sh
         lo, hi = max(a, int(offsets[i])), min(b, int(ends[i]))
         if hi > lo:
             overlaps.append((i, lo, hi))
-    names = [n for n in schema.arrays_along(dim) if n not in ("frame_sequence", "window_sequence")]
+    absent = absent_names(schema, plan.coords)
+    present = [n for n in schema.arrays_along(dim) if n not in absent]
+    names = [n for n in present if n not in ("frame_sequence", "window_sequence")]
     # one read per sequence: every array's rows of the region (optional arrays it lacks are absent)
     rows = {i: plan.staged[i].read_rows(dim, names, lo - int(offsets[i]), hi - int(offsets[i]))
             for i, lo, hi in overlaps}
-    for name in schema.arrays_along(dim):
+    # arrays along a labelled dim: each sequence's columns go to their names' places in the coordinate
+    labelled = {n: d for n in present for d in schema.arrays[n].dims[1:] if d in LABELLED_DIMS}
+    columns: dict[tuple[int, str], np.ndarray] = {}
+    for i, _, _ in overlaps:
+        for d in {labelled[n] for n in labelled if n in rows[i]}:
+            where = {v: k for k, v in enumerate(plan.coords[d])}
+            columns[i, d] = np.asarray([where[v] for v in labels_of(plan.staged[i], d)], dtype=np.int64)
+    for name in present:
         spec = schema.arrays[name]
         block = np.full((b - a, *shape_of(name)[1:]), spec.fill_value, dtype=spec.np_dtype)
         for i, lo, hi in overlaps:
@@ -454,6 +524,15 @@ def _region_blocks(plan: StorePlan, schema: Schema, dim: str, a: int, b: int, sh
                 continue  # optional array this sequence does not have: keep the fill value
             if name == "window_start":
                 part = np.asarray(part, dtype=np.int64) + plan.frame_offsets[i]
+            if name in labelled:  # (rows, the sequence's own columns) → their columns of the coordinate
+                axis = spec.dims.index(labelled[name])
+                cols = columns[i, labelled[name]]
+                if part.shape[axis] != cols.size:
+                    raise SchemaError(f"{name} of {plan.staged[i].key!r} has {part.shape[axis]} columns, "
+                                      f"{LABELLED_DIMS[labelled[name]]} names {cols.size}")
+                index = (slice(lo - a, hi - a),) + (slice(None),) * (axis - 1) + (cols,)
+                block[index] = _cast(f"{name} of {plan.staged[i].key!r}", part, spec)
+                continue
             block[lo - a : hi - a] = _cast(f"{name} of {plan.staged[i].key!r}", part, spec)
         yield name, block
 
@@ -473,7 +552,8 @@ def _write_region(plan: StorePlan, tmp_path: Path, dim: str, a: int, b: int, met
         for name, block in _region_blocks(plan, schema, dim, a, b, lambda n: group[n].shape):
             group[name][a:b] = block
         return 0
-    layouts = {name: ShardLayout.read(tmp_path / name) for name in schema.arrays_along(dim)}
+    absent = plan.absent
+    layouts = {name: ShardLayout.read(tmp_path / name) for name in schema.arrays_along(dim) if name not in absent}
     kept = plan.kept_frames if dim == "frame" else plan.kept_windows
     old = None
     if a < kept:  # an append plan's first region: its first shard holds records already in the store

@@ -7,7 +7,8 @@ ground-contact force, centre of pressure and torque (bodies ``calcn_r``/``calcn_
 ``seq_grf_source = addbiomechanics``, NaN at frames whose ``missing_GRF_reason`` ≠ 0; a file whose passes
 carry no contact force (kinematics-only processing) builds without measured forces. AddBiomechanics' own
 quality figures go to the side-car's ``extra_metrics``; its ID torques ``tau`` (N·m / N, OpenSim DOF order,
-names from the embedded .osim) are kept on the side-car (``AddBiomechanicsTrial``).
+names from the embedded .osim) are kept on the side-car (``AddBiomechanicsTrial``) and stored in the torque subset
+(``source_tau_opensim``, ``seq_source_dofs``; ``LabTrialMeasurement.source_torques``).
 Ids: dataset = the root folder's name, subject = the file stem, name = the trial name.
 """
 
@@ -39,6 +40,9 @@ class AddBiomechanicsTrial:
     dof_names: tuple[str, ...]
     tau: np.ndarray
     pos: np.ndarray
+    dof_names_from_model: bool = True
+    """False when the embedded model's DOF count differs from the file's (names are then ``dof_<k>``, and
+    ``tau`` is not stored)."""
 
 
 def contact_forces(trial: b3d.B3DTrial, bodies: tuple[str, ...], t0_s: float) -> FootForces | None:
@@ -101,7 +105,8 @@ class AddBiomechanicsSource:
         except ValueError as exc:
             raise SourceError(rel, f"embedded model: {exc}") from None
         segments = ms.segments_from_bodies(model.marker_bodies)
-        dof_names = model.dof_names if len(model.dof_names) == hdr.num_dofs else tuple(f"dof_{k}" for k in range(hdr.num_dofs))
+        named = len(model.dof_names) == hdr.num_dofs
+        dof_names = model.dof_names if named else tuple(f"dof_{k}" for k in range(hdr.num_dofs))
         mass = hdr.mass_kg if np.isfinite(hdr.mass_kg) and hdr.mass_kg > 0 else None
         out = []
         for k, th in enumerate(hdr.trials):
@@ -128,7 +133,8 @@ class AddBiomechanicsSource:
                                        forces=forces, mass_kg=mass, mass_source="file" if mass else "",
                                        extra_metrics=extra, warnings=tuple(warnings),
                                        source_results=AddBiomechanicsTrial(dof_names=dof_names, tau=trial.tau[a:b],
-                                                                           pos=trial.pos[a:b]))
+                                                                           pos=trial.pos[a:b],
+                                                                           dof_names_from_model=named))
             prov = Provenance(source=self.name, path=rel.as_posix(), sha256=sha, dataset=root.name,
                               subject=path.stem, name=th.name or f"trial{k}", size_bytes=size,
                               licence=find_licence(path, root))
