@@ -160,8 +160,32 @@ def print_walks(walks: dict, names: list[str], passes: int = 1) -> dict:
     return means
 
 
+def plan_torque_error(p, hum, r) -> float:
+    """Sagittal torque RMSE (N·m/kg) of inverse dynamics under the plan's per-foot forces applied at the
+    plan's centres of pressure, against inverse dynamics under the plates: what the plan itself says
+    about the joint torques (a simulation that followed its plan exactly would score this)."""
+    from pipeline.dynamics import centroidal_state
+    from pipeline.inverse_dynamics import KINEMATICS_CUTOFF_HZ, inverse_dynamics, measured_inverse_dynamics
+    from pipeline.quality.validation import torque_validation
+
+    mo = p.motion
+    _, _, corners = centroidal_state(r.motion, hum)
+    cop = np.full((mo.n_frames, 2, 3), np.nan)
+    for f in range(2):
+        fz = np.clip(r.corner_force_n[:, 6 * f:6 * f + 6, 2], 0.0, None)
+        tot = fz.sum(1)
+        c = (corners[:, 6 * f:6 * f + 6] * fz[..., None]).sum(1) / np.maximum(tot, 1e-9)[:, None]
+        c[:, 2] = 0.0
+        cop[:, f] = np.where((tot > 20.0)[:, None], c, np.nan)
+    id_plan = inverse_dynamics(mo, r.foot_force_n, cop, np.zeros((mo.n_frames, 2)), cutoff_hz=KINEMATICS_CUTOFF_HZ)
+    id_meas = measured_inverse_dynamics(mo, p.measured)
+    return torque_validation(id_plan.joint_torque_nm, id_meas.joint_torque_nm, p.measured.mass_kg, mo.joint_rot_aa_rad,
+                             mo.joint_rot_aa_rad)["torque_vs_id_rmse_nm_per_kg"]
+
+
 def print_plan(walks: dict) -> None:
-    print("== 2. the dynamics pass's force plan vs force plates (no simulation) ==")
+    print("== 2. the dynamics pass's force plan vs force plates (no simulation); τ = sagittal torque RMSE of ID"
+          " under the plan's forces at the plan's centres of pressure vs ID under the plates, N·m/kg ==")
     for k, p in walks.items():
         mo = p.motion
         hum = build_humanoid(skeleton_from_motion(mo), mo.mass_kg, mo.gender, SimConfig().humanoid, 1 / 480)
@@ -172,6 +196,7 @@ def print_plan(walks: dict) -> None:
             dt = time.perf_counter() - t0
             c = per_foot(r.foot_force_n, p.measured, mo.fps_hz)
             cells.append(f"{'plates as targets' if use else 'blind'}: λ {c['lam'][0]:.2f}/{c['lam'][1]:.2f} N/kg, "
+                         f"τ {plan_torque_error(p, hum, r):.2f}, "
                          f"pelvis moved ≤ {100 * r.metrics['dyn_root_correction_max_m']:.1f} cm, "
                          f"Newton res {r.metrics['dyn_newton_residual_rms_bw']:.3f} BW, Euler res "
                          f"{r.metrics['dyn_euler_residual_rms_nm']:.0f} N·m RMS ({dt:.2f} s)")
