@@ -32,7 +32,9 @@ plates per foot. Everything is in dynaset's canonical frame (z up, metres, N, N�
 * **Body mass** (``estimate_body_mass``): the file's subject parameter when present; else quiet standing:
   the longest run of at least ``quiet_min_s`` where both feet are on plates, no foot is on the floor off
   the plates and the total vertical force is steady (centred moving std ≤ max(10 N, 2 %)), mass =
-  median F_z / g; else ``default_body_mass_kg``. GRF stay in N (``NORMALIZATION_NOTE``).
+  median F_z / g; else, given the fitted motion's centre-of-mass height, the vertical Newton fit over
+  the frames where every foot's force is known (``pipeline.lab.body_mass``: walking trials); else
+  ``default_body_mass_kg``. GRF stay in N (``NORMALIZATION_NOTE``).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ NORMALIZATION_NOTE = (
     "Ground reactions are stored in N and N·m (GRF on the subject, z up). Normalize by body weight: "
     "force / (body_mass_kg · 9.80665) gives multiples of body weight (BW); moments / (body_mass_kg · "
     "9.80665 · height_m) give BW·height, or moments / body_mass_kg gives N·m/kg. body_mass_source says "
-    "where body_mass_kg came from (file, quiet_standing or default).")
+    "where body_mass_kg came from (file, quiet_standing, plates_gait or default).")
 
 
 @dataclass(frozen=True)
@@ -320,8 +322,10 @@ def assign_plates(plates: list[PlateLoad] | tuple[PlateLoad, ...], ground_points
 
 # --------------------------------------------------------------------------------------------- body mass
 def estimate_body_mass(subject_mass_kg: float | None, total_fz_n: np.ndarray, both_on_plates: np.ndarray,
-                       fps: float, cfg: FootConfig = FootConfig()) -> tuple[float, str]:
-    """(mass kg, source): file parameter, else quiet standing (module docstring), else the default."""
+                       fps: float, cfg: FootConfig = FootConfig(), *, all_known: np.ndarray | None = None,
+                       com_z_m: np.ndarray | None = None, height_m: float | None = None) -> tuple[float, str]:
+    """(mass kg, source): file parameter, else quiet standing, else (with ``com_z_m``, ``all_known`` and
+    ``height_m``) the vertical Newton fit during gait (``pipeline.lab.body_mass``), else the default."""
     if subject_mass_kg is not None and np.isfinite(subject_mass_kg) and subject_mass_kg > 0:
         return float(subject_mass_kg), "file"
     fz = np.asarray(total_fz_n, dtype=float)
@@ -337,18 +341,26 @@ def estimate_body_mass(subject_mass_kg: float | None, total_fz_n: np.ndarray, bo
         if runs:
             a, b = max(runs, key=lambda r: r[1] - r[0])
             return float(np.median(fz[a:b]) / G), f"quiet_standing (frames {a}–{b - 1})"
+    if com_z_m is not None and all_known is not None and height_m is not None:
+        from pipeline.lab.body_mass import mass_from_gait
+
+        fit = mass_from_gait(fz, all_known, com_z_m, fps, height_m)
+        if fit is not None:
+            return fit[0], f"plates_gait (vertical Newton fit over {fit[1]} frames)"
     return float(cfg.default_body_mass_kg), "default"
 
 
 # --------------------------------------------------------------------------------------------- main
 def foot_grf(markers_m: np.ndarray, labels: tuple[str, ...] | list[str], plates: list[PlateLoad] | tuple[PlateLoad, ...],
              fps: float, *, subject_mass_kg: float | None = None, cfg: FootConfig = FootConfig(),
-             skeleton_feet_m: np.ndarray | None = None) -> FootGRF:
+             skeleton_feet_m: np.ndarray | None = None, com_z_m: np.ndarray | None = None,
+             height_m: float | None = None) -> FootGRF:
     """Per-foot and total ground reactions from canonical markers (N, M, 3) and plates (module docstring).
 
     ``skeleton_feet_m`` (N, 2, 3, 3): per side (left, right) the heel, toe and ankle points of the fitted
     skeleton in the markers' frame, m. A side without named heel/toe markers (cluster marker sets) uses
-    them instead of being *missing*.
+    them instead of being *missing*. ``com_z_m`` (N,) and ``height_m``: the fitted motion's centre-of-mass
+    height and the subject's height, for the body mass during gait (``estimate_body_mass``).
     """
     markers_m = np.asarray(markers_m, dtype=float)
     n = markers_m.shape[0]
@@ -424,7 +436,9 @@ def foot_grf(markers_m: np.ndarray, labels: tuple[str, ...] | list[str], plates:
     contact = hysteresis(enter, leave)
 
     both_on = on_any.all(axis=1) & ~off_plate.any(axis=1) if all(usable) else np.zeros(n, bool)
-    mass, source = estimate_body_mass(subject_mass_kg, tot_f[:, 2], both_on, fps, cfg)
+    all_known = np.isfinite(force).all(axis=(1, 2)) & ~off_plate.any(axis=1)
+    mass, source = estimate_body_mass(subject_mass_kg, tot_f[:, 2], both_on, fps, cfg, all_known=all_known,
+                                      com_z_m=com_z_m, height_m=height_m)
     for iv in intervals:
         if iv.status not in SIDES:
             warnings.append(iv.reason)

@@ -29,6 +29,7 @@ from pipeline.lab import forceplate as fp
 from pipeline.lab import marker_ik as ik
 from pipeline.lab import markers as ml
 from pipeline.lab import measured as lm
+from pipeline.lab.body_mass import com_height_m
 from pipeline.lab.trial import fit_trial
 from pipeline.records import CanonicalMotion, Provenance, RawMotion, SubjectInfo
 from pipeline.sources.c3d.reader import C3DRecord
@@ -139,7 +140,9 @@ def measured_ground_reaction(meas: C3DMeasurement, motion: CanonicalMotion, defa
         fp_ = np.asarray(motion.foot_points_m, float).reshape(n, 2, 2, 3)  # l heel, l toe, r heel, r toe
         ankles = np.asarray(motion.joint_pos_m, float)[:, [7, 8]][:, :, None]
         skel_feet = np.concatenate([fp_, ankles], axis=2) - lab
-        c3 = process_c3d(rec, fps=motion.fps_hz, up_axis=meas.up_axis, foot_config=fcfg, skeleton_feet_m=skel_feet)
+        com_z = com_height_m(motion.joint_pos_m, motion.gender)
+        c3 = process_c3d(rec, fps=motion.fps_hz, up_axis=meas.up_axis, foot_config=fcfg, skeleton_feet_m=skel_feet,
+                         com_z_m=com_z, height_m=float(motion.height_m))
         feet = c3.feet
     if feet is None or not np.isfinite(feet.force_n).any():
         source = "file" if rec.subject.get("mass_kg") else f"default (BMI {default_bmi_kg_m2:g} kg/m² × height²)"

@@ -37,14 +37,17 @@ def process_c3d(rec: C3DRecord, *, fps: float = 30.0, max_gap: int = ml.DEFAULT_
                 up_axis: str | None = None, cutoff_hz: float | None = None,
                 filter_order: int = fp.DEFAULT_FILTER_ORDER, cop_threshold_n: float = fp.DEFAULT_COP_THRESHOLD_N,
                 subtract_baseline: bool = True, feet: bool = True,
-                foot_config: fa.FootConfig | None = None, skeleton_feet_m: np.ndarray | None = None) -> C3DCanonical:
+                foot_config: fa.FootConfig | None = None, skeleton_feet_m: np.ndarray | None = None,
+                com_z_m: np.ndarray | None = None, height_m: float | None = None) -> C3DCanonical:
     """Canonical markers and plates; ``up_axis`` None = detect; ``cutoff_hz`` None = 0.4 × fps.
 
     ``skeleton_feet_m`` (N, 2, 3, 3): heel/toe/ankle of the fitted skeleton per side at the canonical
     frames (lab z-up frame), for sides without named foot markers (``foot_assignment.foot_grf``).
 
     ``feet``: also assign plates to feet (``pipeline.lab.foot_assignment.foot_grf``) with ``foot_config``
-    (its ``threshold_n`` defaults to ``cop_threshold_n``); body mass from ``record.subject['mass_kg']``.
+    (its ``threshold_n`` defaults to ``cop_threshold_n``); body mass from ``record.subject['mass_kg']``, else
+    quiet standing, else (given the fitted motion's ``com_z_m`` at the canonical frames and ``height_m``)
+    the vertical Newton fit during gait (``foot_assignment.estimate_body_mass``).
     """
     warnings = list(rec.warnings)
     wrenches = [fp.compute_plate(rec, p, subtract_baseline=subtract_baseline) for p in rec.plates]
@@ -70,7 +73,7 @@ def process_c3d(rec: C3DRecord, *, fps: float = 30.0, max_gap: int = ml.DEFAULT_
                  for p, spec in zip(plates, rec.plates, strict=True)]
         mass = rec.subject.get("mass_kg")
         foot = fa.foot_grf(mk, rec.marker_labels, loads, fps, subject_mass_kg=None if mass is None else float(mass),
-                           cfg=cfg, skeleton_feet_m=skeleton_feet_m)
+                           cfg=cfg, skeleton_feet_m=skeleton_feet_m, com_z_m=com_z_m, height_m=height_m)
         warnings.extend(f"feet: {w}" for w in foot.warnings)
     return C3DCanonical(time_s=t, fps=fps, marker_labels=rec.marker_labels, markers_m=mk, gaps=tuple(gaps),
                         up_axis=up_axis, up_method=method, plates=plates, cutoff_hz=cut, warnings=tuple(warnings),
