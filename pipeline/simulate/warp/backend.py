@@ -10,7 +10,8 @@ with the pass perturbation); the batch then runs one loop over control ticks for
    error, mean joint position error, non-finite state) → reset masks: those worlds restart from
    the reference at that tick.
 2. Recording ticks (one per output frame): qpos, whole-body COM, COM velocity (``subtree_vel``).
-3. Controller (``pipeline.simulate.warp.control``, the CPU controller's math batched over worlds):
+3. Controller (the CPU controller's math batched over worlds; ``pipeline.simulate.warp.kernels``
+   on the device by default, ``pipeline.simulate.warp.control`` on the host as the reference):
    desired accelerations; inverse dynamics with MuJoCo Warp's ``rne`` (plus the armature term);
    MuJoCo Warp's ``collision`` for the floor contacts, gated per world by the dynamics plan, into
    a fixed contact budget per world; the force plan (dual semismooth-Newton NNLS, fixed
@@ -26,15 +27,20 @@ with the pass perturbation); the batch then runs one loop over control ticks for
    sequences raise ``SimulationOverflowError`` (the build then retries motions one by one and
    quarantines the failing one) — never silently wrong.
 
-The host-side controller math is vectorised numpy over worlds (float64), one device round trip
-per control tick; the physics runs on the Warp device in float32. On a GPU the per-tick host
-round trip, not the physics, bounds the throughput of this first version (docs/simulation.md).
+With ``WarpBatchSettings.device_controller`` (default) every step above is a Warp kernel or a
+MuJoCo Warp call that reads the control tick from a device counter: a tick needs no host round
+trip, the recordings stay on the device until the batch ends, and on CUDA one tick (controller
+kernels + substeps) is captured as one CUDA graph and replayed (``_device_loop``). With
+``device_controller=False`` the controller math is vectorised numpy on the host (float64), one
+device round trip per control tick — the reference the kernels are tested against. Both run the
+controller in float64 on MuJoCo Warp's float32 state (docs/simulation.md "GPU backend").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,6 +103,12 @@ class BatchStats:
     force_plan_kkt_max: float
     device_bytes: int = 0
     """Bytes of the batch's MuJoCo Warp ``Model`` + ``Data`` arrays on the device."""
+    device_controller: bool = False
+    """The controller ran as Warp kernels on the device (``WarpBatchSettings.device_controller``)."""
+    cuda_graph: bool = False
+    """The control ticks were replayed as one captured CUDA graph."""
+    controller_bytes: int = 0
+    """Bytes of the device controller's arrays (float64 references, scratch, recordings)."""
 
 
 def length_buckets(lengths: Sequence[int], max_worlds: int) -> list[list[int]]:
@@ -305,8 +317,9 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
         d.qvel.assign(qvel)
         d.qacc_warmstart.assign(warm)
 
+    graph_used, ctrl_bytes = False, 0
     if settings.device_controller:
-        kkt_max = _device_loop(
+        kkt_max, graph_used, ctrl_bytes = _device_loop(
             wp, mjw, m, d, cfg=cfg, settings=settings, preps=preps, kmax=kmax, total=total, spf=spf, nsub=nsub,
             rq=rq, rv=rv, ra=ra, ref_pos=ref_pos, body_ids=body_ids, gate=gate, has_plan=has_plan, plan=plan,
             swing=swing, kp=kp, kd=kd, damping=damping, limit=limit, res_f_max=res_f_max, res_t_max=res_t_max,
@@ -493,14 +506,15 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
             res.metrics["reanchor_max_m"] = float(flight_anchor.max_shift[w])
         results.append(res)
     stats = BatchStats(nw, kmax, time.perf_counter() - t0, tuple(int(i) for i in np.flatnonzero(overflow)), kkt_max,
-                       _array_bytes(wp, m) + _array_bytes(wp, d))
+                       _array_bytes(wp, m) + _array_bytes(wp, d), settings.device_controller, graph_used,
+                       ctrl_bytes)
     return results, stats
 
 
 def _device_loop(wp, mjw, m, d, *, cfg, settings, preps, kmax, total, spf, nsub, rq, rv, ra, ref_pos, body_ids,
                  gate, has_plan, plan, swing, kp, kd, damping, limit, res_f_max, res_t_max, right_bodies, edges, w6,
                  implicit, armature, floor, geom_body, dof_body, subtree, root_body, root_tree, qpos_spring,
-                 base_margin, swing_geoms, out) -> float:
+                 base_margin, swing_geoms, out) -> tuple[float, bool, int]:
     """The batch loop with the controller on the device (``pipeline.simulate.warp.kernels``).
 
     Same sequence per tick as the host loop of ``_simulate_batch``, every step a kernel or a MuJoCo
@@ -509,7 +523,9 @@ def _device_loop(wp, mjw, m, d, *, cfg, settings, preps, kmax, total, spf, nsub,
     replayed. Differences to the host loop that do not change results: the second kinematics
     after the fall check and ``crb`` + ``mul_m`` run every tick (the host loop skips them when no
     world resets / has a shortfall), ``subtree_vel`` on every tick. Fills ``out``'s host arrays
-    at the end; returns the largest force-plan KKT residual of the active ticks.
+    at the end; returns the largest force-plan KKT residual of the active ticks and whether the
+    ticks ran as a CUDA graph (a failed capture warns and runs them eagerly), and the bytes of the
+    controller's device arrays (references, scratch, recordings).
     """
     from pipeline.simulate.anchor import STILL_MPS
     from pipeline.simulate.warp import kernels as kn
@@ -582,6 +598,7 @@ def _device_loop(wp, mjw, m, d, *, cfg, settings, preps, kmax, total, spf, nsub,
     f_sum, mo_sum, passive_sum = z64(nw, nmax, 72), z64(nw, nmax, 72), z64(nw, nmax, nv - 6)
     reset_rec = zi(nw, nmax)
 
+    ctrl_bytes = sum(int(v.capacity or 0) for v in locals().values() if isinstance(v, wp.array))
     qp = cfg.contact
     min_flight = int(round(cfg.reanchor_after_flight_s * cfg.control_hz))
     launch = wp.launch
@@ -654,15 +671,22 @@ def _device_loop(wp, mjw, m, d, *, cfg, settings, preps, kmax, total, spf, nsub,
         tick_control()
         tick_steps()
 
-    device = wp.get_device()
-    if device.is_cuda and settings.cuda_graph and kmax > 1:
+    graph = None
+    done = 0
+    if wp.get_device().is_cuda and settings.cuda_graph and kmax > 1:
         one_tick()  # eager: loads every module before the capture
-        with wp.ScopedCapture() as capture:
-            one_tick()
-        for _ in range(kmax - 1):
-            wp.capture_launch(capture.graph)
-    else:
-        for _ in range(kmax):
+        done = 1
+        try:
+            with wp.ScopedCapture() as capture:
+                one_tick()  # recorded, not run: the tick counter stays
+            graph = capture.graph
+        except Exception as exc:  # pragma: no cover - needs CUDA
+            warnings.warn(f"CUDA graph capture of a control tick failed ({exc!r}); running ticks eagerly",
+                          RuntimeWarning, stacklevel=2)
+    for _ in range(done, kmax):
+        if graph is not None:
+            wp.capture_launch(graph)
+        else:
             one_tick()
     tick_start()  # k = kmax: the final state is recorded
     wp.synchronize()
@@ -679,7 +703,7 @@ def _device_loop(wp, mjw, m, d, *, cfg, settings, preps, kmax, total, spf, nsub,
     out["reset"][:] |= reset_rec.numpy() != 0
     out["overflow"][:] |= overflow_d.numpy() != 0
     out["max_shift"][:] = max_shift.numpy()
-    return float(kkt_max.numpy().max(initial=0.0))
+    return float(kkt_max.numpy().max(initial=0.0)), graph is not None, ctrl_bytes
 
 
 def _array_bytes(wp, obj, seen: set | None = None) -> int:
