@@ -242,14 +242,20 @@ def test_flight_anchor_and_fall_kernel(wp, kn):
     assert st["reset_rec"].numpy()[1, 30] == 1
 
 
-def test_device_controller_matches_host_controller():
+@pytest.mark.parametrize("reset_mpjpe_m", [None, 0.012])
+def test_device_controller_matches_host_controller(reset_mpjpe_m):
     """The whole batch loop: kernels on Warp's CPU device vs the numpy controller on the host (two
-    subjects, padded lengths). Both compute in float64 on MuJoCo Warp's float32 state; only
-    float64 rounding differs (a float32 ``qfrc_applied`` may round the other way)."""
+    subjects, padded lengths; with a low fall threshold the run resets). Both compute in float64
+    on MuJoCo Warp's float32 state; only float64 rounding differs (a float32 ``qfrc_applied`` may
+    round the other way)."""
+    import dataclasses
+
     from pipeline.simulate.engine import prepare_sequence
     from pipeline.simulate.warp.backend import WarpBatchSettings, simulate_batch
 
     cfg = SimConfig()
+    if reset_mpjpe_m is not None:
+        cfg = dataclasses.replace(cfg, reset_mpjpe_m=reset_mpjpe_m)
     mos = [demo_motion("walk", 1.2, duration_s=0.5, subject=0), demo_motion("run", 3.0, duration_s=0.4, subject=1)]
     out = {}
     for flag in (False, True):
@@ -257,7 +263,8 @@ def test_device_controller_matches_host_controller():
         out[flag] = simulate_batch(preps, cfg, 0, WarpBatchSettings(device_controller=flag), "cpu")
     (host, hs), (dev, ds) = out[False], out[True]
     assert ds.overflow_worlds == hs.overflow_worlds == ()
-    assert ds.force_plan_kkt_max < 1e-6
+    assert ds.force_plan_kkt_max < 1e-6 and ds.device_controller and not hs.device_controller
+    assert (sum(int(r.reset.sum()) for r in dev) > 0) == (reset_mpjpe_m is not None)
     for a, b in zip(host, dev):
         np.testing.assert_array_equal(a.reset, b.reset)
         assert np.abs(a.sim_joint_pos_m - b.sim_joint_pos_m).max() < 1e-4
