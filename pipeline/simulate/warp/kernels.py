@@ -16,7 +16,7 @@ evaluates all steps and takes the first accepted one: the same step).
 
 Layouts: W worlds; ``K = kmax + 1`` reference ticks; references (W, K, ·) float64; the contact
 budget C slots per world; the plan columns ``4c + e`` (slot c, pyramid edge e); R = 9 plan rows.
-The kernels are launched by ``DeviceController`` (backend) and, one by one, by the parity tests
+The kernels are launched by ``backend._device_loop`` and, one by one, by the parity tests
 (``tests/test_warp_kernels.py``).
 """
 
