@@ -8,6 +8,9 @@ RMSE / mass (N·m/kg), resets. One batch of four demo motions of four subjects (
     python benchmarks/gpu_parity.py --device cpu --duration-s 2     # Warp's CPU device
     python benchmarks/gpu_parity.py --device cuda --duration-s 4    # on a GPU
     python benchmarks/gpu_parity.py --device cpu --lab-walks        # the four shared lab walks instead
+
+The controller runs as Warp kernels on the device (the default); ``--host-controller`` runs the
+numpy reference on the host instead.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ def main() -> None:
     ap.add_argument("--duration-s", type=float, default=2.0)
     ap.add_argument("--lab-walks", action="store_true",
                     help="the four shared lab walks (../shared/data/c3d, benchmarks/physics_bench.py) instead")
+    ap.add_argument("--host-controller", action="store_true",
+                    help="the numpy controller on the host instead of the device controller's Warp kernels")
     args = ap.parse_args()
 
     from pipeline.simulate import SimConfig, simulate
     from pipeline.simulate.synthetic import demo_motion
-    from pipeline.simulate.warp.backend import MjWarpBackend
+    from pipeline.simulate.warp.backend import MjWarpBackend, WarpBatchSettings
 
     dur = args.duration_s
     if args.lab_walks:
@@ -44,7 +49,8 @@ def main() -> None:
                demo_motion("walk", 1.6, duration_s=dur, subject=2), demo_motion("run", 3.0, duration_s=dur, subject=3)]
     cfg = SimConfig()
     cpu = simulate(mos, cfg, backend="cpu")
-    backend = MjWarpBackend(device=args.device)
+    backend = MjWarpBackend(device=args.device,
+                            settings=WarpBatchSettings(device_controller=not args.host_controller))
     t = time.perf_counter()
     gpu = backend.simulate(mos, cfg)
     print(f"device {args.device}: {time.perf_counter() - t:.1f} s; {backend.last_stats}")

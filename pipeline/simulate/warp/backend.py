@@ -10,7 +10,8 @@ with the pass perturbation); the batch then runs one loop over control ticks for
    error, mean joint position error, non-finite state) → reset masks: those worlds restart from
    the reference at that tick.
 2. Recording ticks (one per output frame): qpos, whole-body COM, COM velocity (``subtree_vel``).
-3. Controller (``pipeline.simulate.warp.control``, the CPU controller's math batched over worlds):
+3. Controller (the CPU controller's math batched over worlds; ``pipeline.simulate.warp.kernels``
+   on the device by default, ``pipeline.simulate.warp.control`` on the host as the reference):
    desired accelerations; inverse dynamics with MuJoCo Warp's ``rne`` (plus the armature term);
    MuJoCo Warp's ``collision`` for the floor contacts, gated per world by the dynamics plan, into
    a fixed contact budget per world; the force plan (dual semismooth-Newton NNLS, fixed
@@ -26,14 +27,20 @@ with the pass perturbation); the batch then runs one loop over control ticks for
    sequences raise ``SimulationOverflowError`` (the build then retries motions one by one and
    quarantines the failing one) — never silently wrong.
 
-The host-side controller math is vectorised numpy over worlds (float64), one device round trip
-per control tick; the physics runs on the Warp device in float32. On a GPU the per-tick host
-round trip, not the physics, bounds the throughput of this first version (docs/simulation.md).
+With ``WarpBatchSettings.device_controller`` (default) every step above is a Warp kernel or a
+MuJoCo Warp call that reads the control tick from a device counter: a tick needs no host round
+trip, the recordings stay on the device until the batch ends, and on CUDA one tick (controller
+kernels + substeps) is captured as one CUDA graph and replayed (``_device_loop``). With
+``device_controller=False`` the controller math is vectorised numpy on the host (float64), one
+device round trip per control tick — the reference the kernels are tested against. Both run the
+controller in float64 on MuJoCo Warp's float32 state (docs/simulation.md "GPU backend").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -65,6 +72,11 @@ class WarpBatchSettings:
         njmax: constraint rows per world (``njmax``).
         contact_budget: floor contacts per world the controller can plan on (columns 4×budget).
         nnls_iterations: semismooth Newton iterations of the force plan (fixed).
+        device_controller: run the controller's per-tick math as Warp kernels on the device
+            (``pipeline.simulate.warp.kernels``, no host round trip per tick); ``False``: the numpy
+            reference on the host (``pipeline.simulate.warp.control``), one round trip per tick.
+        cuda_graph: with the device controller on a CUDA device, capture one control tick
+            (controller kernels + substeps) as a CUDA graph and replay it.
     """
 
     max_worlds: int = 1024
@@ -72,10 +84,12 @@ class WarpBatchSettings:
     njmax: int = 192
     contact_budget: int = 24
     nnls_iterations: int = 12
+    device_controller: bool = True
+    cuda_graph: bool = True
 
     def doubled(self) -> WarpBatchSettings:
-        return WarpBatchSettings(self.max_worlds, 2 * self.nconmax, 2 * self.njmax, 2 * self.contact_budget,
-                                 self.nnls_iterations)
+        return dataclasses.replace(self, nconmax=2 * self.nconmax, njmax=2 * self.njmax,
+                                   contact_budget=2 * self.contact_budget)
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,12 @@ class BatchStats:
     force_plan_kkt_max: float
     device_bytes: int = 0
     """Bytes of the batch's MuJoCo Warp ``Model`` + ``Data`` arrays on the device."""
+    device_controller: bool = False
+    """The controller ran as Warp kernels on the device (``WarpBatchSettings.device_controller``)."""
+    cuda_graph: bool = False
+    """The control ticks were replayed as one captured CUDA graph."""
+    controller_bytes: int = 0
+    """Bytes of the device controller's arrays (float64 references, scratch, recordings)."""
 
 
 def length_buckets(lengths: Sequence[int], max_worlds: int) -> list[list[int]]:
@@ -297,164 +317,177 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
         d.qvel.assign(qvel)
         d.qacc_warmstart.assign(warm)
 
-    for k in range(kmax + 1):
-        live = k <= total  # worlds still inside their sequence (k == total: final state)
-        kk = np.minimum(k, total)  # each world's reference tick (held after its end)
-        forward_kinematics()
-        qpos = _f64(d.qpos)
-        xpos = _f64(d.xpos)
-        if k < kmax:
-            loaded = ((plan[worlds, kk, :, 2] > cfg.plan_gate_n) & has_plan[:, None]
-                      & (k < total)[:, None])
-            anchor = flight_anchor.update(loaded, xpos[worlds[:, None], ankle_ids], ref_ankles[worlds, kk]).copy()
-        err = np.linalg.norm(xpos[worlds[:, None], body_ids] - ref_pos[worlds, kk] - anchor[:, None],
-                             axis=-1).mean(1)
-        bad = ((np.abs(qpos[:, 2] - rq[worlds, kk, 2]) > cfg.reset_root_height_err_m)
-               | (err > cfg.reset_mpjpe_m) | ~np.isfinite(qpos).all(1))
-        do_reset = bad & (k < total)
-        if do_reset.any():
-            set_state(do_reset, rq[worlds, kk], rv[worlds, kk])
-            reset[do_reset, kk[do_reset] // spf] = True
+    graph_used, ctrl_bytes = False, 0
+    if settings.device_controller:
+        kkt_max, graph_used, ctrl_bytes = _device_loop(
+            wp, mjw, m, d, cfg=cfg, settings=settings, preps=preps, kmax=kmax, total=total, spf=spf, nsub=nsub,
+            rq=rq, rv=rv, ra=ra, ref_pos=ref_pos, body_ids=body_ids, gate=gate, has_plan=has_plan, plan=plan,
+            swing=swing, kp=kp, kd=kd, damping=damping, limit=limit, res_f_max=res_f_max, res_t_max=res_t_max,
+            right_bodies=right_bodies, edges=edges, w6=w6, implicit=implicit, armature=armature, floor=floor,
+            geom_body=geom_body, dof_body=dof_body, subtree=subtree, root_body=root_body, root_tree=root_tree,
+            qpos_spring=qpos_spring, base_margin=base_margin, swing_geoms=swing_geoms,
+            out=dict(qpos_rec=qpos_rec, com_rec=com_rec, comv_rec=comv_rec, tau_sum=tau_sum, res_sum=res_sum,
+                     dem_sum=dem_sum, f_sum=f_sum, mo_sum=mo_sum, passive_sum=passive_sum, reset=reset,
+                     overflow=overflow, max_shift=flight_anchor.max_shift))
+    else:
+        for k in range(kmax + 1):
+            live = k <= total  # worlds still inside their sequence (k == total: final state)
+            kk = np.minimum(k, total)  # each world's reference tick (held after its end)
             forward_kinematics()
             qpos = _f64(d.qpos)
-            flight_anchor.reset(do_reset, _f64(d.xpos)[worlds[:, None], ankle_ids])
-            anchor[do_reset] = 0.0
-        rec = live & (k % spf == 0)
-        if rec.any():
-            mjw.subtree_vel(m, d)
-            i_rec = kk // spf
-            qpos_rec[rec, i_rec[rec]] = qpos[rec]
-            com_rec[rec, i_rec[rec]] = _f64(d.subtree_com)[rec, 0]
-            comv_rec[rec, i_rec[rec]] = _f64(d.subtree_linvel)[rec, 0]
-        if k == kmax:
-            break
-        active = k < total
-        kc = np.minimum(k, total - 1)  # interval index per world (held after the end)
-        i_int = kc // spf
+            xpos = _f64(d.xpos)
+            if k < kmax:
+                loaded = ((plan[worlds, kk, :, 2] > cfg.plan_gate_n) & has_plan[:, None]
+                          & (k < total)[:, None])
+                anchor = flight_anchor.update(loaded, xpos[worlds[:, None], ankle_ids], ref_ankles[worlds, kk]).copy()
+            err = np.linalg.norm(xpos[worlds[:, None], body_ids] - ref_pos[worlds, kk] - anchor[:, None],
+                                 axis=-1).mean(1)
+            bad = ((np.abs(qpos[:, 2] - rq[worlds, kk, 2]) > cfg.reset_root_height_err_m)
+                   | (err > cfg.reset_mpjpe_m) | ~np.isfinite(qpos).all(1))
+            do_reset = bad & (k < total)
+            if do_reset.any():
+                set_state(do_reset, rq[worlds, kk], rv[worlds, kk])
+                reset[do_reset, kk[do_reset] // spf] = True
+                forward_kinematics()
+                qpos = _f64(d.qpos)
+                flight_anchor.reset(do_reset, _f64(d.xpos)[worlds[:, None], ankle_ids])
+                anchor[do_reset] = 0.0
+            rec = live & (k % spf == 0)
+            if rec.any():
+                mjw.subtree_vel(m, d)
+                i_rec = kk // spf
+                qpos_rec[rec, i_rec[rec]] = qpos[rec]
+                com_rec[rec, i_rec[rec]] = _f64(d.subtree_com)[rec, 0]
+                comv_rec[rec, i_rec[rec]] = _f64(d.subtree_linvel)[rec, 0]
+            if k == kmax:
+                break
+            active = k < total
+            kc = np.minimum(k, total - 1)  # interval index per world (held after the end)
+            i_int = kc // spf
 
-        # --- controller: desired accelerations and inverse dynamics ----------------------------
-        qvel = _f64(d.qvel)
-        a_ff = 0.5 * (ra[worlds, kc] + ra[worlds, kc + 1])
-        q_ref, v_ref = rq[worlds, kc].copy(), rv[worlds, kc]
-        q_ref[:, :3] += anchor
-        a_star = bc.desired_acceleration(qpos, qvel, q_ref, v_ref, a_ff, kp, kd)
-        d.qacc.assign(a_star.astype(np.float32))
-        mjw.rne(m, d, flg_acc=True)
-        tau = _f64(d.qfrc_bias) + armature * a_star
-        # --- floor contacts of the tick, gated, into the contact budget ------------------------
-        mjw.collision(m, d)
-        nacon = int(d.nacon.numpy()[0])
-        cgeom = d.contact.geom.numpy()[:nacon]
-        cworld = d.contact.worldid.numpy()[:nacon]
-        cdist = _f64(d.contact.dist)[:nacon]
-        cpos = _f64(d.contact.pos)[:nacon]
-        floor_first = cgeom[:, 0] == floor
-        other = np.where(floor_first, cgeom[:, 1], cgeom[:, 0])
-        keep = (floor_first | (cgeom[:, 1] == floor)) & (cdist < qp_cfg.contact_dist_m)
-        cbody = geom_body[other]
-        keep &= gate[cworld, kc[cworld], cbody]
-        kw, kb, kpnt = cworld[keep], cbody[keep], cpos[keep]
-        order = np.argsort(kw, kind="stable")
-        kw, kb, kpnt = kw[order], kb[order], kpnt[order]
-        start = np.searchsorted(kw, worlds)
-        slot = np.arange(kw.size) - start[kw]
-        over = slot >= budget
-        if over.any():
-            overflow[np.unique(kw[over])] = True
-        fit = ~over
-        pts = np.zeros((nw, budget, 3))
-        bodies = np.zeros((nw, budget), int)
-        valid = np.zeros((nw, budget), bool)
-        pts[kw[fit], slot[fit]] = kpnt[fit]
-        bodies[kw[fit], slot[fit]] = kb[fit]
-        valid[kw[fit], slot[fit]] = True
-        right = right_bodies[worlds[:, None], bodies]
-        cdof = _f64(d.cdof)
-        root_R = _f64(d.xmat)[:, root_body].reshape(nw, 3, 3)
-        foot_target = np.where(has_plan[:, None, None], 0.5 * (plan[worlds, kc] + plan[worlds, kc + 1]), 0.0)
-        A, b = bc.force_plan_system(pts, valid, right, qpos[:, :3], root_R, tau[:, :6], edges, w6,
-                                    foot_target if has_plan.any() else None, cfg.plan_target_weight)
-        beta, kkt = bc.solve_force_plan_batched(A, b, qp_cfg.regularization, settings.nnls_iterations)
-        kkt_max = max(kkt_max, float((kkt * active).max()))
-        forces = beta.reshape(nw, budget, 4) @ edges  # (W, C, 3) world
-        root_com = _f64(d.subtree_com)[:, root_tree]
-        qfrc_c = bc.contact_generalized_force(cdof, dof_body, subtree, root_com, bodies, pts, forces, valid)
-        # --- joint torques, residual, shortfall, limits ----------------------------------------
-        joint = tau[:, 6:] - qfrc_c[:, 6:]
-        if implicit:
-            joint = joint + damping[:, 6:] * v_ref[:, 6:]
-        demand = tau[:, :6] - qfrc_c[:, :6]
-        residual = np.zeros((nw, 6))
-        if cfg.residual:
-            residual[:, :3] = bc.cap_norm(demand[:, :3], res_f_max)
-            residual[:, 3:] = bc.cap_norm(demand[:, 3:], res_t_max)
-        shortfall = demand - residual
-        short = np.any(shortfall != 0.0, axis=1)
-        if short.any():
-            mjw.crb(m, d)
-            cols = np.empty((nw, nv, 6))
-            for j in range(6):
-                e = np.zeros((nw, nv), np.float32)
-                e[:, j] = 1.0
-                unit.assign(e)
-                mjw.mul_m(m, d, mcol, unit)
-                cols[:, :, j] = _f64(mcol)
-            da = -np.linalg.solve(cols[:, :6, :], shortfall[..., None])[..., 0]
-            da[~short] = 0.0
-            joint = joint + np.einsum("wjr,wr->wj", cols[:, 6:, :], da)
-        if cfg.torque_limits:
-            passive = damping[:, 6:] * qvel[:, 6:] if implicit else 0.0
-            jt = bc.cap_norm((joint - passive).reshape(nw, 23, 3), limit)
-            joint = jt.reshape(nw, -1) + passive
-        # --- record the tick's command ----------------------------------------------------------
-        aw = worlds[active]
-        ia = i_int[active]
-        tau_sum[aw, ia] += joint[active]
-        res_sum[aw, ia, :3] += residual[active, :3]
-        res_sum[aw, ia, 3:] += np.einsum("wij,wj->wi", root_R, residual[:, 3:])[active]
-        dem_sum[aw, ia, :3] += demand[active, :3]
-        dem_sum[aw, ia, 3:] += np.einsum("wij,wj->wi", root_R, demand[:, 3:])[active]
-        # --- apply: torques, toe-spring reference, swing clearance ------------------------------
-        qfrc = np.concatenate([residual, joint], axis=1)
-        d.qfrc_applied.assign(qfrc.astype(np.float32))
-        spring = qpos_spring.copy()
-        for w, p in enumerate(preps):
-            if p.spring_q.size:
-                spring[w, p.spring_q] = rq[w, kc[w], p.spring_q]
-        m.qpos_spring.assign(spring.astype(np.float32))
-        margin = np.repeat(base_margin[None], nw, 0)
-        for w in range(nw):
-            if swing_geoms[w] is not None:
-                for f in range(2):
-                    if swing[w, kc[w], f]:
-                        margin[w, swing_geoms[w][f]] = SWING_MARGIN_M
-        m.geom_margin.assign(margin.astype(np.float32))
-        # --- physics substeps; contact sensors and passive torques summed per interval ----------
-        diverged = np.zeros(nw, bool)
-        for _ in range(nsub):
-            mjw.step(m, d)
-            sd = _f64(d.sensordata).reshape(nw, 24, 10)
-            pas = _f64(d.qfrc_damper)[:, 6:] + _f64(d.qfrc_spring)[:, 6:]
-            qacc = _f64(d.qacc)
-            diverged |= ~np.isfinite(qacc).all(1) | (np.abs(qacc).max(1) > 1e10) | ~np.isfinite(sd).all((1, 2))
-            ok = active & ~diverged
-            F = sd[..., 1:4]
-            mom = sd[..., 4:7] + cross(sd[..., 7:10], F)
-            f_sum[worlds[ok], i_int[ok]] += F[ok]
-            mo_sum[worlds[ok], i_int[ok]] += mom[ok]
-            passive_sum[worlds[ok], i_int[ok]] += pas[ok]
-        ov = d.overflow.numpy() != 0
-        overflow |= ov & active
-        if ov.any():
-            d.overflow.zero_()
-        fix = diverged & active
-        if fix.any():
-            # MuJoCo's CPU step resets a diverging world itself; here: flag the interval and restart
-            # from the reference at the next tick (same as the CPU engine)
-            reset[fix, i_int[fix]] = True
-            set_state(fix, rq[worlds, kc + 1], rv[worlds, kc + 1])
-            forward_kinematics()
-            flight_anchor.reset(fix, _f64(d.xpos)[worlds[:, None], ankle_ids])
+            # --- controller: desired accelerations and inverse dynamics ----------------------------
+            qvel = _f64(d.qvel)
+            a_ff = 0.5 * (ra[worlds, kc] + ra[worlds, kc + 1])
+            q_ref, v_ref = rq[worlds, kc].copy(), rv[worlds, kc]
+            q_ref[:, :3] += anchor
+            a_star = bc.desired_acceleration(qpos, qvel, q_ref, v_ref, a_ff, kp, kd)
+            d.qacc.assign(a_star.astype(np.float32))
+            mjw.rne(m, d, flg_acc=True)
+            tau = _f64(d.qfrc_bias) + armature * a_star
+            # --- floor contacts of the tick, gated, into the contact budget ------------------------
+            mjw.collision(m, d)
+            nacon = int(d.nacon.numpy()[0])
+            cgeom = d.contact.geom.numpy()[:nacon]
+            cworld = d.contact.worldid.numpy()[:nacon]
+            cdist = _f64(d.contact.dist)[:nacon]
+            cpos = _f64(d.contact.pos)[:nacon]
+            floor_first = cgeom[:, 0] == floor
+            other = np.where(floor_first, cgeom[:, 1], cgeom[:, 0])
+            keep = (floor_first | (cgeom[:, 1] == floor)) & (cdist < qp_cfg.contact_dist_m)
+            cbody = geom_body[other]
+            keep &= gate[cworld, kc[cworld], cbody]
+            kw, kb, kpnt = cworld[keep], cbody[keep], cpos[keep]
+            order = np.argsort(kw, kind="stable")
+            kw, kb, kpnt = kw[order], kb[order], kpnt[order]
+            start = np.searchsorted(kw, worlds)
+            slot = np.arange(kw.size) - start[kw]
+            over = slot >= budget
+            if over.any():
+                overflow[np.unique(kw[over])] = True
+            fit = ~over
+            pts = np.zeros((nw, budget, 3))
+            bodies = np.zeros((nw, budget), int)
+            valid = np.zeros((nw, budget), bool)
+            pts[kw[fit], slot[fit]] = kpnt[fit]
+            bodies[kw[fit], slot[fit]] = kb[fit]
+            valid[kw[fit], slot[fit]] = True
+            right = right_bodies[worlds[:, None], bodies]
+            cdof = _f64(d.cdof)
+            root_R = _f64(d.xmat)[:, root_body].reshape(nw, 3, 3)
+            foot_target = np.where(has_plan[:, None, None], 0.5 * (plan[worlds, kc] + plan[worlds, kc + 1]), 0.0)
+            A, b = bc.force_plan_system(pts, valid, right, qpos[:, :3], root_R, tau[:, :6], edges, w6,
+                                        foot_target if has_plan.any() else None, cfg.plan_target_weight)
+            beta, kkt = bc.solve_force_plan_batched(A, b, qp_cfg.regularization, settings.nnls_iterations)
+            kkt_max = max(kkt_max, float((kkt * active).max()))
+            forces = beta.reshape(nw, budget, 4) @ edges  # (W, C, 3) world
+            root_com = _f64(d.subtree_com)[:, root_tree]
+            qfrc_c = bc.contact_generalized_force(cdof, dof_body, subtree, root_com, bodies, pts, forces, valid)
+            # --- joint torques, residual, shortfall, limits ----------------------------------------
+            joint = tau[:, 6:] - qfrc_c[:, 6:]
+            if implicit:
+                joint = joint + damping[:, 6:] * v_ref[:, 6:]
+            demand = tau[:, :6] - qfrc_c[:, :6]
+            residual = np.zeros((nw, 6))
+            if cfg.residual:
+                residual[:, :3] = bc.cap_norm(demand[:, :3], res_f_max)
+                residual[:, 3:] = bc.cap_norm(demand[:, 3:], res_t_max)
+            shortfall = demand - residual
+            short = np.any(shortfall != 0.0, axis=1)
+            if short.any():
+                mjw.crb(m, d)
+                cols = np.empty((nw, nv, 6))
+                for j in range(6):
+                    e = np.zeros((nw, nv), np.float32)
+                    e[:, j] = 1.0
+                    unit.assign(e)
+                    mjw.mul_m(m, d, mcol, unit)
+                    cols[:, :, j] = _f64(mcol)
+                da = -np.linalg.solve(cols[:, :6, :], shortfall[..., None])[..., 0]
+                da[~short] = 0.0
+                joint = joint + np.einsum("wjr,wr->wj", cols[:, 6:, :], da)
+            if cfg.torque_limits:
+                passive = damping[:, 6:] * qvel[:, 6:] if implicit else 0.0
+                jt = bc.cap_norm((joint - passive).reshape(nw, 23, 3), limit)
+                joint = jt.reshape(nw, -1) + passive
+            # --- record the tick's command ----------------------------------------------------------
+            aw = worlds[active]
+            ia = i_int[active]
+            tau_sum[aw, ia] += joint[active]
+            res_sum[aw, ia, :3] += residual[active, :3]
+            res_sum[aw, ia, 3:] += np.einsum("wij,wj->wi", root_R, residual[:, 3:])[active]
+            dem_sum[aw, ia, :3] += demand[active, :3]
+            dem_sum[aw, ia, 3:] += np.einsum("wij,wj->wi", root_R, demand[:, 3:])[active]
+            # --- apply: torques, toe-spring reference, swing clearance ------------------------------
+            qfrc = np.concatenate([residual, joint], axis=1)
+            d.qfrc_applied.assign(qfrc.astype(np.float32))
+            spring = qpos_spring.copy()
+            for w, p in enumerate(preps):
+                if p.spring_q.size:
+                    spring[w, p.spring_q] = rq[w, kc[w], p.spring_q]
+            m.qpos_spring.assign(spring.astype(np.float32))
+            margin = np.repeat(base_margin[None], nw, 0)
+            for w in range(nw):
+                if swing_geoms[w] is not None:
+                    for f in range(2):
+                        if swing[w, kc[w], f]:
+                            margin[w, swing_geoms[w][f]] = SWING_MARGIN_M
+            m.geom_margin.assign(margin.astype(np.float32))
+            # --- physics substeps; contact sensors and passive torques summed per interval ----------
+            diverged = np.zeros(nw, bool)
+            for _ in range(nsub):
+                mjw.step(m, d)
+                sd = _f64(d.sensordata).reshape(nw, 24, 10)
+                pas = _f64(d.qfrc_damper)[:, 6:] + _f64(d.qfrc_spring)[:, 6:]
+                qacc = _f64(d.qacc)
+                diverged |= ~np.isfinite(qacc).all(1) | (np.abs(qacc).max(1) > 1e10) | ~np.isfinite(sd).all((1, 2))
+                ok = active & ~diverged
+                F = sd[..., 1:4]
+                mom = sd[..., 4:7] + cross(sd[..., 7:10], F)
+                f_sum[worlds[ok], i_int[ok]] += F[ok]
+                mo_sum[worlds[ok], i_int[ok]] += mom[ok]
+                passive_sum[worlds[ok], i_int[ok]] += pas[ok]
+            ov = d.overflow.numpy() != 0
+            overflow |= ov & active
+            if ov.any():
+                d.overflow.zero_()
+            fix = diverged & active
+            if fix.any():
+                # MuJoCo's CPU step resets a diverging world itself; here: flag the interval and restart
+                # from the reference at the next tick (same as the CPU engine)
+                reset[fix, i_int[fix]] = True
+                set_state(fix, rq[worlds, kc + 1], rv[worlds, kc + 1])
+                forward_kinematics()
+                flight_anchor.reset(fix, _f64(d.xpos)[worlds[:, None], ankle_ids])
 
     wp.synchronize()
     results = []
@@ -473,8 +506,204 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
             res.metrics["reanchor_max_m"] = float(flight_anchor.max_shift[w])
         results.append(res)
     stats = BatchStats(nw, kmax, time.perf_counter() - t0, tuple(int(i) for i in np.flatnonzero(overflow)), kkt_max,
-                       _array_bytes(wp, m) + _array_bytes(wp, d))
+                       _array_bytes(wp, m) + _array_bytes(wp, d), settings.device_controller, graph_used,
+                       ctrl_bytes)
     return results, stats
+
+
+def _device_loop(wp, mjw, m, d, *, cfg, settings, preps, kmax, total, spf, nsub, rq, rv, ra, ref_pos, body_ids,
+                 gate, has_plan, plan, swing, kp, kd, damping, limit, res_f_max, res_t_max, right_bodies, edges, w6,
+                 implicit, armature, floor, geom_body, dof_body, subtree, root_body, root_tree, qpos_spring,
+                 base_margin, swing_geoms, out) -> tuple[float, bool, int]:
+    """The batch loop with the controller on the device (``pipeline.simulate.warp.kernels``).
+
+    Same sequence per tick as the host loop of ``_simulate_batch``, every step a kernel or a MuJoCo
+    Warp call reading the tick from a device counter, so no host round trip per tick; on CUDA one
+    tick is captured as a CUDA graph after an eager first tick (which loads the modules) and
+    replayed. Differences to the host loop that do not change results: the second kinematics
+    after the fall check and ``crb`` + ``mul_m`` run every tick (the host loop skips them when no
+    world resets / has a shortfall), ``subtree_vel`` on every tick. Fills ``out``'s host arrays
+    at the end; returns the largest force-plan KKT residual of the active ticks and whether the
+    ticks ran as a CUDA graph (a failed capture warns and runs them eagerly), and the bytes of the
+    controller's device arrays (references, scratch, recordings).
+    """
+    from pipeline.simulate.anchor import STILL_MPS
+    from pipeline.simulate.warp import kernels as kn
+
+    f64, i32, f32 = wp.float64, wp.int32, wp.float32
+    nw, nk = rq.shape[0], kmax + 1
+    nq, nv = rq.shape[2], rv.shape[2]
+    ngeom = base_margin.size
+    nmax = out["tau_sum"].shape[1]
+    budget = settings.contact_budget
+    ncol = 4 * budget
+
+    def a64(x):
+        return wp.array(np.ascontiguousarray(x, dtype=np.float64), dtype=f64)
+
+    def ai(x):
+        return wp.array(np.ascontiguousarray(x, dtype=np.int32), dtype=i32)
+
+    def z64(*shape):
+        return wp.zeros(shape, dtype=f64)
+
+    def zi(*shape):
+        return wp.zeros(shape, dtype=i32)
+
+    # constants
+    total_d = ai(total)
+    rq_d, rv_d, ra_d = a64(rq), a64(rv), a64(ra)
+    refp_d = a64(ref_pos.reshape(nw, nk, 72))
+    bid_d = ai(body_ids)
+    gate_d = ai(gate)
+    hasp_d = ai(has_plan)
+    plan_d = a64(plan.reshape(nw, nk, 6))
+    swing_d = ai(swing)
+    kp_d, kd_d, damp_d, lim_d = a64(kp), a64(kd), a64(damping), a64(limit)
+    rfm_d, rtm_d = a64(res_f_max), a64(res_t_max)
+    right_d = ai(right_bodies)
+    edges_d, w6_d, arm_d = a64(edges), a64(w6), a64(armature)
+    gbody_d, dbody_d, sub_d = ai(geom_body), ai(dof_body), ai(subtree)
+    smask = np.zeros((nw, nq), np.int32)
+    gmask = np.zeros((nw, 2, ngeom), np.int32)
+    for w, p in enumerate(preps):
+        smask[w, p.spring_q] = 1
+        if swing_geoms[w] is not None:
+            for f in range(2):
+                gmask[w, f, swing_geoms[w][f]] = 1
+    smask_d, gmask_d = ai(smask), ai(gmask)
+    sbase_d = wp.array(qpos_spring.astype(np.float32), dtype=f32)
+    bmargin_d = wp.array(base_margin.astype(np.float32), dtype=f32)
+    units = np.zeros((6, nw, nv), np.float32)
+    for j in range(6):
+        units[j, :, j] = 1.0
+    units_d = wp.array(units, dtype=f32)
+    mcols = wp.zeros((6, nw, nv), dtype=f32)
+    # state and scratch
+    tick = zi(1)
+    anchor, max_shift, airborne, landed = z64(nw, 3), z64(nw), zi(nw), wp.array(np.ones(nw, np.int32), dtype=i32)
+    prev, fix_pending, do_reset, fix = z64(nw, 6), zi(nw), zi(nw), zi(nw)
+    a_star = z64(nw, nv)
+    count, pts, bodies, valid, overflow_d = zi(nw), z64(nw, budget, 3), zi(nw, budget), zi(nw, budget), zi(nw)
+    A, b = z64(nw, kn.NROWS, ncol), z64(nw, kn.NROWS)
+    H, nu, cand, grad, delta = z64(nw, kn.NROWS, kn.NROWS), z64(nw, kn.NROWS), z64(nw, kn.NROWS), \
+        z64(nw, kn.NROWS), z64(nw, kn.NROWS)
+    zcol, beta, kkt, kkt_max = z64(nw, ncol), z64(nw, ncol), z64(nw), z64(nw)
+    qfrc_c, joint = z64(nw, nv), z64(nw, nv - 6)
+    demand, residual, shortfall, M6, da = z64(nw, 6), z64(nw, 6), z64(nw, 6), z64(nw, 6, 6), z64(nw, 6)
+    diverged = zi(nw)
+    # device recordings
+    qpos_rec, com_rec, comv_rec = z64(nw, nmax + 1, nq), z64(nw, nmax + 1, 3), z64(nw, nmax + 1, 3)
+    tau_sum, res_sum, dem_sum = z64(nw, nmax, nv - 6), z64(nw, nmax, 6), z64(nw, nmax, 6)
+    f_sum, mo_sum, passive_sum = z64(nw, nmax, 72), z64(nw, nmax, 72), z64(nw, nmax, nv - 6)
+    reset_rec = zi(nw, nmax)
+
+    ctrl_bytes = sum(int(v.capacity or 0) for v in locals().values() if isinstance(v, wp.array))
+    qp = cfg.contact
+    min_flight = int(round(cfg.reanchor_after_flight_s * cfg.control_hz))
+    launch = wp.launch
+
+    def kinematics():
+        mjw.kinematics(m, d)
+        mjw.com_pos(m, d)
+        mjw.com_vel(m, d)
+
+    def tick_start():
+        kinematics()
+        launch(kn.anchor_fall_kernel, dim=nw, inputs=[
+            tick, total_d, kmax, spf, d.qpos, d.xpos, rq_d, refp_d, bid_d, plan_d, hasp_d, float(cfg.plan_gate_n),
+            min_flight, float(cfg.control_hz), float(STILL_MPS), float(cfg.reset_root_height_err_m),
+            float(cfg.reset_mpjpe_m), anchor, max_shift, airborne, landed, prev, fix_pending, do_reset, reset_rec])
+        launch(kn.restore_kernel, dim=nw, inputs=[tick, total_d, do_reset, 0, rq_d, rv_d, d.qpos, d.qvel,
+                                                  d.qacc_warmstart])
+        kinematics()
+        launch(kn.anchor_after_reset_kernel, dim=nw, inputs=[do_reset, d.xpos, bid_d, anchor, airborne, landed, prev])
+        mjw.subtree_vel(m, d)
+        launch(kn.record_kernel, dim=nw, inputs=[tick, total_d, spf, d.qpos, d.subtree_com, d.subtree_linvel,
+                                                 qpos_rec, com_rec, comv_rec])
+
+    def tick_control():
+        launch(kn.desired_acceleration_kernel, dim=(nw, 24), inputs=[
+            tick, total_d, d.qpos, d.qvel, rq_d, rv_d, ra_d, kp_d, kd_d, anchor, a_star, d.qacc])
+        mjw.rne(m, d, flg_acc=True)
+        mjw.collision(m, d)
+        count.zero_()
+        valid.zero_()
+        launch(kn.gather_contacts_kernel, dim=d.naconmax, inputs=[
+            tick, total_d, d.nacon, d.contact.geom, d.contact.worldid, d.contact.dist, d.contact.pos, int(floor),
+            float(qp.contact_dist_m), gbody_d, gate_d, count, pts, bodies, valid, overflow_d])
+        launch(kn.plan_system_kernel, dim=nw, inputs=[
+            tick, total_d, pts, bodies, valid, right_d, d.qpos, d.xmat, int(root_body), d.qfrc_bias, a_star, arm_d,
+            plan_d, hasp_d, float(cfg.plan_target_weight), edges_d, w6_d, A, b])
+        launch(kn.solve_force_plan_kernel, dim=nw, inputs=[
+            A, b, float(qp.regularization), int(settings.nnls_iterations), 10, H, nu, cand, grad, delta, zcol,
+            beta, kkt])
+        launch(kn.contact_force_kernel, dim=(nw, nv), inputs=[
+            d.cdof, dbody_d, sub_d, d.subtree_com, int(root_tree), bodies, pts, valid, beta, edges_d, qfrc_c])
+        launch(kn.residual_kernel, dim=nw, inputs=[
+            tick, total_d, d.qfrc_bias, a_star, arm_d, qfrc_c, damp_d, rv_d, int(implicit), int(cfg.residual),
+            rfm_d, rtm_d, joint, demand, residual, shortfall])
+        mjw.crb(m, d)
+        for j in range(6):
+            mjw.mul_m(m, d, mcols[j], units_d[j])
+        launch(kn.apply_kernel, dim=nw, inputs=[
+            tick, total_d, spf, mcols, shortfall, M6, da, joint, residual, demand, d.qvel, damp_d, int(implicit),
+            int(cfg.torque_limits), lim_d, d.xmat, int(root_body), kkt, d.qfrc_applied, tau_sum, res_sum, dem_sum,
+            kkt_max])
+        launch(kn.spring_margin_kernel, dim=nw, inputs=[
+            tick, total_d, rq_d, smask_d, sbase_d, swing_d, gmask_d, bmargin_d, float(SWING_MARGIN_M),
+            m.qpos_spring, m.geom_margin])
+
+    def tick_steps():
+        for _ in range(nsub):
+            mjw.step(m, d)
+            launch(kn.substep_sums_kernel, dim=nw, inputs=[
+                tick, total_d, spf, d.sensordata, d.qacc, d.qfrc_damper, d.qfrc_spring, diverged, f_sum, mo_sum,
+                passive_sum])
+        launch(kn.end_tick_kernel, dim=nw, inputs=[tick, total_d, spf, d.overflow, diverged, overflow_d, fix,
+                                                   fix_pending, reset_rec])
+        launch(kn.restore_kernel, dim=nw, inputs=[tick, total_d, fix, 1, rq_d, rv_d, d.qpos, d.qvel,
+                                                  d.qacc_warmstart])
+        launch(kn.advance_tick_kernel, dim=1, inputs=[tick])
+
+    def one_tick():
+        tick_start()
+        tick_control()
+        tick_steps()
+
+    graph = None
+    done = 0
+    if wp.get_device().is_cuda and settings.cuda_graph and kmax > 1:
+        one_tick()  # eager: loads every module before the capture
+        done = 1
+        try:
+            with wp.ScopedCapture() as capture:
+                one_tick()  # recorded, not run: the tick counter stays
+            graph = capture.graph
+        except Exception as exc:  # pragma: no cover - needs CUDA
+            warnings.warn(f"CUDA graph capture of a control tick failed ({exc!r}); running ticks eagerly",
+                          RuntimeWarning, stacklevel=2)
+    for _ in range(done, kmax):
+        if graph is not None:
+            wp.capture_launch(graph)
+        else:
+            one_tick()
+    tick_start()  # k = kmax: the final state is recorded
+    wp.synchronize()
+
+    out["qpos_rec"][:] = qpos_rec.numpy()
+    out["com_rec"][:] = com_rec.numpy()
+    out["comv_rec"][:] = comv_rec.numpy()
+    out["tau_sum"][:] = tau_sum.numpy()
+    out["res_sum"][:] = res_sum.numpy()
+    out["dem_sum"][:] = dem_sum.numpy()
+    out["f_sum"][:] = f_sum.numpy().reshape(out["f_sum"].shape)
+    out["mo_sum"][:] = mo_sum.numpy().reshape(out["mo_sum"].shape)
+    out["passive_sum"][:] = passive_sum.numpy()
+    out["reset"][:] |= reset_rec.numpy() != 0
+    out["overflow"][:] |= overflow_d.numpy() != 0
+    out["max_shift"][:] = max_shift.numpy()
+    return float(kkt_max.numpy().max(initial=0.0)), graph is not None, ctrl_bytes
 
 
 def _array_bytes(wp, obj, seen: set | None = None) -> int:
