@@ -14,7 +14,8 @@ joints (SMPL axis-angle), the subject height that scales the skeleton, and per-f
   of a duplicated 4-character label, → medial knee/ankle; gait2354, OpenCap and CAST names too). Markers
   whose segment only is known (an .osim MarkerSet, cluster names ``RTH1``/``PV2``, rigidity:
   ``pipeline.lab.marker_sets``, docs/marker_sets.md) become *segment targets* whose offsets are calibrated
-  from the data (``_calibrate_with_segments``). ``check_targets`` demands ≥ 3 targets moving with the pelvis
+  from the data (``_calibrate_with_segments``; cluster-only sets start from functional joint centres,
+  ``functional_targets``/``pose_from_centres``, ``pipeline.lab.functional``). ``check_targets`` demands ≥ 3 targets moving with the pelvis
   and per leg ≥ 3 targets, one of them on the foot.
 * **Solver** (``solve_poses``): Levenberg–Marquardt, vectorised over frames (every frame solved at once,
   one (P × P) system per frame). Unknowns: pelvis position and a world-frame rotation increment per
@@ -749,9 +750,10 @@ def _calibrate_with_segments(ts: TargetSet, oc: np.ndarray, wc: np.ndarray, cfg:
 
     If the named targets alone support the IK, they are calibrated first (height, poses, their offsets) and
     the segment targets' offsets are their median positions in their segments under those poses. Otherwise
-    (cluster-only sets) the start is ``rough_root`` with every other joint neutral, the height comes from the
-    pelvis markers' height, and the segment offsets are estimated under that start. Then ``segment_rounds``
-    rounds of (poses with every target, every offset).
+    (cluster-only sets) the start is the skeleton fitted to the functional joint centres of the clusters
+    (``functional_targets``, ``pose_from_centres``: height and poses), else ``rough_root`` with every other
+    joint neutral and the height from the pelvis markers' height; the segment offsets are estimated under
+    that start. Then ``segment_rounds`` rounds of (poses with every target, every offset).
     """
     free = ts.free
     anchored = np.flatnonzero(~free)
