@@ -206,7 +206,9 @@ def test_score_centre_recovers_a_ball_joint_and_ignores_a_jumping_marker():
     c = fn.score_centre(parent, child)
     assert fn.usable(c) and c.frames == n - 5 - 1
     ok = np.isfinite(c.centre_m[:, 0])
-    assert np.abs(c.centre_m[ok] - centre[ok]).max() < 0.015  # the Tikhonov term pulls towards the clusters
+    # the Tikhonov term (REG = 0.01) pulls the centre towards the clusters' midpoint, here by ≈ 4 cm
+    assert np.abs(c.centre_m[ok] - centre[ok]).max() < 0.05
+    assert np.abs(fn.score_centre(parent, child, reg=1e-3).centre_m[ok] - centre[ok]).max() < 0.015
     exact = fn.score_centre(parent, child, reg=0.0)
     assert np.abs(exact.centre_m[ok] - centre[ok]).max() < 0.001
     assert not fn.usable(fn.score_centre(parent, parent + 0.1))  # no relative motion: no centre

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-REG = 0.001
+REG = 0.01
 """λ of the Tikhonov term (per frame, relative to the rotational terms, which scale with 1 − cos θ)."""
 MIN_FRAMES = 10
 MIN_RANGE_RAD = np.radians(15.0)
