@@ -305,3 +305,47 @@ def test_cluster_marker_set_gets_per_foot_forces_from_the_fitted_skeleton():
         known = np.isfinite(m.grf_n[:, f]).all(-1)
         assert known.mean() > 0.5
         assert 1.0 < np.nanmax(m.grf_n[:, f, 2]) / bw < 1.5  # a walking stance
+
+
+CLUSTER_FILES = {"btk/sample02/DEC_INT.C3D": ["left", "right"], "btk/sample01/Eb015pi.c3d": ["right", "right"]}
+
+
+@pytest.mark.parametrize("rel", sorted(CLUSTER_FILES))
+def test_cluster_marker_set_feet_sit_under_their_clusters_and_plates(rel):
+    """Cluster-only marker sets (issue 12): the calibration starts from functional joint centres
+    (pipeline.lab.functional). Before, sample02's fitted right ankle lay 15–25 cm behind its foot cluster
+    (plate COP 17–34 cm in front of it: cop_outside_foot_frac 0.457, IK RMSE 13.6 mm) and sample01's left
+    foot 15 cm medial of its cluster, over the plates the right foot stood on (both plates 'conflict')."""
+    from pipeline import rotations as rot
+    from pipeline import skeleton as sk
+    from pipeline.lab import markers as ml
+    from pipeline.lab.functional import score_centre
+    from pipeline.process import BuildConfig, process_motion
+    from pipeline.quality.metrics import _cop
+    from pipeline.sources.base import get_source
+
+    raw = get_source("c3d").read(C3D_ROOT / rel, C3D_ROOT)[0]
+    ik = raw.measured.ik
+    assert np.nanmedian(ik.rmse_m) < 0.006
+    p = process_motion(raw, BuildConfig())
+    m, mo = p.measured, p.motion
+    assert [iv.status for iv in m.feet.intervals] == CLUSTER_FILES[rel]
+    feet = np.asarray(mo.foot_points_m).reshape(mo.n_frames, 4, 3)
+    assert _cop({"grf_n": m.grf_n, "cop_m": m.cop_m, "foot_points_m": feet}, {})["cop_outside_foot_frac"] < 0.05
+    ankle = np.asarray(mo.joint_pos_m)[:, [7, 8]]
+    for f in (0, 1):  # loaded: the COP within 13 cm of the fitted ankle (heel strike to push-off)
+        loaded = np.nan_to_num(m.grf_n[:, f, 2]) > 50
+        if loaded.any():
+            assert np.linalg.norm(m.cop_m[loaded, f, :2] - ankle[loaded, f, :2], axis=1).max() < 0.13
+    # each fitted ankle stays within 8 cm (horizontally) of the SCoRE centre of its shank and foot clusters
+    rec = raw.measured.record
+    z = ml.to_z_up(ml.fill_gaps(np.asarray(rec.markers, float) * rec.point_unit_to_m)[0], raw.measured.up_axis)
+    labels = list(rec.marker_labels)
+    pose = np.concatenate([ik.root_orient_aa_rad[:, None], ik.body_pose_aa_rad], axis=1)
+    _, joints = sk.forward_kinematics(rot.aa_to_rotmat(pose), ik.root_pos_m,
+                                      sk.anthropometric_skeleton(ik.height_m).offsets_m)
+    for side, j in (("L", 7), ("R", 8)):
+        c = score_centre(z[:, [i for i, n in enumerate(labels) if n.startswith(side + "SK")]],
+                         z[:, [i for i, n in enumerate(labels) if n.startswith(side + "FT")]])
+        d = np.linalg.norm(joints[:, j, :2] - c.centre_m[:, :2], axis=1)
+        assert np.nanmedian(d) < 0.08, f"{side} ankle {np.nanmedian(d):.3f} m from its functional centre"

@@ -186,3 +186,29 @@ def test_marker_set_tables():
     assert got["RASI"] == ("R.ASIS",) and got["RKNE"] == ("R.Knee",) and got["RANK"] == ("R.Ankle",)
     assert got["RKNM"] == ("r_mknee_study",) and got["LKNE"] == ("LLEPI",) and got["C7"] == ("C7_study",)
     assert got["SACR"] == ("S2",) and got["LPSI"] == ("L.PSIS",)
+
+
+def test_score_centre_recovers_a_ball_joint_and_ignores_a_jumping_marker():
+    from pipeline.lab import functional as fn
+
+    rng = np.random.default_rng(3)
+    n = 120
+    centre = np.stack([np.linspace(0, 1.2, n), 0.02 * np.sin(np.arange(n) / 9), np.full(n, 0.5)], 1)
+    t = np.arange(n) / 30.0
+    rp = rot.aa_to_rotmat(np.stack([0.2 * np.sin(t), 0.1 * np.cos(t), 0 * t], 1))
+    rc = rot.aa_to_rotmat(np.stack([0.7 * np.sin(2 * t), 0.2 * np.sin(t), 0.15 * np.cos(3 * t)], 1))
+    p_local = rng.uniform(-0.05, 0.05, (4, 3)) + [0.08, 0.2, 0.0]  # parent cluster 20 cm above the joint
+    c_local = rng.uniform(-0.05, 0.05, (3, 3)) + [0.06, -0.2, 0.02]
+    parent = centre[:, None] + np.einsum("tij,kj->tki", rp, p_local)
+    child = centre[:, None] + np.einsum("tij,kj->tki", rc, c_local)
+    child[40, 1] += 0.08  # one frame with a jumping marker
+    child[50:55, 2] = np.nan  # three of three markers needed: frames left out
+    c = fn.score_centre(parent, child)
+    assert fn.usable(c) and c.frames == n - 5 - 1
+    ok = np.isfinite(c.centre_m[:, 0])
+    # the Tikhonov term (REG = 0.01) pulls the centre towards the clusters' midpoint, here by ≈ 4 cm
+    assert np.abs(c.centre_m[ok] - centre[ok]).max() < 0.05
+    assert np.abs(fn.score_centre(parent, child, reg=1e-3).centre_m[ok] - centre[ok]).max() < 0.015
+    exact = fn.score_centre(parent, child, reg=0.0)
+    assert np.abs(exact.centre_m[ok] - centre[ok]).max() < 0.001
+    assert not fn.usable(fn.score_centre(parent, parent + 0.1))  # no relative motion: no centre

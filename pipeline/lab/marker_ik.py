@@ -14,7 +14,8 @@ joints (SMPL axis-angle), the subject height that scales the skeleton, and per-f
   of a duplicated 4-character label, → medial knee/ankle; gait2354, OpenCap and CAST names too). Markers
   whose segment only is known (an .osim MarkerSet, cluster names ``RTH1``/``PV2``, rigidity:
   ``pipeline.lab.marker_sets``, docs/marker_sets.md) become *segment targets* whose offsets are calibrated
-  from the data (``_calibrate_with_segments``). ``check_targets`` demands ≥ 3 targets moving with the pelvis
+  from the data (``_calibrate_with_segments``; cluster-only sets start from functional joint centres,
+  ``functional_targets``/``pose_from_centres``, ``pipeline.lab.functional``). ``check_targets`` demands ≥ 3 targets moving with the pelvis
   and per leg ≥ 3 targets, one of them on the foot.
 * **Solver** (``solve_poses``): Levenberg–Marquardt, vectorised over frames (every frame solved at once,
   one (P × P) system per frame). Unknowns: pelvis position and a world-frame rotation increment per
@@ -314,6 +315,9 @@ class IKConfig:
     scale_rounds: int = 4
     segment_rounds: int = 3
     """Rounds of (poses, offsets) once segment targets (markers with only a known segment) join."""
+    functional_centres: bool = True
+    """Cluster-only marker sets: start the calibration from the functional joint centres
+    (``functional_targets``) rather than from a neutral pose under the pelvis cluster."""
     calibrate_offsets: bool = True
     """Re-estimate marker offsets on the calibration frames (off: template offsets ∝ height)."""
     height_m: float | None = None
@@ -459,11 +463,13 @@ def _cost(pred, obs, w, local, active, wreg, twist=None):
 
 def solve_poses(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton, offsets_m: np.ndarray,
                 local: np.ndarray, root: np.ndarray, iterations: int, cfg: IKConfig = IKConfig(),
-                reg_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                reg_scale: float = 1.0, root_prior: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Levenberg–Marquardt on every frame at once; returns refined (local (T,24,3,3), root (T,3)).
 
     ``obs`` (T, K, 3) measured targets (NaN allowed where ``w`` is 0), ``w`` (T, K) weights;
-    ``reg_scale`` multiplies the pose prior (a stiff prior first avoids local minima from a far start).
+    ``reg_scale`` multiplies the pose prior (a stiff prior first avoids local minima from a far start);
+    ``root_prior`` false: the pelvis' global rotation has no prior (directions the targets leave open, e.g.
+    the pelvis tilt about the hip axis when only joint centres are fitted, stay at the start).
     """
     obs = np.nan_to_num(np.asarray(obs, dtype=np.float64))
     local, root = local.copy(), root.copy()
@@ -477,6 +483,8 @@ def solve_poses(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton
         anc = set(_ancestors(int(p)))
         mask[i] = [1.0 if j in anc else 0.0 for j in active]
     wreg = _reg_weights(active, cfg) * reg_scale
+    if not root_prior:
+        wreg = np.where(active == 0, 0.0, wreg)
     twist = _twist_axes(active, skel, cfg)
     twist = (twist[0], twist[1] * reg_scale)
     parent_of = np.asarray([max(sk.PARENTS[j], 0) for j in active])
@@ -618,10 +626,12 @@ def rough_root(ts: TargetSet, obs: np.ndarray, w: np.ndarray) -> tuple[np.ndarra
 
 
 def solve_from_far(ts: TargetSet, obs: np.ndarray, w: np.ndarray, skel: sk.Skeleton, offsets_m: np.ndarray,
-                   local: np.ndarray, root: np.ndarray, cfg: IKConfig) -> tuple[np.ndarray, np.ndarray]:
+                   local: np.ndarray, root: np.ndarray, cfg: IKConfig, root_prior: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """``solve_poses`` from a far start: a 30× stiffer prior, then 5×, then the configured one."""
     for scale, iters in ((30.0, cfg.iterations // 2), (5.0, cfg.iterations // 2), (1.0, cfg.iterations)):
-        local, root = solve_poses(ts, obs, w, skel, offsets_m, local, root, iters, cfg, reg_scale=scale)
+        local, root = solve_poses(ts, obs, w, skel, offsets_m, local, root, iters, cfg, reg_scale=scale,
+                                  root_prior=root_prior)
     return local, root
 
 
@@ -680,15 +690,70 @@ def _calibrate(ts: TargetSet, oc: np.ndarray, wc: np.ndarray, cfg: IKConfig
     return h, offsets, local, root
 
 
+_FUNCTIONAL_NAMES = {1: "LHJC", 2: "RHJC", 4: "LKJC", 5: "RKJC", 7: "LAJC", 8: "RAJC"}
+
+
+def functional_targets(ts: TargetSet, obs: np.ndarray, w: np.ndarray
+                       ) -> tuple[TargetSet | None, np.ndarray | None, np.ndarray | None]:
+    """Joint-centre targets from the clusters (``pipeline.lab.functional``): for every joint j whose segment
+    and whose parent joint's segment each carry ≥ 3 targets, the SCoRE centre of the two clusters where it is
+    usable (enough motion, the clusters agree). Returns (targets with zero offsets on joint j, (T, J, 3)
+    centres, (T, J) weights), or ``(None, None, None)`` when no leg has a hip, knee or ankle centre."""
+    from pipeline.lab import functional as fn
+
+    vis = w > 0
+    o = np.where(vis[..., None], obs, np.nan)
+    groups: dict[int, list[int]] = {}
+    for k, n in enumerate(ts.names):
+        if n not in _JOINT_CENTRES:
+            groups.setdefault(int(ts.parents[k]), []).append(k)
+    names, parents, cols = [], [], []
+    for j in sorted(groups):
+        p = sk.PARENTS[j]
+        if p < 0 or len(groups[j]) < 3 or len(groups.get(p, ())) < 3:
+            continue
+        c = fn.score_centre(o[:, groups[p]], o[:, groups[j]])
+        if not fn.usable(c):
+            continue
+        names.append(_FUNCTIONAL_NAMES.get(j, f"JC{j}"))
+        parents.append(j)
+        cols.append(c.centre_m)
+    if not any(j in _FUNCTIONAL_NAMES for j in parents):
+        return None, None, None
+    m = len(names)
+    jts = TargetSet(names=tuple(names), parents=np.asarray(parents, dtype=int), offset_frac=np.zeros((m, 3)),
+                    indices=tuple(() for _ in names), labels=tuple(() for _ in names), wand=np.zeros(m, bool))
+    jobs = np.stack(cols, axis=1)
+    return jts, jobs, np.isfinite(jobs).all(axis=-1).astype(np.float64)
+
+
+def pose_from_centres(jts: TargetSet, jobs: np.ndarray, jw: np.ndarray, h: float, local: np.ndarray,
+                      root: np.ndarray, cfg: IKConfig) -> tuple[float, np.ndarray, np.ndarray]:
+    """(height, local, root) of the skeleton fitted to functional joint centres ``jobs`` (T, J, 3) from the
+    start (``local``, ``root``): poses from far, then (scale, poses) × ``scale_rounds`` (unless the height
+    is given). The pelvis rotation has no prior here: its tilt about the hip axis, which joint centres leave
+    open, stays at the start's (upright, ``rough_root``)."""
+    zero = np.zeros((len(jts.names), 3))
+    skel = sk.anthropometric_skeleton(h)
+    local, root = solve_from_far(jts, jobs, jw, skel, zero, local, root, cfg, root_prior=False)
+    for _ in range(cfg.scale_rounds if cfg.height_m is None else 0):
+        h = float(np.clip(_fit_scale(jts, jobs, jw, local, zero), cfg.min_height_m, cfg.max_height_m))
+        skel = sk.anthropometric_skeleton(h)
+        local, root = solve_poses(jts, jobs, jw, skel, zero, local, root, cfg.refine_iterations, cfg,
+                                  root_prior=False)
+    return h, local, root
+
+
 def _calibrate_with_segments(ts: TargetSet, oc: np.ndarray, wc: np.ndarray, cfg: IKConfig
                              ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """``_calibrate`` for a target set with segment targets (``ts.free``).
 
     If the named targets alone support the IK, they are calibrated first (height, poses, their offsets) and
     the segment targets' offsets are their median positions in their segments under those poses. Otherwise
-    (cluster-only sets) the start is ``rough_root`` with every other joint neutral, the height comes from the
-    pelvis markers' height, and the segment offsets are estimated under that start. Then ``segment_rounds``
-    rounds of (poses with every target, every offset).
+    (cluster-only sets) the start is the skeleton fitted to the functional joint centres of the clusters
+    (``functional_targets``, ``pose_from_centres``: height and poses), else ``rough_root`` with every other
+    joint neutral and the height from the pelvis markers' height; the segment offsets are estimated under
+    that start. Then ``segment_rounds`` rounds of (poses with every target, every offset).
     """
     free = ts.free
     anchored = np.flatnonzero(~free)
@@ -700,12 +765,16 @@ def _calibrate_with_segments(ts: TargetSet, oc: np.ndarray, wc: np.ndarray, cfg:
         first_far = False
     else:
         h = cfg.height_m if cfg.height_m is not None else estimate_initial_height(ts, oc)
-        skel = sk.anthropometric_skeleton(h)
-        offsets = ts.offset_frac * h
         r0, root = rough_root(ts, oc, wc)
         local = _rest_local(len(oc))
         local[:, 0] = r0
         first_far = True
+        jts, jobs, jw = functional_targets(ts, oc, wc) if cfg.functional_centres else (None, None, None)
+        if jts is not None:
+            h, local, root = pose_from_centres(jts, jobs, jw, h, local, root, cfg)
+            first_far = False
+        skel = sk.anthropometric_skeleton(h)
+        offsets = ts.offset_frac * h
     template = offsets.copy()
     glob, joints = sk.forward_kinematics(local, root, skel.offsets_m)
     offsets = _calibrate_offsets(ts, oc, wc, glob, joints, template, cfg, only=free)
