@@ -30,10 +30,10 @@ Motions (``DEFAULT_MOTIONS``; all procedural and deterministic per seed):
 * ``stand``: quiet standing, slow ankle/hip sway (≈ ±1 cm), breathing, head and arm motion.
 * ``squat``: repetitions every 3.2 s, knee ≈ 100°, hip ≈ 107°, dorsiflexion ≈ 28°, feet flat.
 * ``jump``: countermovement jumps every 3.2 s: dip (knee 90°), push-off onto the toes, ≈ 0.42 s
-  flight, toe-first landing, recovery. The arms reach their top (120°) 50 ms before take-off and
-  hold it through the flight (115°): no segment swings in flight, whose angular momentum nothing
-  could change (before: 120° → 60° in flight, a whole-body angular momentum change of ≈ 15 N·m·s
-  the simulated humanoid could not follow).
+  flight, toe-first landing, recovery. The arms swing from −45° (50 ms before the push-off) to their
+  top (120°) 50 ms before take-off and hold it through the flight (115°): no segment swings in flight,
+  whose angular momentum nothing could change (before: 120° → 60° in flight, a whole-body angular
+  momentum change of ≈ 15 N·m·s the simulated humanoid could not follow).
 
 Ground contact. Per frame, forward kinematics gives the sole points relative to the pelvis; the
 pelvis height puts the lowest sole point of the feet in contact on the floor, and its horizontal
@@ -390,7 +390,7 @@ def _jump_channels(t: np.ndarray, rng: np.random.Generator, t_end: float
         # the arms swing back in the dip, forward-up through the push-off, and reach their top
         # before take-off: the whole body leaves the floor with little angular momentum and, no
         # segment swinging in flight, keeps it (flight cannot change it)
-        a = _smooth_keys(t, [t_dip, t_push, t_to - 0.05, t_land, t_land + 0.4, t_dip + 2.6],
+        a = _smooth_keys(t, [t_dip, t_push - 0.05, t_to - 0.05, t_land, t_land + 0.4, t_dip + 2.6],
                          [0.0, -45.0, 120.0, 115.0, 20.0, 0.0])
         arms = np.where(seg, a, arms)
         flight |= (t >= t_to) & (t < t_land)
