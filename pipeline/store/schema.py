@@ -7,6 +7,7 @@ description) and required group attributes. Array dims start with ``frame``, ``w
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Iterable, Mapping
@@ -182,12 +183,26 @@ def _array_spec(name: str, d: Mapping[str, Any]) -> ArraySpec:
 
 
 def load_schema(name: str, version: str | None = None) -> Schema:
-    """Load schema ``name`` at ``version`` (latest shipped version when ``None``)."""
-    versions = available_versions(name)
+    """Load schema ``name`` at ``version`` (latest shipped version when ``None``).
+
+    Parsed once per process (the schema files are package data): every staged sequence, region
+    writer and validator asks for its schema, and parsing costs about a millisecond. The result is
+    shared; do not modify it."""
+    return _load_schema_cached(name, version)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_schema_cached(name: str, version: str | None) -> Schema:
     if version is None:
+        versions = available_versions(name)
         if not versions:
             raise SchemaError(f"no versions of schema {name!r} found")
-        version = versions[-1]
+        return _load_schema_cached(name, versions[-1])
+    return _parse_schema(name, version)
+
+
+def _parse_schema(name: str, version: str) -> Schema:
+    versions = available_versions(name)
     if version not in versions:
         raise SchemaError(f"schema {name!r} has no version {version!r}; available: {versions}")
     raw = json.loads((_schemas_root() / name / f"{version}.json").read_text(encoding="utf-8"))

@@ -252,7 +252,8 @@ def stage_sequence(
             "sequence_arrays": sorted(vectors),
             "sequence_values": scalars,
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+        # compact JSON: the C encoder (``indent`` falls back to the pure-Python one, ~0.5 ms a sequence)
+        (tmp / "meta.json").write_text(json.dumps(meta, separators=(",", ":"), sort_keys=True), encoding="utf-8")
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
