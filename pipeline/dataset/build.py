@@ -151,10 +151,11 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
         say(f"[quality] {len(selection.drop)} sequences excluded by quality rules (exclusions.json)")
     changes = assembly.plan_changes(selection, states, out, cfg, chunking, created_by, compact)
     t_plan = time.perf_counter() - t0
-    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say)
+    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers))
     t_write = time.perf_counter() - t0 - t_plan
     changed = [k for k, c in changes.items() if c.mode != "none"]
-    stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes))
+    stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),
+                                        tasks=max(1, workers))
     say(f"[stats] normalization statistics of {', '.join(changed) or 'no store'} -> {stats_path}")
     t_assemble = time.perf_counter() - t0
 
