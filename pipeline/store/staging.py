@@ -144,7 +144,7 @@ class StagedSequence:
         return values
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=64)  # a sequence's reads come one after the other; a meta is ~9 KiB parsed
 def _read_meta(path: str, ino: int, mtime_ns: int, ctime_ns: int, size: int) -> dict[str, Any]:
     """A staged sequence's meta.json; the key includes the file's inode, times and size, so a
     sequence staged again (a new file renamed into place) is read again. Validating, planning and
