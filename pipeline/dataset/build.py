@@ -41,6 +41,10 @@ from .simulation import simulate_motions
 from .summary import SUMMARY_FILE, summarize
 
 
+CPU_SIM_MOTIONS_PER_TASK = 16
+"""Motions per simulate task on CPU workers (a file batch holds up to 128 files)."""
+
+
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -243,7 +247,11 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
         say(f"[process] {len(fresh)}/{len(run.todo)} files done, {n_quarantined} quarantined")
         if batch_items:
             n_sim += len(batch_items)
-            sim_futures.append(executor.submit(simulate_motions, batch_items, cfg, resources=resources))
+            # a GPU task imitates the whole batch at once; CPU tasks take a few motions each, so
+            # that the last ones of a build spread over the workers
+            step = len(batch_items) if resources else CPU_SIM_MOTIONS_PER_TASK
+            sim_futures += [executor.submit(simulate_motions, batch_items[i : i + step], cfg, resources=resources)
+                            for i in range(0, len(batch_items), step)]
     t_process = time.perf_counter() - t0
     origin_file = {c[1]: path for path, o in fresh.items() for c in o.to_simulate}
     n_done = 0
