@@ -37,7 +37,7 @@ from pipeline.store import (
 )
 
 from .config import from_jsonable, to_jsonable
-from .executor import Executor
+from .executor import Executor, release_memory
 from .records import FileOutcome, SimOutcome
 
 QUARANTINE_FILE = "quarantine.json"
@@ -276,7 +276,10 @@ def write_regions(items: Sequence[tuple[StorePlan, str, str]]) -> float:
     """``write_region`` for each (region plan, temporary store, dim) in turn; returns seconds.
     One task writes several regions: each task costs the task runner a fixed bookkeeping time
     that a region (16k frames, ~0.1 s) does not amortize."""
-    return sum(write_region(plan, tmp_path, dim) for plan, tmp_path, dim in items)
+    try:
+        return sum(write_region(plan, tmp_path, dim) for plan, tmp_path, dim in items)
+    finally:
+        release_memory()
 
 
 def group_regions(items: Sequence[tuple[StorePlan, str, str]], n_groups: int) -> list[list]:
@@ -377,7 +380,10 @@ def store_stats(store_path: str, only: tuple[str, ...] | None = None, canonical:
 
     path = Path(store_path)
     cache = path.parent / STATS_CACHE_DIR / f"{path.name.removesuffix('.zarr')}{'-own' if only else ''}.npz"
-    return compute_stats(store_path, only=only, canonical=canonical, block_cache=cache, part=part, parts=parts)
+    try:
+        return compute_stats(store_path, only=only, canonical=canonical, block_cache=cache, part=part, parts=parts)
+    finally:
+        release_memory()
 
 
 STATS_FRAMES_PER_PART = 4 * 4096

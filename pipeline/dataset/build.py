@@ -34,7 +34,7 @@ from . import assembly
 from .bookkeeping import file_records, record_run
 from .config import DatasetConfig, processing_key
 from .discovery import RunPlan, discover, inputs_fingerprint, plan_run
-from .executor import Executor, SerialExecutor
+from .executor import Executor, SerialExecutor, release_memory
 from .files import ModifyHook, batch_jobs, process_files
 from .records import FileOutcome, SimOutcome
 from .simulation import simulate_motions
@@ -49,24 +49,12 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def release_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
-    The driver's phases (collecting outcomes, planning, creating and validating stores) each free
-    what they allocated, but glibc keeps freed small blocks in its arenas, so without this the
-    driver's RSS is the sum of its phases rather than the largest one."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def report_task(out_dir: str) -> str:
     """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
     the driver's process)."""
+    release_memory()  # what earlier tasks on this worker left in the heap
     return str(build_report(Path(out_dir)))
 
 

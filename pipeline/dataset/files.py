@@ -110,7 +110,12 @@ def process_files(
 ) -> list[FileOutcome]:
     """``process_file`` for a batch of (spec, path, cache entry) jobs, one at a time. Batching only
     amortizes the task runner's per-task bookkeeping (Prefect: several API calls per task run)."""
-    return [process_file(spec, path, entry, cfg, thresholds, modify) for spec, path, entry in jobs]
+    from .executor import release_memory
+
+    try:
+        return [process_file(spec, path, entry, cfg, thresholds, modify) for spec, path, entry in jobs]
+    finally:
+        release_memory()
 
 
 def batch_jobs(jobs: list, workers: int, max_batch: int = 128, per_worker: int = 4) -> list[list]:
