@@ -177,6 +177,7 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     summary["wall_seconds"] = {"process": t_process, "simulate": t_simulate, "assemble": t_assemble,
                                "assemble_plan": t_plan, "assemble_write": t_write,
                                "assemble_stats": t_assemble - t_plan - t_write}
+    release_memory()
     all_outcomes = {path: e["file"] for path, e in entries.items()}
     record_run(ledger, file_records(jobs, all_outcomes, key, build_id, schemas, quarantine), run.removed,
                build_id, started, stores_written=len(SUBSETS))
