@@ -40,11 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 class RssSampler(threading.Thread):
     """Samples the RSS of this process and all its descendants every ``interval`` seconds."""
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 0.2, log: str | None = None):
         super().__init__(daemon=True)
         self.interval = interval
         self.stop_event = threading.Event()
         self.peak_self = self.peak_tree = self.peak_child = 0
+        self.log = open(log, "a") if log else None  # noqa: SIM115 - closed in stop()
+        self.t0 = time.perf_counter()
 
     def run(self) -> None:
         me = psutil.Process()
@@ -60,6 +62,9 @@ class RssSampler(threading.Thread):
                 self.peak_self = max(self.peak_self, own)
                 self.peak_child = max([self.peak_child, *children])
                 self.peak_tree = max(self.peak_tree, own + sum(children))
+                if self.log:  # seconds, flow RSS, then each child's RSS (MiB)
+                    self.log.write(" ".join([f"{time.perf_counter() - self.t0:.1f}",
+                                             *(f"{r / 2**20:.0f}" for r in (own, *children))]) + "\n")
             except psutil.Error:
                 pass
             self.stop_event.wait(self.interval)
@@ -67,6 +72,8 @@ class RssSampler(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
         self.join()
+        if self.log:
+            self.log.close()
 
 
 def main() -> int:
@@ -77,6 +84,8 @@ def main() -> int:
     ap.add_argument("--workdir", default=None, help="keep corpus and stores here (default: a temp dir)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ap.add_argument("--no-simulate", action="store_true", help="skip the imitation stage (kinematic subsets only)")
+    ap.add_argument("--rss-log", default=None,
+                    help="append every RSS sample to this file: seconds, flow MiB, then each child process's MiB")
     args = ap.parse_args()
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="dynaset-bench-"))
@@ -118,7 +127,7 @@ def main() -> int:
     figures = {"hours": None, "baseline_serial_frames_per_s": base_fps, "runs": {}}
     for workers in counts:
         shutil.rmtree(out, ignore_errors=True)
-        sampler = RssSampler()
+        sampler = RssSampler(log=args.rss_log)
         sampler.start()
         t0 = time.perf_counter()
         summary = run_build([SourceSpec("amass", corpus)], out, cfg, workers=workers)

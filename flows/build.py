@@ -28,7 +28,7 @@ _NO_RETRY = {"cache_policy": NO_CACHE, "retries": 0}
 TASKS: dict[Callable, object] = {
     process_files: task(process_files, name="ingest-files", **_NO_RETRY),
     simulate_motions: task(simulate_motions, name="simulate", **_NO_RETRY),
-    assembly.write_region: task(assembly.write_region, name="write-region", cache_policy=NO_CACHE, retries=1),
+    assembly.write_regions: task(assembly.write_regions, name="write-regions", cache_policy=NO_CACHE, retries=1),
     assembly.store_stats: task(assembly.store_stats, name="stats", **_NO_RETRY),
     report_task: task(report_task, name="report", **_NO_RETRY),
 }

@@ -201,3 +201,26 @@ def test_statistics_reuse_unchanged_blocks_with_the_same_results(incremental):
     assert snap["blocks_reused"] > 0
     scratch = compute_stats(incremental["snapshot"] / "motion.zarr")
     assert scratch["arrays"] == snap["arrays"] and scratch["canonical"] == snap["canonical"]
+
+
+def test_statistics_split_over_parallel_tasks_equal_one_task(incremental, tmp_path, monkeypatch):
+    """A large store's statistics computed as several part tasks then a merge: the same stats.json
+    figures as one task (the fresh build's), no part file left behind."""
+    import shutil
+
+    from pipeline.dataset import assembly
+    from pipeline.dataset.executor import SerialExecutor
+
+    root = tmp_path / "root"
+    shutil.copytree(incremental["fresh_root"], root)
+    shutil.rmtree(root / assembly.STATS_CACHE_DIR)
+    monkeypatch.setattr(assembly, "STATS_FRAMES_PER_PART", 64)
+    stores = {s: str(root / f"{s}.zarr") for s in ("motion", "contact", "ground_reaction", "torque")}
+    assert assembly.stats_parts(stores["motion"], 3) == 3
+    path = assembly.write_stats(stores, root, SerialExecutor(), same_as={"contact": "motion"}, tasks=3)
+    got = json.loads(path.read_text())["subsets"]
+    want = json.loads((incremental["fresh_root"] / "stats.json").read_text())["subsets"]
+    for subset in stores:
+        assert got[subset]["arrays"] == want[subset]["arrays"], subset
+        assert got[subset]["canonical"] == want[subset]["canonical"], subset
+    assert not list((root / assembly.STATS_CACHE_DIR).glob("*part*"))

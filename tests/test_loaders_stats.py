@@ -116,3 +116,22 @@ def test_normalize_applies_stats(stores, tmp_path_factory):
     m = np.array(stats["arrays"]["seq_bone_length_m"]["mean"])
     s = np.array(stats["arrays"]["seq_bone_length_m"]["std"])
     np.testing.assert_allclose(bz["l_sub"], (br["l_sub"] - m) / s, rtol=1e-4, atol=1e-4)
+
+
+def test_parts_in_parallel_tasks_equal_one_pass(stores, torque_stats, tmp_path):
+    """compute_stats(part=(i, n)) tasks then one merge (parts=n) give the very same figures (blocks
+    are merged in the same order); the part files are removed; a second run reuses every block."""
+    from pipeline.loaders.stats import part_cache
+
+    cache = tmp_path / "stats" / "torque.npz"
+    done = [compute_stats(stores["torque"], block_frames=256, block_cache=cache, part=(i, 3)) for i in range(3)]
+    assert all(part_cache(cache, (i, 3)).is_file() for i in range(3))
+    assert sum(d["blocks_computed"] for d in done) > 3
+    merged = compute_stats(stores["torque"], block_frames=256, block_cache=cache, parts=3)
+    assert not any(part_cache(cache, (i, 3)).exists() for i in range(3)) and cache.is_file()
+    assert merged["blocks_reused"] == 0
+    drop = ("seconds", "blocks_reused")
+    assert {k: v for k, v in merged.items() if k not in drop} == {k: v for k, v in torque_stats.items() if k not in drop}
+    again = compute_stats(stores["torque"], block_frames=256, block_cache=cache)
+    assert again["blocks_reused"] == sum(d["blocks_computed"] for d in done)
+    assert again["arrays"] == merged["arrays"] and again["canonical"] == merged["canonical"]

@@ -38,7 +38,7 @@ from pipeline.store import (
 )
 
 from .config import from_jsonable, to_jsonable
-from .executor import Executor
+from .executor import Executor, release_memory
 from .records import FileOutcome, SimOutcome
 
 QUARANTINE_FILE = "quarantine.json"
@@ -281,11 +281,38 @@ def write_region(plan: StorePlan, tmp_path: str, dim: str) -> float:
     return time.perf_counter() - t0
 
 
+def write_regions(items: Sequence[tuple[StorePlan, str, str]]) -> float:
+    """``write_region`` for each (region plan, temporary store, dim) in turn; returns seconds.
+    One task writes several regions: each task costs the task runner a fixed bookkeeping time
+    that a region (16k frames, ~0.1 s) does not amortize."""
+    try:
+        return sum(write_region(plan, tmp_path, dim) for plan, tmp_path, dim in items)
+    finally:
+        release_memory()
+
+
+def group_regions(items: Sequence[tuple[StorePlan, str, str]], n_groups: int) -> list[list]:
+    """``items`` (in order) in at most ``n_groups`` contiguous groups of about equal records."""
+    if not items:
+        return []
+    sizes = [max(1, p.n_frames if dim == "frame" else p.n_windows) for p, _, dim in items]
+    total, n_groups = sum(sizes), max(1, min(n_groups, len(items)))
+    groups: list[list] = [[]]
+    done = 0
+    for item, size in zip(items, sizes):
+        if groups[-1] and done >= total * len(groups) / n_groups:
+            groups.append([])
+        groups[-1].append(item)
+        done += size
+    return groups
+
+
 def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, executor: Executor,
-                 say=print) -> tuple[dict[str, str], float]:
+                 say=print, tasks: int = 4) -> tuple[dict[str, str], float]:
     """Apply every store change: create the store (``full``) or a hard-linked clone grown for the
     appended sequences (``append``) under a temporary name, write all their regions through
-    ``executor`` (each task gets only its region's sequences), then validate and swap each into place.
+    ``executor`` in about ``tasks`` tasks (each gets only its regions' sequences), then validate
+    and swap each into place.
 
     Returns (subset → final path, summed region-write seconds). On any failure every temporary
     store is deleted and the existing stores stay as they were.
@@ -295,6 +322,7 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
     todo = {k: c for k, c in changes.items() if c.mode != "none"}
     tmps = {subset: out / f".{subset}.zarr.tmp-{build_id}" for subset in todo}
     plans: dict[str, StorePlan] = {}
+    items: list[tuple[StorePlan, str, str]] = []
     futures = []
     try:
         for subset, change in todo.items():
@@ -306,11 +334,11 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
                 plan = plan_append(final, change.plan)
                 prepare_append(final, plan, change.tombstones, tmps[subset])
             plans[subset] = plan
-            futures += [executor.submit(write_region, region_plan(plan, "frame", i), str(tmps[subset]), "frame")
-                        for i in range(len(plan.frame_regions))]
-            futures += [executor.submit(write_region, region_plan(plan, "window", i), str(tmps[subset]), "window")
-                        for i in range(len(plan.window_regions))]
-        say(f"[write] {len(futures)} shard-aligned regions over {len(todo)} stores "
+            items += [(region_plan(plan, "frame", i), str(tmps[subset]), "frame") for i in range(len(plan.frame_regions))]
+            items += [(region_plan(plan, "window", i), str(tmps[subset]), "window")
+                      for i in range(len(plan.window_regions))]
+        futures = [executor.submit(write_regions, group) for group in group_regions(items, tasks)]
+        say(f"[write] {len(items)} shard-aligned regions in {len(futures)} tasks over {len(todo)} stores "
             f"({', '.join(f'{k}: {c.mode}' for k, c in changes.items())})")
         executor.wait(futures)
         seconds = sum(f.result() for f in futures)  # re-raises the first failure
@@ -350,15 +378,36 @@ def subset_counts(changes: dict[str, StoreChange], stores: dict[str, str], fps_h
 STATS_CACHE_DIR = ".cache/stats"
 
 
-def store_stats(store_path: str, only: tuple[str, ...] | None = None, canonical: bool = True) -> dict:
+def store_stats(store_path: str, only: tuple[str, ...] | None = None, canonical: bool = True,
+                part: tuple[int, int] | None = None, parts: int = 0) -> dict:
     """Normalization statistics of one finished store (streamed block by block); ``only``: these
     arrays; ``canonical``: also the canonical-feature statistics. Per-block accumulators are kept in
-    the root's ``.cache/stats/``: after an incremental run only new and tombstoned blocks are read."""
+    the root's ``.cache/stats/``: after an incremental run only new and tombstoned blocks are read.
+    ``part``/``parts``: one of ``parts`` parallel tasks computing the blocks, then the merge
+    (``pipeline.loaders.stats.compute_stats``; the same figures as one task)."""
     from pipeline.loaders.stats import compute_stats
 
     path = Path(store_path)
     cache = path.parent / STATS_CACHE_DIR / f"{path.name.removesuffix('.zarr')}{'-own' if only else ''}.npz"
-    return compute_stats(store_path, only=only, canonical=canonical, block_cache=cache)
+    try:
+        return compute_stats(store_path, only=only, canonical=canonical, block_cache=cache, part=part, parts=parts)
+    finally:
+        release_memory()
+
+
+STATS_FRAMES_PER_PART = 4 * 4096
+"""A store's statistics are split into parallel tasks of at least this many frames each."""
+
+
+def stats_parts(store_path: str, tasks: int) -> int:
+    """How many parallel tasks compute the statistics of the store at ``store_path`` (1: one)."""
+    from pipeline.store.append import store_sizes
+
+    try:
+        n_frames = store_sizes(Path(store_path))[1]
+    except (OSError, ValueError, KeyError):
+        return 1
+    return max(1, min(tasks, n_frames // STATS_FRAMES_PER_PART))
 
 
 def same_sequences(changes: dict[str, StoreChange]) -> dict[str, str]:
@@ -376,11 +425,12 @@ def same_sequences(changes: dict[str, StoreChange]) -> dict[str, str]:
 
 
 def write_stats(stores: dict[str, str], out: Path, executor: Executor, changed: Sequence[str] | None = None,
-                same_as: dict[str, str] | None = None) -> Path:
+                same_as: dict[str, str] | None = None, tasks: int = 1) -> Path:
     """``stats.json``: the statistics of every subset in ``changed`` (default all) computed in
     parallel through ``executor``; the others are kept from the previous ``stats.json``. A subset
     holding the same sequences as another (``same_as``) has only its own arrays computed; the shared
-    arrays' statistics (and the canonical features, computed from shared arrays) are copied."""
+    arrays' statistics (and the canonical features, computed from shared arrays) are copied. A large
+    store's blocks are split over up to ``tasks`` parallel tasks, then merged by one more."""
     from pipeline.loaders.stats import STATS_FILE, STATS_FORMAT
     from pipeline.store.location import write_text_atomic
 
@@ -392,14 +442,23 @@ def write_stats(stores: dict[str, str], out: Path, executor: Executor, changed: 
     except (OSError, ValueError, KeyError):
         previous = {}
     changed += [s for s in stores if s not in previous and s not in changed]
-    futures = {}
+    futures, split = {}, {}
     for subset in changed:
         if subset in same_as:
             shared = set(load_schema(subset).arrays) & set(load_schema(same_as[subset]).arrays)
             own = tuple(sorted(set(load_schema(subset).arrays) - shared))
             futures[subset] = executor.submit(store_stats, stores[subset], own, False)
-        else:
+            continue
+        n = stats_parts(stores[subset], tasks)
+        if n == 1:
             futures[subset] = executor.submit(store_stats, stores[subset])
+        else:
+            split[subset] = (n, [executor.submit(store_stats, stores[subset], None, True, (i, n)) for i in range(n)])
+    for subset, (n, part_futures) in split.items():
+        executor.wait(part_futures)
+        for f in part_futures:
+            f.result()  # re-raises a part's failure
+        futures[subset] = executor.submit(store_stats, stores[subset], None, True, None, n)
     subsets = {k: previous[k] for k in stores if k not in futures}
     subsets.update({k: f.result() for k, f in futures.items()})
     for subset, donor in same_as.items():

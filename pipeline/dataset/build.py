@@ -34,20 +34,27 @@ from . import assembly
 from .bookkeeping import file_records, record_run
 from .config import DatasetConfig, processing_key
 from .discovery import RunPlan, discover, inputs_fingerprint, plan_run
-from .executor import Executor, SerialExecutor
+from .executor import Executor, SerialExecutor, release_memory
 from .files import ModifyHook, batch_jobs, process_files
 from .records import FileOutcome, SimOutcome
 from .simulation import simulate_motions
 from .summary import SUMMARY_FILE, summarize
 
 
+CPU_SIM_MOTIONS_PER_TASK = 16
+"""Motions per simulate task on CPU workers (a file batch holds up to 128 files)."""
+
+
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
 
 
 def report_task(out_dir: str) -> str:
     """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
     the driver's process)."""
+    release_memory()  # what earlier tasks on this worker left in the heap
     return str(build_report(Path(out_dir)))
 
 
@@ -129,6 +136,7 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
         return summary
 
     entries, t_process, t_simulate = _process(run, out, cfg, thresholds, workers, executor, modify)
+    release_memory()
 
     # every live file's outcome: fresh ones and cached ones, in (source, path) order
     for path in run.cached:
@@ -151,10 +159,13 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
         say(f"[quality] {len(selection.drop)} sequences excluded by quality rules (exclusions.json)")
     changes = assembly.plan_changes(selection, states, out, cfg, chunking, created_by, compact)
     t_plan = time.perf_counter() - t0
-    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say)
+    release_memory()
+    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers))
     t_write = time.perf_counter() - t0 - t_plan
+    release_memory()
     changed = [k for k, c in changes.items() if c.mode != "none"]
-    stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes))
+    stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),
+                                        tasks=max(1, workers))
     say(f"[stats] normalization statistics of {', '.join(changed) or 'no store'} -> {stats_path}")
     t_assemble = time.perf_counter() - t0
 
@@ -166,6 +177,7 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     summary["wall_seconds"] = {"process": t_process, "simulate": t_simulate, "assemble": t_assemble,
                                "assemble_plan": t_plan, "assemble_write": t_write,
                                "assemble_stats": t_assemble - t_plan - t_write}
+    release_memory()
     all_outcomes = {path: e["file"] for path, e in entries.items()}
     record_run(ledger, file_records(jobs, all_outcomes, key, build_id, schemas, quarantine), run.removed,
                build_id, started, stores_written=len(SUBSETS))
@@ -224,7 +236,11 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
         say(f"[process] {len(fresh)}/{len(run.todo)} files done, {n_quarantined} quarantined")
         if batch_items:
             n_sim += len(batch_items)
-            sim_futures.append(executor.submit(simulate_motions, batch_items, cfg, resources=resources))
+            # a GPU task imitates the whole batch at once; CPU tasks take a few motions each, so
+            # that the last ones of a build spread over the workers
+            step = len(batch_items) if resources else CPU_SIM_MOTIONS_PER_TASK
+            sim_futures += [executor.submit(simulate_motions, batch_items[i : i + step], cfg, resources=resources)
+                            for i in range(0, len(batch_items), step)]
     t_process = time.perf_counter() - t0
     origin_file = {c[1]: path for path, o in fresh.items() for c in o.to_simulate}
     n_done = 0

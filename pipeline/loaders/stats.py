@@ -215,13 +215,24 @@ class BlockCache:
     sequence bounds and tombstones over it — so after an incremental ingestion only the appended
     and the tombstoned blocks are read again (storage_layout.md, "Incremental ingestion")."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, extra: Iterable[str | os.PathLike] = ()):
         self.path = Path(path)
         self.old: dict[str, dict[str, RunningStats]] = {}
         self.new: dict[str, dict[str, RunningStats]] = {}
+        self.computed: set[str] = set()
         self.hits = 0
+        self.old = self._load(self.path)
+        self.fresh: set[str] = set()  # ``extra``: blocks this run's ``compute_stats(part=...)`` tasks computed
+        for p in extra:
+            blocks = self._load(Path(p))
+            self.old.update(blocks)
+            self.fresh.update(blocks)
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, dict[str, RunningStats]]:
+        out = {}
         try:
-            with np.load(self.path, allow_pickle=False) as z:
+            with np.load(path, allow_pickle=False) as z:
                 layout = json.loads(str(z["layout"]))
                 for i, (key, entries) in enumerate(layout.items()):
                     flat, pos = z[f"b{i}"], 0
@@ -230,28 +241,35 @@ class BlockCache:
                         size = 5 * int(np.prod(shape, dtype=np.int64))
                         block[name] = RunningStats.from_flat(flat[pos : pos + size], tuple(shape))
                         pos += size
-                    self.old[key] = block
+                    out[key] = block
         except (OSError, ValueError, KeyError):
-            self.old = {}
+            return {}
+        return out
 
     def get(self, key: str, compute) -> dict[str, RunningStats]:
         block = self.old.get(key)
         if block is None:
             block = compute()
+            self.computed.add(key)
+        elif key in self.fresh:
+            self.computed.add(key)
         else:
             self.hits += 1
         self.new[key] = block
         return block
 
-    def save(self) -> None:
-        """Keep the blocks of this run only (atomically)."""
-        layout = {k: [[n, list(st.count.shape)] for n, st in b.items()] for k, b in self.new.items()}
+    def save(self, path: str | os.PathLike | None = None, computed_only: bool = False) -> None:
+        """Keep the blocks of this run only (atomically), in ``path`` (default: the cache's own
+        file); ``computed_only``: only the blocks this run computed (a ``part`` task's output)."""
+        path = Path(path) if path is not None else self.path
+        blocks = {k: b for k, b in self.new.items() if not computed_only or k in self.computed}
+        layout = {k: [[n, list(st.count.shape)] for n, st in b.items()] for k, b in blocks.items()}
         data = {f"b{i}": (np.concatenate([st.to_flat() for st in b.values()]) if b else np.zeros(0))
-                for i, b in enumerate(self.new.values())}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}.npz")
+                for i, b in enumerate(blocks.values())}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
         np.savez(tmp, layout=np.array(json.dumps(layout)), **data)
-        os.replace(tmp, self.path)
+        os.replace(tmp, path)
 
 
 def _objects_key(store: str, arrays: Mapping, names: Iterable[str], lo: int, hi: int) -> list:
@@ -271,8 +289,15 @@ def _objects_key(store: str, arrays: Mapping, names: Iterable[str], lo: int, hi:
     return out
 
 
+def part_cache(block_cache: str | os.PathLike, part: tuple[int, int]) -> Path:
+    """Where ``compute_stats(part=part, block_cache=block_cache)`` leaves its blocks."""
+    p = Path(block_cache)
+    return p.with_name(f"{p.name.removesuffix('.npz')}.part{part[0]}of{part[1]}.npz")
+
+
 def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, block_frames: int | None = None,
-                  only: Iterable[str] | None = None, block_cache: str | os.PathLike | None = None) -> dict:
+                  only: Iterable[str] | None = None, block_cache: str | os.PathLike | None = None,
+                  part: tuple[int, int] | None = None, parts: int = 0) -> dict:
     """Statistics of one store (see the module docs); reads it block by block.
 
     Args:
@@ -283,6 +308,13 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
         only: the arrays to compute (default: every numeric array).
         block_cache: an ``.npz`` file keeping per-block accumulators between runs (local stores
             only, ``BlockCache``): unchanged blocks are not read again. Same results either way.
+        part: ``(i, n)``: only compute the frame and window blocks ``k`` with ``k % n == i`` that
+            ``block_cache`` lacks, save them to ``part_cache(block_cache, part)`` and return
+            ``{"blocks_computed": ...}`` (``n`` such tasks run in parallel, then one call with
+            ``parts=n`` merges). Needs ``block_cache``.
+        parts: the number of ``part`` calls that ran before this one: their blocks are read from
+            their part files (deleted afterwards). The result is bit-identical to a plain call,
+            since blocks are merged in the same order either way.
 
     Returns:
         JSON-ready dict: store info, ``arrays`` and ``canonical`` sections of per-channel
@@ -341,7 +373,16 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
     can_acc: dict[str, RunningStats] = {}
     can_units: dict[str, str] = {}
     n_frames = int(arrays["frame_sequence"].shape[0]) if "frame_sequence" in arrays else 0
-    cache = BlockCache(block_cache) if block_cache is not None and "://" not in store else None
+    if part is not None and (block_cache is None or "://" in store):
+        raise ValueError("compute_stats(part=...) needs a block_cache on a local store")
+    extra = [part_cache(block_cache, (i, parts)) for i in range(parts)] if parts and block_cache is not None else []
+    cache = BlockCache(block_cache, extra) if block_cache is not None and "://" not in store else None
+    counter = iter(range(1 << 62))
+
+    def mine() -> bool:
+        """Whether this call computes the next frame/window block (always, unless ``part``)."""
+        k = next(counter)
+        return part is None or k % part[1] == part[0]
     seq_bounds = {}
     for dim in ("frame", "window"):
         if f"seq_{dim}_offset" in arrays and result["n_sequences"] + int(dead.sum()) > 0:
@@ -384,11 +425,15 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
             return out
 
         for a in range(0, n_frames, step):
+            if not mine():
+                continue
             b = min(n_frames, a + step)
             a0, b1 = (max(0, a - 1), min(n_frames, b + 1)) if can_ok else (a, b)
-            parts = blockwise("frame", read, a, b, a0, b1, lambda: frame_block(a, b, a0, b1),
-                              extra=(can_ok, sorted(targets.items()), fps))
-            for n, st in parts.items():
+            got = blockwise("frame", read, a, b, a0, b1, lambda: frame_block(a, b, a0, b1),
+                            extra=(can_ok, sorted(targets.items()), fps))
+            if part is not None:
+                continue
+            for n, st in got.items():
                 if n.startswith("canonical/"):
                     n = n[len("canonical/"):]
                     if n not in can_acc:
@@ -406,12 +451,14 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
 
     for dim in ("window", "sequence"):
         names = by_dim[dim]
-        if not names:
+        if not names or (part is not None and dim == "sequence"):
             continue
         n_rec = int(arrays[names[0]].shape[0])
         step = (_block_len([arrays[n] for n in names], block_frames or 1, whole_shards=block_frames is None)
                 if dim == "window" else max(n_rec, 1))
         for a in range(0, n_rec, step):
+            if dim == "window" and not mine():
+                continue
             b = min(n_rec, a + step)
 
             def window_block(dim=dim, names=names, a=a, b=b) -> dict[str, RunningStats]:
@@ -421,14 +468,21 @@ def compute_stats(store_path: str | os.PathLike, *, canonical: bool = True, bloc
                     keep = live_of("window", a, b) if dim == "window" else ~dead[a:b]
                 return {n: RunningStats.of(np.asarray(arrays[n][a:b])[keep]) for n in names}
 
-            parts = blockwise(dim, names, a, b, a, b, window_block) if dim == "window" else window_block()
+            got = blockwise(dim, names, a, b, a, b, window_block) if dim == "window" else window_block()
+            if part is not None:
+                continue
             for n in names:
-                acc[n].merge(parts[n])
+                acc[n].merge(got[n])
+    if part is not None:
+        cache.save(part_cache(block_cache, part), computed_only=True)
+        return {"blocks_computed": len(cache.computed), "seconds": round(time.perf_counter() - t0, 3)}
     for names in by_dim.values():
         for n in names:
             result["arrays"][n] = acc[n].to_dict(_dims(arrays[n])[1:], str(arrays[n].attrs.get("units", "")))
     if cache is not None:
         cache.save()
+        for p in extra:
+            p.unlink(missing_ok=True)
         result["blocks_reused"] = cache.hits
     result["seconds"] = round(time.perf_counter() - t0, 3)
     return result

@@ -7,6 +7,7 @@ description) and required group attributes. Array dims start with ``frame``, ``w
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Iterable, Mapping
@@ -182,12 +183,26 @@ def _array_spec(name: str, d: Mapping[str, Any]) -> ArraySpec:
 
 
 def load_schema(name: str, version: str | None = None) -> Schema:
-    """Load schema ``name`` at ``version`` (latest shipped version when ``None``)."""
-    versions = available_versions(name)
+    """Load schema ``name`` at ``version`` (latest shipped version when ``None``).
+
+    Parsed once per process (the schema files are package data): every staged sequence, region
+    writer and validator asks for its schema, and parsing costs about a millisecond. The result is
+    shared; do not modify it."""
+    return _load_schema_cached(name, version)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_schema_cached(name: str, version: str | None) -> Schema:
     if version is None:
+        versions = available_versions(name)
         if not versions:
             raise SchemaError(f"no versions of schema {name!r} found")
-        version = versions[-1]
+        return _load_schema_cached(name, versions[-1])
+    return _parse_schema(name, version)
+
+
+def _parse_schema(name: str, version: str) -> Schema:
+    versions = available_versions(name)
     if version not in versions:
         raise SchemaError(f"schema {name!r} has no version {version!r}; available: {versions}")
     raw = json.loads((_schemas_root() / name / f"{version}.json").read_text(encoding="utf-8"))
@@ -403,29 +418,35 @@ def _check_index(group: Any, schema: Schema, sizes: Mapping[str, int]) -> list[s
     if problems:
         return problems
 
-    seq_of_frame = np.repeat(np.arange(f_cnt.size, dtype=np.int64), f_cnt)
-    seq_of_window = np.repeat(np.arange(w_cnt.size, dtype=np.int64), w_cnt)
+    # the sequence of each record, block by block (memory stays flat in the store's length): the
+    # first sequence whose end lies past the record (zero-length sequences own no record)
+    f_end, w_end = f_off + f_cnt, w_off + w_cnt
+
+    def seq_of(ends: np.ndarray, a: int, b: int) -> np.ndarray:
+        return np.searchsorted(ends, np.arange(a, b, dtype=np.int64), side="right")
+
     fs, ws, wst = group["frame_sequence"], group["window_sequence"], group["window_start"]
-    for a, b in _blocks(n_frame, 1):
+    for a, b in _blocks(n_frame, 16):
         got = np.asarray(fs[a:b])
-        bad = np.flatnonzero(got != seq_of_frame[a:b])
+        want = seq_of(f_end, a, b)
+        bad = np.flatnonzero(got != want)
         if bad.size:
             i = a + int(bad[0])
-            problems.append(f"frame_sequence[{i}] = {got[bad[0]]}, offsets say {seq_of_frame[i]}")
+            problems.append(f"frame_sequence[{i}] = {got[bad[0]]}, offsets say {want[bad[0]]}")
             break
-    for a, b in _blocks(n_window, 1):
+    for a, b in _blocks(n_window, 16):
         got = np.asarray(ws[a:b])
-        bad = np.flatnonzero(got != seq_of_window[a:b])
+        s = seq_of(w_end, a, b)
+        bad = np.flatnonzero(got != s)
         if bad.size:
             i = a + int(bad[0])
-            problems.append(f"window_sequence[{i}] = {got[bad[0]]}, offsets say {seq_of_window[i]}")
+            problems.append(f"window_sequence[{i}] = {got[bad[0]]}, offsets say {s[bad[0]]}")
             break
         start = np.asarray(wst[a:b])
-        s = seq_of_window[a:b]
         outside = np.flatnonzero((start < f_off[s]) | (start >= f_off[s] + f_cnt[s]))
         if outside.size:
             i = a + int(outside[0])
-            problems.append(f"window_start[{i}] = {start[outside[0]]} lies outside sequence {seq_of_window[i]}")
+            problems.append(f"window_start[{i}] = {start[outside[0]]} lies outside sequence {s[outside[0]]}")
             break
     for spec in schema.arrays.values():
         if spec.allowed_values is not None and spec.name in group:

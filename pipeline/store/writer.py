@@ -452,13 +452,24 @@ def create_store(plan: StorePlan, tmp_path: Path) -> None:
         group[name][...] = value
 
 
+_COLUMN_CHUNK = 1024
+
+
 def sequence_columns(plan: StorePlan, schema: Schema) -> dict[str, np.ndarray]:
     """Every per-sequence array of ``plan``'s sequences, cast to the schema: staged values (fill
     value where an optional one is absent) and the writer-derived offsets, counts and tombstones;
     arrays the store leaves out (``StorePlan.absent``) are not among them."""
     absent = absent_names(schema, plan.coords)
     columns: dict[str, list[np.ndarray]] = {n: [] for n in schema.sequence_arrays if n not in absent}
-    for s in plan.staged:
+    pending: dict[str, list[np.ndarray]] = {n: [] for n in columns}
+
+    def flush() -> None:  # a few thousand (1, ...) arrays at a time, not one per sequence and array
+        for name, rows in pending.items():
+            if rows:
+                columns[name].append(np.concatenate(rows))
+                pending[name] = []
+
+    for k, s in enumerate(plan.staged):
         row = _sequence_row(schema, s)
         for name in columns:
             if name in WRITER_DERIVED:
@@ -467,7 +478,10 @@ def sequence_columns(plan: StorePlan, schema: Schema) -> dict[str, np.ndarray]:
                 spec = schema.arrays[name]
                 shape = (1, *[len(plan.coords[d]) if d in plan.coords else schema.dims[d].size for d in spec.dims[1:]])
                 row[name] = np.full(shape, spec.fill_value, dtype=object if spec.is_str else spec.np_dtype)
-            columns[name].append(row[name])
+            pending[name].append(row[name])
+        if k % _COLUMN_CHUNK == _COLUMN_CHUNK - 1:
+            flush()
+    flush()
     derived = {
         "seq_frame_offset": plan.frame_offsets,
         "seq_frame_count": plan.frame_counts,
