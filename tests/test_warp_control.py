@@ -104,14 +104,9 @@ def test_contact_generalized_force_matches_mj_applyFT(hum):
     for i in range(c):
         if valid[0, i]:
             mujoco.mj_applyFT(m, d, f[0, i], np.zeros(3), pts[0, i], int(bodies[0, i]), ref)
-    sub = np.zeros((m.nbody, m.nbody), bool)
-    for b in range(m.nbody):
-        a = b
-        while True:
-            sub[a, b] = True
-            if a == 0:
-                break
-            a = m.body_parentid[a]
+    from pipeline.simulate.warp.backend import _subtree_matrix
+
+    sub = _subtree_matrix(np.asarray(m.body_parentid))
     got = bc.contact_generalized_force(d.cdof[None], m.dof_bodyid, sub, d.subtree_com[m.body_rootid[1]][None],
                                        bodies, pts, f, valid)
     np.testing.assert_allclose(got[0], ref, atol=1e-8 * np.abs(ref).max())

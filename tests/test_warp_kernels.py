@@ -166,14 +166,9 @@ def test_plan_system_and_contact_force_kernels(wp, kn, hum):
     # Σ Jᵀf of the plan's solution
     beta, _ = bc.solve_force_plan_batched(A_ref, b_ref, 1e-4)
     forces = beta.reshape(nw, c, 4) @ edges
-    sub = np.zeros((m.nbody, m.nbody), bool)
-    for bb in range(m.nbody):
-        a = bb
-        while True:
-            sub[a, bb] = True
-            if a == 0:
-                break
-            a = m.body_parentid[a]
+    from pipeline.simulate.warp.backend import _subtree_matrix
+
+    sub = _subtree_matrix(np.asarray(m.body_parentid))
     qfrc = _z(wp, nw, nv)
     wp.launch(kn.contact_force_kernel, dim=(nw, nv), device=DEV, inputs=[
         wp.array(cdof, dtype=wp.spatial_vector, device=DEV), _a(wp, m.dof_bodyid), _a(wp, sub),
