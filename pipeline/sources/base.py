@@ -31,6 +31,16 @@ def sha256_of(path: Path, block_size: int = 1 << 20) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+def read_source_bytes(path: Path, rel: str | Path) -> tuple[str, int, bytes]:
+    """(hex sha256, size in bytes, contents) of a source file read once; ``SourceError`` naming ``rel``
+    when it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise SourceError(rel, f"cannot read file ({exc.strerror or exc})") from None
+    return hashlib.sha256(data).hexdigest(), len(data), data
+
+
 LICENCE_FILE_NAMES: tuple[str, ...] = ("license", "license.txt", "licence", "licence.txt", "copyright.txt")
 """Licence sidecar names (case-insensitive), in order of preference within one folder; any other
 ``LICENCE*`` file comes after them."""

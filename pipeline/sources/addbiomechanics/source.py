@@ -25,7 +25,7 @@ from pipeline.lab import opensim_files as of
 from pipeline.lab.trial import FootForces, LabTrialMeasurement, fit_trial
 from pipeline.records import Provenance, RawMotion, SubjectInfo
 from pipeline.sources.addbiomechanics import b3d
-from pipeline.sources.base import SourceError, find_licence, sha256_of
+from pipeline.sources.base import SourceError, find_licence, read_source_bytes
 
 GRF_SOURCE = "addbiomechanics"
 _SEX = {"male": "male", "female": "female"}
@@ -89,11 +89,7 @@ class AddBiomechanicsSource:
         """Every trial of one .b3d file; ``SourceError`` (one line) for a bad file or a trial that cannot be fitted."""
         path, root = Path(path).absolute(), Path(root).absolute()
         rel = PurePosixPath(path.relative_to(root).as_posix())
-        try:
-            sha, size = sha256_of(path)
-            data = path.read_bytes()
-        except OSError as exc:
-            raise SourceError(rel, f"cannot read file ({exc.strerror or exc})") from None
+        sha, size, data = read_source_bytes(path, rel)
         try:
             hdr = b3d.parse_header(data)
         except b3d.B3DError as exc:

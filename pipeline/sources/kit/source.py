@@ -33,7 +33,7 @@ from pipeline.lab import marker_ik as ik
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
 from pipeline.records import CanonicalMotion, Provenance, RawMotion, SubjectInfo
-from pipeline.sources.base import SourceError, find_licence, sha256_of
+from pipeline.sources.base import SourceError, find_licence, read_source_bytes
 from pipeline.sources.kit import fk, joint_fit
 from pipeline.sources.kit.mmm_model import MMMModel, ModelError, conform_to_reference, is_model_file, load_model
 from pipeline.sources.kit.mmm_motion import MMMMotion, MotionError, parse_motion
@@ -218,11 +218,7 @@ class KITSource:
         """Read one MMM motion file into a ``RawMotion``; ``SourceError`` (one line) when it cannot."""
         path, root = Path(path).absolute(), Path(root).absolute()
         rel = _rel(path, root)
-        try:
-            sha, size = sha256_of(path)
-            data = path.read_bytes()
-        except OSError as exc:
-            raise SourceError(rel, f"cannot read file ({exc.strerror or exc})") from None
+        sha, size, data = read_source_bytes(path, rel)
         try:
             motion = parse_motion(data)
         except MotionError as exc:
