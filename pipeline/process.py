@@ -113,7 +113,8 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
         measured = _measured(raw.measured, motion, cfg)
         if hasattr(raw.measured, "source_torques"):
             source_tau = raw.measured.source_torques(motion)
-        if raw.subject.mass_kg is None and measured.has_grf:
+        if measured.has_grf and measured.mass_kg != motion.mass_kg:
+            # no stated mass (or only a model's): the plates' fit (pipeline.lab.body_mass)
             motion = dataclasses.replace(motion, mass_kg=measured.mass_kg)
     else:
         motion = canonicalize(raw, cfg.canonical)

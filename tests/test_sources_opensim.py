@@ -62,6 +62,11 @@ def test_tutorial_walk_builds_with_measured_forces_per_foot():
     foot = p.motion.joint_pos_m[:, [7, 8], :2]
     d = np.linalg.norm(m.cop_m[..., :2] - foot, axis=-1)[stance]
     assert np.nanmedian(d) < 0.15
+    # the tutorial's model is the generic, unscaled Rajagopal 2015 template (75.337 kg), not this subject:
+    # the plates' vertical Newton fit replaces a model's mass (it agrees with a scaled model's, below)
+    assert raw.measured.mass_kg == pytest.approx(75.337, abs=0.01) and raw.measured.mass_is_model
+    assert m.mass_source.startswith("plates_gait") and "the model's mass is 75.3 kg" in m.mass_source
+    assert 80.0 < m.mass_kg < 90.0 and p.motion.mass_kg == m.mass_kg
 
 
 @pytest.mark.parametrize("variant", ["truncated_header", "garbage", "bad_units", "bad_number"])
@@ -113,6 +118,8 @@ def test_sprint_impacts_do_not_ring_into_swing_frames():
     assert 25 <= idle.sum(axis=0).min() and idle.sum() < idle.size  # swing frames; stances stay
     assert (m.grf_n[idle] == 0).all() and np.isnan(m.cop_m[idle]).all() and (m.foot_contact[idle] == 0).all()
     assert np.nanmax(m.grf_n[..., 2]) / (p.motion.mass_kg * 9.81) > 3.5  # the impacts themselves are kept
+    # its model is scaled to the subject (68.1 kg): the plates' fit, even of a sprint, agrees within 2 %
+    assert m.mass_source.startswith("plates_gait") and m.mass_kg == pytest.approx(raw.measured.mass_kg, rel=0.02)
     row = sequence_metrics(p)
     assert row["cop_outside_foot_frac"] < 0.25, row["cop_outside_foot_frac"]
     assert "cop_far_outside" not in {fl.name for fl in evaluate_flags(row, None)}

@@ -10,7 +10,9 @@ more than ``OUTLIER_BW`` (a foot on the unmeasured floor taken for a swing foot 
 the shared lab walks whose files state a mass the fit gives 72.5 kg for 74.0 kg (PiG_Motion3_FF, −2 %)
 and 81.3 kg for 73.4 kg (kineticstoolkit walk, +11 %; its plates also need a −78 N vertical residual in
 inverse dynamics at the stated mass): expect ±10 %. The file's mass wins where there is one. Without
-one it replaces the BMI default: opensim-core walking2 64.5 kg instead of 75.3 kg (its inverse
+one it replaces a musculoskeletal model's mass (which may be an unscaled template's: the AddBiomechanics
+tutorial walk's model weighs Rajagopal 2015's 75.3 kg, its plates 84.8 kg; JA1Gait35's scaled model
+68.1 kg, its plates 68.7 kg) and the BMI default: opensim-core walking2 64.5 kg instead of 75.3 kg (its inverse
 dynamics at 75.3 kg needed +162 N of vertical residual on average), Gait 63.8 instead of 63.4.
 """
 

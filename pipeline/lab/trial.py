@@ -84,6 +84,9 @@ class LabTrialMeasurement:
         ik: marker IK at the trial's kept frames. markers_z_up_m: (T, M, 3) those frames' markers.
         rate_hz: marker rate. t0_s: time of the first kept marker frame (the forces' clock).
         forces: per-foot forces or ``None``. mass_kg/mass_source: body mass and where it came from.
+        mass_is_model: ``mass_kg`` is a musculoskeletal model's mass (sum of its bodies), not a stated
+            subject mass: the plates' fit replaces it when there is one (a model uploaded unscaled
+            carries its generic template's mass, e.g. Rajagopal 2015's 75.337 kg).
         extra_metrics: per-sequence figures of the source (units in the names). warnings: soft problems.
     """
 
@@ -95,6 +98,7 @@ class LabTrialMeasurement:
     mass_kg: float | None
     mass_source: str
     extra_metrics: dict = field(default_factory=dict)
+    mass_is_model: bool = False
     warnings: tuple[str, ...] = ()
     cutoff_fraction: float = fp.DEFAULT_CUTOFF_FRACTION_OF_FPS
     threshold_n: float = 20.0
@@ -156,12 +160,13 @@ class LabTrialMeasurement:
         ankle = motion.joint_pos_m[:, [7, 8]] - dz
         grm = fa.transfer_moment(mom, o, ankle, force)
         fz = force[..., 2]
-        if self.mass_kg is None:
+        if self.mass_kg is None or self.mass_is_model:
             # no stated mass: the vertical Newton fit over the frames both feet's forces are known
             fit = mass_from_gait(fz.sum(axis=1), np.isfinite(force).all(axis=(1, 2)),
                                  com_height_m(motion.joint_pos_m, motion.gender), motion.fps_hz, motion.height_m)
             if fit is not None:
-                mass, source = fit[0], f"plates_gait (vertical Newton fit over {fit[1]} frames)"
+                instead = f"; the model's mass is {self.mass_kg:.1f} kg" if self.mass_kg is not None else ""
+                mass, source = fit[0], f"plates_gait (vertical Newton fit over {fit[1]} frames{instead})"
         with np.errstate(invalid="ignore"):
             enter = fz > self.threshold_n
             leave = ~(fz >= 0.5 * self.threshold_n) & ~enter

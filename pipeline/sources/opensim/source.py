@@ -241,7 +241,7 @@ class OpenSimSource:
                           name=name, size_bytes=size, licence=find_licence(path, root))
         side = LabTrialMeasurement(ik=result, markers_z_up_m=markers[a:b], rate_hz=trc.rate_hz,
                                    t0_s=float(trc.time_s[a]), forces=forces, mass_kg=mass, mass_source=mass_source,
-                                   warnings=tuple(warnings))
+                                   mass_is_model=mass_source.startswith("model"), warnings=tuple(warnings))
         return [RawMotion(provenance=prov, subject=SubjectInfo(gender=subj.get("gender", "neutral"),
                                                                height_m=result.height_m, mass_kg=mass),
                           fps_hz=float(trc.rate_hz), root_orient_aa_rad=result.root_orient_aa_rad,
