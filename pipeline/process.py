@@ -16,6 +16,7 @@ import numpy as np
 from pipeline import fit
 from pipeline.canonical import CanonicalConfig, canonicalize
 from pipeline.contact import ContactConfig, contact_labels
+from pipeline.lab.completeness import mask_incomplete
 from pipeline.records import CanonicalMotion, RawMotion
 from pipeline.rotations import aa_continuous
 from pipeline.simulate import SimConfig, SimulationResult
@@ -111,6 +112,10 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
         # the marker IK fitted the anthropometric skeleton: canonicalize on the same one
         motion = canonicalize(raw, dataclasses.replace(cfg.canonical, smpl_model_dir=None))
         measured = _measured(raw.measured, motion, cfg)
+        if getattr(measured, "has_grf", False):
+            # frames whose plates cannot have measured the whole load become unknown (docstring of
+            # pipeline.lab.completeness)
+            measured = mask_incomplete(measured, motion)
         if hasattr(raw.measured, "source_torques"):
             source_tau = raw.measured.source_torques(motion)
         if measured.has_grf and measured.mass_kg != motion.mass_kg:

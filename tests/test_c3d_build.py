@@ -155,7 +155,11 @@ def test_walking_grf_peaks_and_stance_impulse_in_body_weights(built):
                 hi += 1
             impulse = np.nansum(fz[lo : hi + 1, f]) / fps / bw
             assert 0.25 <= impulse <= 0.8, (str(ds.seq_id[i].values), f, impulse)
-            assert 0.4 <= (hi - lo + 1) / fps <= 1.2  # stance duration, s
+            # stance duration, s, where the whole stance was measured (walking2's left stance begins with
+            # four frames its plates did not fully see: unknown, pipeline.lab.completeness)
+            observed = (lo == 0 or np.isfinite(fz[lo - 1, f])) and (hi == n - 1 or np.isfinite(fz[hi + 1, f]))
+            if observed:
+                assert 0.4 <= (hi - lo + 1) / fps <= 1.2, (str(ds.seq_id[i].values), f, (hi - lo + 1) / fps)
         # COP and foot contact where a foot is loaded; NaN/255 where unknown
         cop = ds.cop_m.isel(frame=slice(a, a + n)).values
         contact = ds.foot_contact.isel(frame=slice(a, a + n)).values

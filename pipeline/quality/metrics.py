@@ -697,6 +697,17 @@ def _cop(arrays, meta):
 
 
 @metric_provider(
+    "grf_completeness", requires=("grf_incomplete_frames",), stage="force_plates",
+    metrics={
+        "grf_incomplete_frames": ("1", "Frames whose known per-foot forces miss the vertical Newton model by > 0.25 BW (a foot partly off a plate or on the unmeasured floor); they are stored as unknown. NaN: not checked (the 6 Hz model misses the whole trial, e.g. sprinting at 30 FPS)."),
+    },
+)
+def _grf_completeness(arrays, meta):
+    """Count from ``pipeline.lab.completeness.mask_incomplete`` (a 0-d array from the measured side-car)."""
+    return {"grf_incomplete_frames": float(np.asarray(arrays["grf_incomplete_frames"]))}
+
+
+@metric_provider(
     "plate_assignment", requires=("plate_foot_conflict",), stage="force_plates",
     metrics={
         "plate_conflict_frac": ("1", "Fraction of frames where a force plate could not be assigned to one foot (both feet or neither on a loaded plate)."),
