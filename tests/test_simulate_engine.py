@@ -160,6 +160,21 @@ def test_batch_api_and_backends():
         SimConfig(control_hz=60.0, physics_dt_s=1 / 500)
 
 
+def test_simulate_jobs_mixes_passes_in_one_call():
+    """``simulate_jobs``: (motion, pass) jobs of any passes, one result per job in order, equal to
+    ``simulate`` pass by pass (the build's GPU batches hold several passes of a motion)."""
+    from pipeline.simulate import simulate_jobs
+
+    cfg = SimConfig(passes=2)
+    a, b = demo_motion("stand", duration_s=0.4, subject=0), demo_motion("stand", duration_s=0.5, subject=1)
+    res = simulate_jobs([(a, 1), (b, 0), (a, 0)], cfg, backend="cpu")
+    assert [(r.sequence_id, r.pass_index) for r in res] == [
+        (a.provenance.sequence_id, 1), (b.provenance.sequence_id, 0), (a.provenance.sequence_id, 0)]
+    np.testing.assert_array_equal(res[0].joint_torque_nm, simulate([a], cfg, 1)[0].joint_torque_nm)
+    with pytest.raises(ValueError):
+        simulate_jobs([(a, 2)], cfg)
+
+
 def _exclusions(mo, r):
     """The build's data-quality verdict on a simulated pass (as ``flows/build.py`` stores it)."""
     from pipeline.process import BuildConfig, simulated_payload

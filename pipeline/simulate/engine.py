@@ -267,6 +267,7 @@ class PreparedSequence:
         spring_q: qpos addresses of the stiff joints' quaternions (their ``qpos_spring`` follows
             the reference at every tick).
         scale: this pass's gain scale.
+        pass_index: the pass (``pass_variation``) it was prepared for.
     """
 
     motion: CanonicalMotion
@@ -287,6 +288,7 @@ class PreparedSequence:
     swing_geoms: list[np.ndarray] | None
     spring_q: np.ndarray
     scale: float
+    pass_index: int = 0
 
     @property
     def steps_per_frame(self) -> int:
@@ -375,7 +377,8 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
     m.dof_damping[:] = b
 
     return PreparedSequence(motion, skel, hum, m, d, ctrl, dyn, ref, rq, rv, ra, ref_pos, gate, plan,
-                            swing if swing_geoms is not None else None, swing_geoms, spring_q, scale)
+                            swing if swing_geoms is not None else None, swing_geoms, spring_q, scale,
+                            int(pass_index))
 
 
 def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
