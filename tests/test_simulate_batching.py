@@ -3,12 +3,14 @@ order, all passes of a motion together, the memory cap, the flush of the remaind
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from pipeline.cli import _add_build_options
 from pipeline.simulate.batching import (
     MIB, BatchPart, GpuBatching, GpuBatchPlanner, MotionJob, WorldBatch, length_buckets, pack_batches,
     steps_per_frame, world_bytes)
-
 
 
 def job(i: int, n: int) -> MotionJob:
@@ -129,3 +131,15 @@ def test_settings_are_checked():
     with pytest.raises(ValueError):
         GpuBatching(memory_gib=0)
     assert GpuBatching().worlds == 4096
+
+
+def test_cli_options():
+    from pipeline.cli import _sim_batching
+
+    parse = argparse.ArgumentParser()
+    _add_build_options(parse)
+    assert _sim_batching(parse.parse_args([])) is None  # the defaults
+    b = _sim_batching(parse.parse_args(["--sim-backend", "warp-cpu", "--gpu-batch-worlds", "2"]))
+    assert b == GpuBatching(worlds=2, memory_gib=GpuBatching().memory_gib)
+    b = _sim_batching(parse.parse_args(["--gpu-batch-memory-gib", "60"]))
+    assert b.worlds == 4096 and b.memory_bytes == 60 << 30
