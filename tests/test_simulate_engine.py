@@ -243,3 +243,21 @@ def test_torque_limit_applies_to_the_net_joint_torque():
     assert hips.max() <= 1.1 * limit, (hips.max(), limit)
     assert r.metrics["mpjpe_median_mm"] < 50.0, r.metrics["mpjpe_median_mm"]
     assert r.metrics["reset_count"] == 0
+
+
+def test_prepare_sequence_reuses_another_pass_preparation():
+    """``prepare_sequence(like=...)`` (the batched backend's passes of one motion) equals a fresh
+    preparation of that pass, array for array."""
+    from pipeline.simulate.engine import prepare_sequence
+
+    cfg = SimConfig()
+    mo = demo_motion("walk", 1.2, duration_s=0.6, subject=1)
+    p0 = prepare_sequence(mo, cfg, 0)
+    fresh, shared = prepare_sequence(mo, cfg, 1), prepare_sequence(mo, cfg, 1, like=p0)
+    assert shared.dyn is p0.dyn and shared.hum is p0.hum and shared.pass_index == fresh.pass_index == 1
+    for name in ("rq", "rv", "ra", "ref_pos", "gate", "plan", "swing", "spring_q"):
+        a, b = getattr(fresh, name), getattr(shared, name)
+        assert (a is None and b is None) or np.array_equal(a, b), name
+    assert shared.scale == fresh.scale
+    assert np.array_equal(shared.model.dof_damping, fresh.model.dof_damping)
+    assert np.array_equal(shared.data.qpos, fresh.data.qpos) and np.array_equal(shared.data.qvel, fresh.data.qvel)

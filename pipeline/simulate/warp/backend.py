@@ -165,10 +165,14 @@ class MjWarpBackend(Backend):
 
     def simulate_jobs(self, jobs: Sequence[tuple[CanonicalMotion, int]], cfg) -> list:
         """(motion, pass) sequences of any passes, batched together: bucketed by length
-        (``batching.length_buckets``, ``max_worlds`` per batch), one control rate per batch."""
+        (``batching.length_buckets``, ``max_worlds`` per batch), one control rate per batch. Jobs
+        of the same motion object share its host preparation's pass-independent part."""
         from pipeline.simulate.engine import prepare_sequence
 
-        preps = [prepare_sequence(m, cfg, p) for m, p in jobs]
+        preps, first = [], {}
+        for m, p in jobs:  # the passes of one motion share its humanoid and dynamics pass
+            preps.append(prepare_sequence(m, cfg, p, like=first.get(id(m))))
+            first.setdefault(id(m), preps[-1])
         results: list = [None] * len(preps)
         self.last_stats = []
         settings = self.settings
