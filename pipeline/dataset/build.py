@@ -22,10 +22,10 @@ from pathlib import Path
 
 from pipeline.process import BuildConfig
 from pipeline.quality import Thresholds, build_report
-from pipeline.simulate.backends import BATCHED_BACKENDS, GPU_BACKENDS
-from pipeline.simulate.batching import GpuBatching, GpuBatchPlanner, MotionJob, WorldBatch, steps_per_frame
 from pipeline.quality.flags import write_quality_outputs
 from pipeline.records import QuarantineEntry
+from pipeline.simulate.backends import BATCHED_BACKENDS, GPU_BACKENDS
+from pipeline.simulate.batching import GpuBatching, GpuBatchPlanner, MotionJob, WorldBatch, steps_per_frame
 from pipeline.sources.base import SourceSpec
 from pipeline.split import SUBSETS
 from pipeline.store import Chunking, file_cache, load_schema
@@ -232,10 +232,9 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     sim_futures = []
     sim_parts: dict[int, list] = {}  # id(future) → its (item, passes) parts, for batched backends
     n_sim = n_quarantined = 0
-    batched = cfg.sim_backend in BATCHED_BACKENDS
     resources = {"GPU": 1} if cfg.sim_backend in GPU_BACKENDS else None
     planner = None
-    if batched and cfg.simulate is not None:
+    if cfg.sim_backend in BATCHED_BACKENDS and cfg.simulate is not None:
         planner = GpuBatchPlanner(sim_batching or GpuBatching(), cfg.simulate.passes,
                                   steps_per_frame(cfg.canonical.fps_hz, cfg.simulate.control_hz))
     all_passes = tuple(range(cfg.simulate.passes)) if cfg.simulate is not None else ()
@@ -246,17 +245,17 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
             fut = executor.submit(simulate_parts, parts, cfg, b.worlds, resources=resources)
             sim_futures.append(fut)
             sim_parts[id(fut)] = parts
-            say(f"[simulate] batch of {b.worlds} worlds ({len(b.parts)} motions, {b.max_frames} frames longest, "
-                f"≈ {b.memory_bytes(planner.steps_per_frame) / 2**30:.2f} GiB) sent")
+            say(f"[simulate] batch of {b.worlds} worlds ({len(b.parts)} motion(s), {b.max_frames} frames longest, "
+                f"≈ {b.memory_bytes(planner.steps_per_frame) / 2**20:.0f} MiB) sent")
 
     for fut in executor.as_completed(futures):
-        batch_items, batch_jobs_ = [], []
+        batch_items, ready = [], []
         for o in fut.result():
             path = by_key[(o.source, o.path)].path
             fresh[path] = o
             batch_items.extend(o.to_simulate)
             if planner is not None:
-                batch_jobs_ += [MotionJob(item, n) for item, n in zip(o.to_simulate, motion_frames(o))]
+                ready += [MotionJob(item, n) for item, n in zip(o.to_simulate, motion_frames(o))]
             if o.quarantine is not None:
                 n_quarantined += 1
                 say(f"[quarantine] {o.quarantine.path} ({o.quarantine.stage}): {o.quarantine.reason}")
@@ -268,7 +267,7 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
         n_sim += len(batch_items)
         if planner is not None:
             # batched backends: motions accumulate across processing batches into batches of worlds
-            submit_batches(planner.add(batch_jobs_))
+            submit_batches(planner.add(ready))
         elif batch_items:
             # CPU tasks take a few motions each, so that the last ones of a build spread over the workers
             step = CPU_SIM_MOTIONS_PER_TASK
