@@ -83,7 +83,7 @@ def main() -> None:
     # warm-up: compile / load the kernels
     warm = [prepare_sequence(m, cfg) for m in motions(1, 0.2)]
     t = time.perf_counter()
-    simulate_batch(warm, cfg, 0, WarpBatchSettings(**opts), args.device)
+    simulate_batch(warm, cfg, WarpBatchSettings(**opts), args.device)
     warm_s = time.perf_counter() - t
     rows = []
     for w in sizes:
@@ -91,7 +91,7 @@ def main() -> None:
         t = time.perf_counter()
         preps = [prepare_sequence(m, cfg) for m in mos]
         prep_s = time.perf_counter() - t
-        _, st = simulate_batch(preps, cfg, 0, WarpBatchSettings(max_worlds=w, **opts), args.device)
+        _, st = simulate_batch(preps, cfg, WarpBatchSettings(max_worlds=w, **opts), args.device)
         sim_s = sum(m.n_frames / m.fps_hz for m in mos)
         rate = sim_s / st.wall_s
         rows.append({"worlds": w, "motion_s": sim_s, "device_wall_s": st.wall_s, "prep_s_host": prep_s,

@@ -18,9 +18,10 @@ from prefect.futures import as_completed, wait
 from pipeline.dataset import assembly
 from pipeline.dataset.build import build_dataset, report_task
 from pipeline.dataset.files import process_files
-from pipeline.dataset.simulation import simulate_motions
+from pipeline.dataset.simulation import simulate_motions, simulate_parts
 from pipeline.process import BuildConfig
 from pipeline.quality import Thresholds
+from pipeline.simulate.batching import GpuBatching
 from pipeline.sources.base import SourceSpec
 from pipeline.store import Chunking
 
@@ -28,6 +29,7 @@ _NO_RETRY = {"cache_policy": NO_CACHE, "retries": 0}
 TASKS: dict[Callable, object] = {
     process_files: task(process_files, name="ingest-files", **_NO_RETRY),
     simulate_motions: task(simulate_motions, name="simulate", **_NO_RETRY),
+    simulate_parts: task(simulate_parts, name="simulate-batch", **_NO_RETRY),
     assembly.write_regions: task(assembly.write_regions, name="write-regions", cache_policy=NO_CACHE, retries=1),
     assembly.store_stats: task(assembly.store_stats, name="stats", **_NO_RETRY),
     report_task: task(report_task, name="report", **_NO_RETRY),
@@ -61,8 +63,10 @@ def build(
     thresholds: Thresholds | None = None,
     force: bool = False,
     compact: bool = False,
+    sim_batching: GpuBatching | None = None,
 ) -> dict:
     """Incrementally build every subset store of the dataset root ``out_dir``; returns the summary
-    (``pipeline.dataset.build.build_dataset``; ``compact``: rewrite every store afresh)."""
+    (``pipeline.dataset.build.build_dataset``; ``compact``: rewrite every store afresh;
+    ``sim_batching``: batches of worlds of a batched simulator backend)."""
     return build_dataset(sources, out_dir, cfg, chunking, workers, thresholds, force, executor=PrefectExecutor(),
-                         compact=compact)
+                         compact=compact, sim_batching=sim_batching)

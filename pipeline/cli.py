@@ -40,6 +40,12 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sim-backend", choices=["cpu", "gpu", "warp-cpu", "isaacgym"], default="cpu",
                    help="simulator backend: cpu (MuJoCo), gpu (MuJoCo Warp, batched, on CUDA GPU workers), "
                         "warp-cpu (the same code on Warp's CPU device: for checks, slow)")
+    p.add_argument("--gpu-batch-worlds", type=int, default=None,
+                   help="with --sim-backend gpu/warp-cpu: (motion, pass) sequences per GPU batch, accumulated "
+                        "across file batches (default 4096: fills an H100/H200; docs/simulation.md)")
+    p.add_argument("--gpu-batch-memory-gib", type=float, default=None,
+                   help="with --sim-backend gpu/warp-cpu: cap on a GPU batch's estimated device memory, GiB; "
+                        "batches of long sequences get fewer worlds (default 32)")
     p.add_argument("--thresholds", default=None, help="quality thresholds file (TOML/JSON), see docs/quality.md")
     p.add_argument("--workers", type=int, default=None,
                    help="local Dask worker processes (default min(cpus, 4)); with --scheduler-address, the "
@@ -72,6 +78,19 @@ def _build_config(args: argparse.Namespace):
     return replace(cfg, canonical=canonical, windows=windows, simulate=sim, sim_backend=args.sim_backend)
 
 
+def _sim_batching(args: argparse.Namespace):
+    """``GpuBatching`` from --gpu-batch-worlds/--gpu-batch-memory-gib (``None``: the defaults)."""
+    from dataclasses import replace
+
+    from pipeline.simulate.batching import GpuBatching
+
+    worlds, gib = getattr(args, "gpu_batch_worlds", None), getattr(args, "gpu_batch_memory_gib", None)
+    if worlds is None and gib is None:
+        return None
+    b = GpuBatching()
+    return replace(b, worlds=b.worlds if worlds is None else worlds, memory_gib=b.memory_gib if gib is None else gib)
+
+
 def _thresholds(args: argparse.Namespace):
     from pipeline.quality import Thresholds
 
@@ -79,13 +98,14 @@ def _thresholds(args: argparse.Namespace):
 
 
 def run_build(sources, out, cfg, workers=None, scheduler_address=None, thresholds=None, force=False,
-              shared_root=False, compact=False) -> dict:
+              shared_root=False, compact=False, sim_batching=None) -> dict:
     """Run the Prefect ``build`` flow on a Dask task runner with one Prefect API for all processes.
 
     ``out`` is a local dataset root or an ``s3://`` URL (built in a local mirror, then pushed:
     ``pipeline.store.remote_root``). With a ``scheduler_address`` that is not a loopback address
     the workers run on other machines: ``shared_root`` must assert that the root (the mirror of
     an ``s3://`` root) and the sources are on a shared filesystem, else ``ValueError``.
+    ``sim_batching``: ``GpuBatching`` of a batched simulator backend (``None``: the defaults).
     """
     from pipeline.store.remote_root import is_remote
 
@@ -93,7 +113,7 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
         check_worker_paths(out, scheduler_address, shared_root)
     if is_remote(out):
         return _run_remote_build(sources, str(out), cfg, workers, scheduler_address, thresholds, force, shared_root,
-                                 compact)
+                                 compact, sim_batching)
     out = Path(out)
     from flows.runtime import prefect_environment
 
@@ -115,7 +135,7 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
         n = workers or default_workers()
         return build.with_options(task_runner=runner)(
             sources=list(sources), out_dir=str(out), cfg=cfg, workers=n, thresholds=thresholds, force=force,
-            compact=compact,
+            compact=compact, sim_batching=sim_batching,
         )
 
 
@@ -141,7 +161,7 @@ def check_worker_paths(out, scheduler_address: str, shared_root: bool) -> None:
 
 
 def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds, force, shared_root=False,
-                      compact=False) -> dict:
+                      compact=False, sim_batching=None) -> dict:
     from pipeline.store.location import open_location
     from pipeline.store.remote_root import mirror_dir, pull_state, push_state, remote_has_stores
 
@@ -150,7 +170,8 @@ def _run_remote_build(sources, url, cfg, workers, scheduler_address, thresholds,
     with loc.lock("build"):
         pulled = pull_state(loc, mirror)
         print(f"[remote] {url}: working mirror {mirror} (pulled {', '.join(pulled) or 'nothing'})")
-        summary = run_build(sources, mirror, cfg, workers, scheduler_address, thresholds, force, shared_root, compact)
+        summary = run_build(sources, mirror, cfg, workers, scheduler_address, thresholds, force, shared_root, compact,
+                            sim_batching)
         stores = not summary.get("up_to_date") or not remote_has_stores(loc)
         pushed = push_state(loc, mirror, stores=stores)
         print(f"[remote] pushed {', '.join(pushed)} to {url}")
@@ -237,7 +258,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     _check_sources(args.source)
     cfg = _build_config(args)
     summary = run_build(args.source, out, cfg, args.workers, args.scheduler_address,
-                        _thresholds(args), force=args.force, shared_root=args.shared_root)
+                        _thresholds(args), force=args.force, shared_root=args.shared_root,
+                        sim_batching=_sim_batching(args))
     return _finish(summary, out, cfg.simulate is not None)
 
 
@@ -260,7 +282,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"[demo] generated {len(files)} AMASS-format npz files (60/100/120/250 Hz) under {corpus}")
     cfg = _build_config(args)
     summary = run_build([SourceSpec("amass", corpus)], out / "stores", cfg,
-                        args.workers, args.scheduler_address, _thresholds(args), shared_root=args.shared_root)
+                        args.workers, args.scheduler_address, _thresholds(args), shared_root=args.shared_root,
+                        sim_batching=_sim_batching(args))
     status = _finish(summary, out / "stores", cfg.simulate is not None)
     print("open a store with plain xarray:  python -c \"import xarray as xr; "
           f"print(xr.open_zarr('{summary['subsets']['motion']['store']}'))\"")

@@ -160,6 +160,21 @@ def test_batch_api_and_backends():
         SimConfig(control_hz=60.0, physics_dt_s=1 / 500)
 
 
+def test_simulate_jobs_mixes_passes_in_one_call():
+    """``simulate_jobs``: (motion, pass) jobs of any passes, one result per job in order, equal to
+    ``simulate`` pass by pass (the build's GPU batches hold several passes of a motion)."""
+    from pipeline.simulate import simulate_jobs
+
+    cfg = SimConfig(passes=2)
+    a, b = demo_motion("stand", duration_s=0.4, subject=0), demo_motion("stand", duration_s=0.5, subject=1)
+    res = simulate_jobs([(a, 1), (b, 0), (a, 0)], cfg, backend="cpu")
+    assert [(r.sequence_id, r.pass_index) for r in res] == [
+        (a.provenance.sequence_id, 1), (b.provenance.sequence_id, 0), (a.provenance.sequence_id, 0)]
+    np.testing.assert_array_equal(res[0].joint_torque_nm, simulate([a], cfg, 1)[0].joint_torque_nm)
+    with pytest.raises(ValueError):
+        simulate_jobs([(a, 2)], cfg)
+
+
 def _exclusions(mo, r):
     """The build's data-quality verdict on a simulated pass (as ``flows/build.py`` stores it)."""
     from pipeline.process import BuildConfig, simulated_payload
@@ -228,3 +243,21 @@ def test_torque_limit_applies_to_the_net_joint_torque():
     assert hips.max() <= 1.1 * limit, (hips.max(), limit)
     assert r.metrics["mpjpe_median_mm"] < 50.0, r.metrics["mpjpe_median_mm"]
     assert r.metrics["reset_count"] == 0
+
+
+def test_prepare_sequence_reuses_another_pass_preparation():
+    """``prepare_sequence(like=...)`` (the batched backend's passes of one motion) equals a fresh
+    preparation of that pass, array for array."""
+    from pipeline.simulate.engine import prepare_sequence
+
+    cfg = SimConfig()
+    mo = demo_motion("walk", 1.2, duration_s=0.6, subject=1)
+    p0 = prepare_sequence(mo, cfg, 0)
+    fresh, shared = prepare_sequence(mo, cfg, 1), prepare_sequence(mo, cfg, 1, like=p0)
+    assert shared.dyn is p0.dyn and shared.hum is p0.hum and shared.pass_index == fresh.pass_index == 1
+    for name in ("rq", "rv", "ra", "ref_pos", "gate", "plan", "swing", "spring_q"):
+        a, b = getattr(fresh, name), getattr(shared, name)
+        assert (a is None and b is None) or np.array_equal(a, b), name
+    assert shared.scale == fresh.scale
+    assert np.array_equal(shared.model.dof_damping, fresh.model.dof_damping)
+    assert np.array_equal(shared.data.qpos, fresh.data.qpos) and np.array_equal(shared.data.qvel, fresh.data.qvel)

@@ -70,3 +70,17 @@ def test_backend_names():
 def test_length_buckets():
     assert length_buckets([5, 3, 9, 3], 2) == [[1, 3], [0, 2]]
     assert length_buckets([], 4) == []
+
+
+def test_batch_memory_estimate_covers_the_measured_arrays(pair):
+    """The build's GPU batch planner caps batches by ``batching.world_bytes``: it must not
+    undercount the batch's MuJoCo Warp and controller arrays (nor be far above them)."""
+    from pipeline.simulate.batching import steps_per_frame, world_bytes
+
+    mos, _, _, stats = pair
+    spf = steps_per_frame(mos[0].fps_hz, SimConfig().control_hz)
+    estimate = stats[0].worlds * world_bytes(max(m.n_frames for m in mos), spf)
+    used = stats[0].device_bytes + stats[0].controller_bytes
+    print(f"estimate {estimate / 2**20:.2f} MiB, measured {used / 2**20:.2f} MiB "
+          f"(device {stats[0].device_bytes / 2**20:.2f}, controller {stats[0].controller_bytes / 2**20:.2f})")
+    assert used <= estimate <= 2 * used

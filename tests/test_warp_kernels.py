@@ -255,7 +255,7 @@ def test_device_controller_matches_host_controller(reset_mpjpe_m):
     out = {}
     for flag in (False, True):
         preps = [prepare_sequence(mo, cfg) for mo in mos]
-        out[flag] = simulate_batch(preps, cfg, 0, WarpBatchSettings(device_controller=flag), "cpu")
+        out[flag] = simulate_batch(preps, cfg, WarpBatchSettings(device_controller=flag), "cpu")
     (host, hs), (dev, ds) = out[False], out[True]
     assert ds.overflow_worlds == hs.overflow_worlds == ()
     assert ds.force_plan_kkt_max < 1e-6 and ds.device_controller and not hs.device_controller

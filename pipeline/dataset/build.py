@@ -24,6 +24,8 @@ from pipeline.process import BuildConfig
 from pipeline.quality import Thresholds, build_report
 from pipeline.quality.flags import write_quality_outputs
 from pipeline.records import QuarantineEntry
+from pipeline.simulate.backends import BATCHED_BACKENDS, GPU_BACKENDS
+from pipeline.simulate.batching import GpuBatching, GpuBatchPlanner, MotionJob, WorldBatch, steps_per_frame
 from pipeline.sources.base import SourceSpec
 from pipeline.split import SUBSETS
 from pipeline.store import Chunking, file_cache, load_schema
@@ -37,7 +39,7 @@ from .discovery import RunPlan, discover, inputs_fingerprint, plan_run
 from .executor import Executor, SerialExecutor, release_memory
 from .files import ModifyHook, batch_jobs, process_files
 from .records import FileOutcome, SimOutcome
-from .simulation import simulate_motions
+from .simulation import merge_parts, simulate_motions, simulate_parts
 from .summary import SUMMARY_FILE, summarize
 
 
@@ -75,6 +77,7 @@ def build_dataset(
     report: bool = True,
     created_by: str = "dynaset build",
     compact: bool = False,
+    sim_batching: GpuBatching | None = None,
 ) -> dict:
     """Incrementally build every subset store of the dataset root ``out_dir``; returns the summary.
 
@@ -82,7 +85,10 @@ def build_dataset(
     ``modify``: a hook editing each sequence before metrics and staging (serial executors only: it
     is not part of the processing key); ``report``: write ``report.html``; ``compact``: rewrite
     every store afresh (no tombstones, sequences in id order: byte-identical to a fresh build of the
-    same inputs) even when nothing changed. The root is locked.
+    same inputs) even when nothing changed; ``sim_batching``: how a batched simulator backend
+    (``cfg.sim_backend`` ``gpu``/``warp-cpu``) groups simulations into batches of worlds (default
+    ``GpuBatching()``; not part of the processing key: it does not change results). The root is
+    locked.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,7 +99,7 @@ def build_dataset(
         ledger = Ledger(out / LEDGER_FILE)
         try:
             return _run(sources, out, cfg, chunking, workers, thresholds, force, executor, modify, report,
-                        created_by, compact, ledger)
+                        created_by, compact, ledger, sim_batching)
         finally:
             ledger.close()
 
@@ -107,7 +113,8 @@ def compact_dataset(root: str | Path, executor: Executor | None = None) -> dict:
 
 
 def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, thresholds: Thresholds, force: bool,
-         executor: Executor, modify, report: bool, created_by: str, compact: bool, ledger: Ledger) -> dict:
+         executor: Executor, modify, report: bool, created_by: str, compact: bool, ledger: Ledger,
+         sim_batching: GpuBatching | None = None) -> dict:
     t_start = time.perf_counter()
     build_id = uuid.uuid4().hex[:12]
     started = now_iso()
@@ -135,7 +142,7 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
                        ledger_hash=ledger.content_hash(), run_id=build_id)
         return summary
 
-    entries, t_process, t_simulate = _process(run, out, cfg, thresholds, workers, executor, modify)
+    entries, t_process, t_simulate = _process(run, out, cfg, thresholds, workers, executor, modify, sim_batching)
     release_memory()
 
     # every live file's outcome: fresh ones and cached ones, in (source, path) order
@@ -200,10 +207,14 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
 
 
 def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, workers: int, executor: Executor,
-             modify) -> tuple[dict[str, dict], float, float]:
+             modify, sim_batching: GpuBatching | None = None) -> tuple[dict[str, dict], float, float]:
     """ingest → canonicalize → contact → fit → split → quality → stage for the files to process, in
-    parallel batches; each finished batch's motions go on to the simulate stage right away. Every
-    file's cache entry is completed as soon as its outcome (and its simulations) are in.
+    parallel batches; each finished batch's motions go on to the simulate stage right away: on the
+    CPU backend in tasks of ``CPU_SIM_MOTIONS_PER_TASK`` motions, on a batched backend through the
+    ``GpuBatchPlanner`` (``sim_batching``), which accumulates them across processing batches into
+    batches of worlds (the last, partial one sent when processing ends; a motion's passes may span
+    batches: ``simulation.merge_parts`` joins them). Every file's cache entry is completed as soon
+    as its outcome (and its simulations) are in.
 
     Returns (path → {"file": FileOutcome, "sims": SimOutcomes} of the processed files plus the
     cached ones, process wall seconds, simulate wall seconds)."""
@@ -216,16 +227,35 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     futures = [executor.submit(process_files, batch, cfg, thresholds, *((modify,) if modify else ()))
                for batch in batches]
     fresh: dict[str, FileOutcome] = {}
-    pending: dict[str, list[SimOutcome]] = {}
+    pending: dict[str, list[SimOutcome]] = {}  # file → its motions' finished simulations
+    got: dict[str, list] = {}  # canonical motion file → [(passes, SimOutcome)] of its parts so far
     sim_futures = []
+    sim_parts: dict[int, list] = {}  # id(future) → its (item, passes) parts, for batched backends
     n_sim = n_quarantined = 0
-    resources = {"GPU": 1} if cfg.sim_backend == "gpu" else None
+    resources = {"GPU": 1} if cfg.sim_backend in GPU_BACKENDS else None
+    planner = None
+    if cfg.sim_backend in BATCHED_BACKENDS and cfg.simulate is not None:
+        planner = GpuBatchPlanner(sim_batching or GpuBatching(), cfg.simulate.passes,
+                                  steps_per_frame(cfg.canonical.fps_hz, cfg.simulate.control_hz))
+    all_passes = tuple(range(cfg.simulate.passes)) if cfg.simulate is not None else ()
+
+    def submit_batches(batches: list[WorldBatch]) -> None:
+        for b in batches:
+            parts = [(p.item, p.passes) for p in b.parts]
+            fut = executor.submit(simulate_parts, parts, cfg, b.worlds, resources=resources)
+            sim_futures.append(fut)
+            sim_parts[id(fut)] = parts
+            say(f"[simulate] batch of {b.worlds} worlds ({len(b.parts)} motion(s), {b.max_frames} frames longest, "
+                f"≈ {b.memory_bytes(planner.steps_per_frame) / 2**20:.0f} MiB) sent")
+
     for fut in executor.as_completed(futures):
-        batch_items = []
+        batch_items, ready = [], []
         for o in fut.result():
             path = by_key[(o.source, o.path)].path
             fresh[path] = o
             batch_items.extend(o.to_simulate)
+            if planner is not None:
+                ready += [MotionJob(item, n) for item, n in zip(o.to_simulate, motion_frames(o))]
             if o.quarantine is not None:
                 n_quarantined += 1
                 say(f"[quarantine] {o.quarantine.path} ({o.quarantine.stage}): {o.quarantine.reason}")
@@ -234,18 +264,28 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
             else:
                 pending[path] = []
         say(f"[process] {len(fresh)}/{len(run.todo)} files done, {n_quarantined} quarantined")
-        if batch_items:
-            n_sim += len(batch_items)
-            # a GPU task imitates the whole batch at once; CPU tasks take a few motions each, so
-            # that the last ones of a build spread over the workers
-            step = len(batch_items) if resources else CPU_SIM_MOTIONS_PER_TASK
-            sim_futures += [executor.submit(simulate_motions, batch_items[i : i + step], cfg, resources=resources)
-                            for i in range(0, len(batch_items), step)]
+        n_sim += len(batch_items)
+        if planner is not None:
+            # batched backends: motions accumulate across processing batches into batches of worlds
+            submit_batches(planner.add(ready))
+        elif batch_items:
+            # CPU tasks take a few motions each, so that the last ones of a build spread over the workers
+            step = CPU_SIM_MOTIONS_PER_TASK
+            sim_futures.extend(executor.submit(simulate_motions, batch_items[i : i + step], cfg, resources=resources)
+                               for i in range(0, len(batch_items), step))
+    if planner is not None:
+        submit_batches(planner.flush())  # the last, partial batch
     t_process = time.perf_counter() - t0
     origin_file = {c[1]: path for path, o in fresh.items() for c in o.to_simulate}
     n_done = 0
     for fut in executor.as_completed(sim_futures):
-        for so in fut.result():
+        parts = sim_parts.get(id(fut))
+        for i, so in enumerate(fut.result()):
+            have = got.setdefault(so.origin, [])
+            have.append((parts[i][1] if parts is not None else all_passes, so))
+            if sum(len(p) for p, _ in have) < len(all_passes):
+                continue  # more passes of this motion are in other batches
+            so = merge_parts(got.pop(so.origin))
             n_done += 1
             path = origin_file[so.origin]
             pending[path].append(so)
@@ -260,6 +300,13 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     for path, o in fresh.items():
         entries[path] = {"file": o, "sims": _by_id(pending.get(path, []))}
     return entries, t_process, t_simulate
+
+
+def motion_frames(o: FileOutcome) -> list[int]:
+    """Frames of each motion a file hands to the simulate stage (``o.to_simulate`` order): the
+    staged sequence its canonical motion file was saved beside (``files.process_files``)."""
+    frames = {f"{s.path.name}.npz": s.n_frames for s in o.staged}
+    return [frames.get(Path(path).name, 0) for _, path, _ in o.to_simulate]
 
 
 def _by_id(sims: list[SimOutcome]) -> tuple[SimOutcome, ...]:

@@ -10,7 +10,7 @@ from pipeline.lab.measured import SourceTorques
 from pipeline.process import BuildConfig, simulated_key, simulated_payload
 from pipeline.quality.metrics import inputs_from_payload, metrics_row
 from pipeline.records import QuarantineEntry
-from pipeline.simulate import simulate
+from pipeline.simulate import simulate_jobs
 from pipeline.store import stage_sequence
 from pipeline.store.canonical_io import load_canonical, load_extras
 
@@ -25,67 +25,103 @@ def _error(exc: BaseException) -> str:
 
 
 def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> list[SimOutcome]:
-    """Imitate a batch of (sequence id, canonical motion file, split) ``cfg.simulate.passes`` times.
+    """Imitate a batch of (sequence id, canonical motion file, split) ``cfg.simulate.passes`` times
+    (``simulate_parts`` with every pass of every motion); one ``SimOutcome`` per item."""
+    passes = tuple(range(cfg.simulate.passes))
+    return simulate_parts([(item, passes) for item in items], cfg)
 
-    Each pass runs the whole batch through the backend at once (a GPU backend batches across
-    sequences); if the batch fails, its motions are retried one by one so that a motion the
-    simulator cannot handle is quarantined alone. Every pass of every motion is staged as its own
-    sequence (ground_reaction + torque subsets) with its quality-metrics row; for a motion with
-    measured forces (hand-over extras) the row also holds the validation metrics against the plates
-    and the inverse dynamics. A motion with the source's own ID (AddBiomechanics) stages it beside
-    every pass (``source_tau_opensim``).
+
+def simulate_parts(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cfg: BuildConfig,
+                   max_worlds: int | None = None) -> list[SimOutcome]:
+    """Imitate (item, passes) parts: the given passes of each (sequence id, canonical motion file,
+    split); one ``SimOutcome`` per part, holding its passes only (``merge_parts`` joins the parts
+    of one motion).
+
+    All (motion, pass) sequences go through the backend in one call (``simulate_jobs``: a batched
+    backend runs them as one batch of up to ``max_worlds`` worlds, the CPU backend pass by pass);
+    if that call fails, the sequences are retried one by one so that a motion the simulator
+    cannot handle is quarantined alone (its remaining passes are skipped). Every pass is staged as
+    its own sequence (ground_reaction + torque subsets) with its quality-metrics row; for a motion
+    with measured forces (hand-over extras) the row also holds the validation metrics against the
+    plates and the inverse dynamics. A motion with the source's own ID (AddBiomechanics) stages it
+    beside every pass (``source_tau_opensim``).
     """
     t0 = time.perf_counter()
-    loaded, failed, measured, source_tau = [], {}, {}, {}
-    for key, path, split in items:
+    motions, failed, measured, source_tau = {}, {}, {}, {}
+    for (key, path, split), _ in parts:
+        if path in motions or path in failed:
+            continue
         try:
-            loaded.append((key, path, split, load_canonical(Path(path))))
+            motions[path] = load_canonical(Path(path))
             extras = load_extras(Path(path))
             measured[path] = {k: extras[k] for k in VALIDATION_EXTRAS if k in extras}
             source_tau[path] = SourceTorques.from_extras(extras)
         except Exception as exc:  # an unreadable hand-over file: quarantine this motion only
             failed[path] = _error(exc)
-    staged: dict[str, list] = {path: [] for _, path, _, _ in loaded}
-    rows: dict[str, list] = {path: [] for _, path, _, _ in loaded}
-    for p in range(cfg.simulate.passes):
-        batch = [item for item in loaded if item[1] not in failed]
-        try:
-            results = simulate([m for *_, m in batch], cfg.simulate, pass_index=p, backend=cfg.sim_backend)
-        except Exception:
-            results = []
-            for key, path, _, motion in batch:
-                try:
-                    results.append(simulate([motion], cfg.simulate, pass_index=p, backend=cfg.sim_backend)[0])
-                except Exception as exc:
-                    failed[path] = _error(exc)
-                    results.append(None)
-        for (key, path, split, motion), result in zip(batch, results):
-            if result is None:
+    jobs = [(item, p) for item, passes in parts if item[1] in motions for p in passes]
+    try:
+        results = simulate_jobs([(motions[item[1]], p) for item, p in jobs], cfg.simulate, cfg.sim_backend,
+                                max_worlds)
+    except Exception:
+        results = []
+        for item, p in jobs:
+            path = item[1]
+            if path in failed:
+                results.append(None)
                 continue
             try:
-                frame, window, values = simulated_payload(motion, result, split, cfg.windows, source_tau.get(path))
-                sim_key = simulated_key(key, p)
-                extras = {"residual_wrench": result.residual_wrench, **measured.get(path, {})}
-                if result.dyn_root_correction_m is not None:
-                    extras["dyn_root_correction_m"] = result.dyn_root_correction_m
-                if result.swing_penetration_m is not None:
-                    extras["swing_penetration_m"] = result.swing_penetration_m
-                arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
-                rows[path].append(metrics_row(arrays, meta))
-                staged[path].append(stage_sequence(
-                    Path(path).parent.parent / "sim", sim_key, frame, window, values,
-                    subsets=("ground_reaction", "torque"),
-                ))
+                results.append(simulate_jobs([(motions[path], p)], cfg.simulate, cfg.sim_backend)[0])
             except Exception as exc:
                 failed[path] = _error(exc)
-    share = (time.perf_counter() - t0) / max(1, len(items))
+                results.append(None)
+    staged: dict[tuple, list] = {}
+    rows: dict[tuple, list] = {}
+    for ((key, path, split), p), result in zip(jobs, results):
+        if result is None or path in failed:
+            continue
+        motion = motions[path]
+        try:
+            frame, window, values = simulated_payload(motion, result, split, cfg.windows, source_tau.get(path))
+            sim_key = simulated_key(key, p)
+            extras = {"residual_wrench": result.residual_wrench, **measured.get(path, {})}
+            if result.dyn_root_correction_m is not None:
+                extras["dyn_root_correction_m"] = result.dyn_root_correction_m
+            if result.swing_penetration_m is not None:
+                extras["swing_penetration_m"] = result.swing_penetration_m
+            arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
+            rows.setdefault((path, p), []).append(metrics_row(arrays, meta))
+            staged.setdefault((path, p), []).append(stage_sequence(
+                Path(path).parent.parent / "sim", sim_key, frame, window, values,
+                subsets=("ground_reaction", "torque"),
+            ))
+        except Exception as exc:
+            failed[path] = _error(exc)
+    elapsed = time.perf_counter() - t0
+    n_worlds = max(1, sum(max(1, len(passes)) for _, passes in parts))
     out = []
-    for key, path, _ in items:
+    for (key, path, _), passes in parts:
+        share = elapsed * max(1, len(passes)) / n_worlds
         if path in failed:
             out.append(SimOutcome(key, path, quarantine=QuarantineEntry(path=key, stage="simulate", reason=failed[path]),
                                   seconds=share))
         else:
-            motion = next(m for k, pth, _, m in loaded if pth == path)
-            out.append(SimOutcome(key, path, tuple(staged[path]), tuple(rows[path]), None, share,
-                                  motion.n_frames * cfg.simulate.passes))
+            out.append(SimOutcome(key, path, tuple(s for p in passes for s in staged.get((path, p), [])),
+                                  tuple(r for p in passes for r in rows.get((path, p), [])), None, share,
+                                  motions[path].n_frames * len(passes)))
     return out
+
+
+def merge_parts(parts: list[tuple[tuple[int, ...], SimOutcome]]) -> SimOutcome:
+    """One motion's ``SimOutcome`` from the outcomes of its parts (passes, outcome), in any order:
+    staged passes and metrics rows in pass order; quarantined if any part is (the first part's
+    reason, in pass order), as when all passes run in one task."""
+    if len(parts) == 1:
+        return parts[0][1]
+    parts = sorted(parts, key=lambda po: min(po[0], default=0))
+    first = parts[0][1]
+    seconds = sum(o.seconds for _, o in parts)
+    bad = next((o.quarantine for _, o in parts if o.quarantine is not None), None)
+    if bad is not None:
+        return SimOutcome(first.sequence_id, first.origin, quarantine=bad, seconds=seconds)
+    return SimOutcome(first.sequence_id, first.origin, tuple(s for _, o in parts for s in o.staged),
+                      tuple(r for _, o in parts for r in o.metrics), None, seconds, sum(o.frames for _, o in parts))

@@ -20,7 +20,7 @@ from pipeline.simulate.humanoid import HumanoidParams, build_humanoid, skeleton_
 
 __all__ = [
     "ContactQP", "Gains", "HumanoidParams", "SimConfig", "SimulationResult", "build_humanoid", "simulate",
-    "simulate_motion", "skeleton_from_motion",
+    "simulate_jobs", "simulate_motion", "skeleton_from_motion",
 ]
 
 
@@ -36,3 +36,16 @@ def simulate(motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int
     if not 0 <= int(pass_index) < cfg.passes:
         raise ValueError(f"pass_index {pass_index} outside [0, {cfg.passes})")
     return get_backend(backend).simulate(list(motions), cfg, int(pass_index))
+
+
+def simulate_jobs(jobs: Sequence[tuple[CanonicalMotion, int]], cfg: SimConfig, backend: str = "cpu",
+                  max_worlds: int | None = None) -> list[SimulationResult]:
+    """Imitate (motion, pass index) sequences of any passes; one result per job, in order.
+
+    A batched backend (``gpu``, ``warp-cpu``) runs them as one batch of worlds where they fit in
+    ``max_worlds`` (its default otherwise), the others pass by pass (``Backend.simulate_jobs``).
+    """
+    for _, p in jobs:
+        if not 0 <= int(p) < cfg.passes:
+            raise ValueError(f"pass_index {p} outside [0, {cfg.passes})")
+    return get_backend(backend, max_worlds=max_worlds).simulate_jobs([(m, int(p)) for m, p in jobs], cfg)

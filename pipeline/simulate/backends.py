@@ -32,6 +32,17 @@ class Backend:
                  ) -> list[SimulationResult]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def simulate_jobs(self, jobs: Sequence[tuple[CanonicalMotion, int]], cfg: SimConfig
+                      ) -> list[SimulationResult]:
+        """(motion, pass index) sequences of any passes; one result per job, in order. Batched
+        backends run them together (``MjWarpBackend``); here: one ``simulate`` call per pass."""
+        results: list = [None] * len(jobs)
+        for p in sorted({int(k) for _, k in jobs}):
+            idx = [i for i, (_, k) in enumerate(jobs) if int(k) == p]
+            for i, r in zip(idx, self.simulate([jobs[i][0] for i in idx], cfg, p)):
+                results[i] = r
+        return results
+
     @property
     def needs_gpu(self) -> bool:
         return False
@@ -48,17 +59,22 @@ class CpuMujocoBackend(Backend):
         return [simulate_motion(m, cfg, pass_index) for m in motions]
 
 
-def MjWarpBackend(device: str | None = None, settings=None) -> Backend:
+def MjWarpBackend(device: str | None = None, settings=None, max_worlds: int | None = None) -> Backend:
     """The MuJoCo Warp backend (``pipeline.simulate.warp.backend.MjWarpBackend``), imported lazily
-    so that the CPU path never imports Warp. ``device=None`` needs a CUDA device."""
-    from pipeline.simulate.warp.backend import MjWarpBackend as _Impl
+    so that the CPU path never imports Warp. ``device=None`` needs a CUDA device; ``max_worlds``
+    overrides ``settings.max_worlds`` (worlds per batch)."""
+    import dataclasses
 
+    from pipeline.simulate.warp.backend import MjWarpBackend as _Impl, WarpBatchSettings
+
+    if max_worlds is not None:
+        settings = dataclasses.replace(settings or WarpBatchSettings(), max_worlds=int(max_worlds))
     return _Impl(device=device, settings=settings)
 
 
-def MjWarpCpuBackend() -> Backend:
+def MjWarpCpuBackend(max_worlds: int | None = None) -> Backend:
     """MuJoCo Warp on Warp's CPU device: the GPU code path without a GPU (tests, benchmarks)."""
-    return MjWarpBackend(device="cpu")
+    return MjWarpBackend(device="cpu", max_worlds=max_worlds)
 
 
 class IsaacGymBackend(Backend):
@@ -79,11 +95,21 @@ class IsaacGymBackend(Backend):
 BACKENDS = {"cpu": CpuMujocoBackend, "gpu": MjWarpBackend, "warp": MjWarpBackend, "warp-cpu": MjWarpCpuBackend,
             "isaacgym": IsaacGymBackend}
 
+BATCHED_BACKENDS = frozenset({"gpu", "warp", "warp-cpu"})
+"""Backends that simulate many sequences as one batch of worlds: the build accumulates their
+simulations into large batches (``pipeline.simulate.batching``)."""
 
-def get_backend(name: str) -> Backend:
-    """Backend instance by name (``cpu``, ``gpu``/``warp`` (CUDA), ``warp-cpu``, ``isaacgym``)."""
+GPU_BACKENDS = frozenset({"gpu", "warp"})
+"""Backends that need a CUDA device: the build sends their simulate tasks to ``GPU=1`` workers."""
+
+
+def get_backend(name: str, max_worlds: int | None = None) -> Backend:
+    """Backend instance by name (``cpu``, ``gpu``/``warp`` (CUDA), ``warp-cpu``, ``isaacgym``);
+    ``max_worlds``: worlds per batch of a batched backend (ignored by the others)."""
     try:
         cls = BACKENDS[name]
     except KeyError:
         raise ValueError(f"unknown simulation backend {name!r} (expected one of {sorted(BACKENDS)})") from None
+    if name in BATCHED_BACKENDS and max_worlds is not None:
+        return cls(max_worlds=max_worlds)
     return cls()

@@ -267,6 +267,7 @@ class PreparedSequence:
         spring_q: qpos addresses of the stiff joints' quaternions (their ``qpos_spring`` follows
             the reference at every tick).
         scale: this pass's gain scale.
+        pass_index: the pass (``pass_variation``) it was prepared for.
     """
 
     motion: CanonicalMotion
@@ -287,6 +288,7 @@ class PreparedSequence:
     swing_geoms: list[np.ndarray] | None
     spring_q: np.ndarray
     scale: float
+    pass_index: int = 0
 
     @property
     def steps_per_frame(self) -> int:
@@ -294,16 +296,26 @@ class PreparedSequence:
 
 
 def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
-                     humanoid: Humanoid | None = None) -> PreparedSequence:
+                     humanoid: Humanoid | None = None, like: PreparedSequence | None = None) -> PreparedSequence:
     """Humanoid, dynamics pass, reference, contact gates/plan, swing clearance and the initial
-    state of one (motion, pass): everything before the control loop (``PreparedSequence``)."""
-    skel = skeleton_from_motion(motion)
-    hum = humanoid or build_humanoid(skel, motion.mass_kg, motion.gender, cfg.humanoid, cfg.physics_dt_s)
+    state of one (motion, pass): everything before the control loop (``PreparedSequence``).
+
+    ``like``: this motion prepared for another pass with the same ``cfg``: its skeleton, humanoid
+    and dynamics pass (which do not depend on the pass; the dynamics pass is most of the
+    preparation's time) are reused instead of recomputed."""
+    if like is not None:
+        skel, hum = like.skel, like.hum
+    else:
+        skel = skeleton_from_motion(motion)
+        hum = humanoid or build_humanoid(skel, motion.mass_kg, motion.gender, cfg.humanoid, cfg.physics_dt_s)
     # private copy: dof_damping is set per run (gains vary per pass); the cached model stays pristine
     # and concurrent runs (threads of a Dask worker) never share mutable model fields
     m = copy.copy(hum.model)
     d = mujoco.MjData(m)
-    dyn = dynamics_pass(motion, hum, cfg.dynamics) if cfg.dynamics is not None else None
+    if like is not None:
+        dyn = like.dyn
+    else:
+        dyn = dynamics_pass(motion, hum, cfg.dynamics) if cfg.dynamics is not None else None
     ref = build_reference(dyn.motion if dyn is not None else motion, cfg.control_hz)
     spf = ref.steps_per_frame
     n = motion.n_frames
@@ -375,7 +387,8 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
     m.dof_damping[:] = b
 
     return PreparedSequence(motion, skel, hum, m, d, ctrl, dyn, ref, rq, rv, ra, ref_pos, gate, plan,
-                            swing if swing_geoms is not None else None, swing_geoms, spring_q, scale)
+                            swing if swing_geoms is not None else None, swing_geoms, spring_q, scale,
+                            int(pass_index))
 
 
 def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,

@@ -49,6 +49,7 @@ import numpy as np
 from pipeline.records import CanonicalMotion
 from pipeline.simulate.anchor import FlightAnchor
 from pipeline.simulate.backends import Backend
+from pipeline.simulate.batching import length_buckets
 from pipeline.simulate.warp import control as bc
 from pipeline.simulate.warp.runtime import cuda_available, init_warp, warp_installed
 
@@ -111,12 +112,6 @@ class BatchStats:
     """Bytes of the device controller's arrays (float64 references, scratch, recordings)."""
 
 
-def length_buckets(lengths: Sequence[int], max_worlds: int) -> list[list[int]]:
-    """Indices grouped into batches of at most ``max_worlds``, sorted by length (least padding)."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[i:i + max_worlds] for i in range(0, len(order), max_worlds)]
-
-
 def _subtree_matrix(parent: np.ndarray) -> np.ndarray:
     """(nbody, nbody) bool: ``[a, b]`` = body b is in body a's subtree."""
     nb = parent.shape[0]
@@ -166,9 +161,18 @@ class MjWarpBackend(Backend):
         return self.device != "cpu"
 
     def simulate(self, motions: Sequence[CanonicalMotion], cfg, pass_index: int = 0) -> list:
+        return self.simulate_jobs([(m, pass_index) for m in motions], cfg)
+
+    def simulate_jobs(self, jobs: Sequence[tuple[CanonicalMotion, int]], cfg) -> list:
+        """(motion, pass) sequences of any passes, batched together: bucketed by length
+        (``batching.length_buckets``, ``max_worlds`` per batch), one control rate per batch. Jobs
+        of the same motion object share its host preparation's pass-independent part."""
         from pipeline.simulate.engine import prepare_sequence
 
-        preps = [prepare_sequence(m, cfg, pass_index) for m in motions]
+        preps, first = [], {}
+        for m, p in jobs:  # the passes of one motion share its humanoid and dynamics pass
+            preps.append(prepare_sequence(m, cfg, p, like=first.get(id(m))))
+            first.setdefault(id(m), preps[-1])
         results: list = [None] * len(preps)
         self.last_stats = []
         settings = self.settings
@@ -180,7 +184,7 @@ class MjWarpBackend(Backend):
             batches = [[g[j] for j in b] for g in groups
                        for b in length_buckets([preps[i].motion.n_frames for i in g], settings.max_worlds)]
             for idx in batches:
-                out, stats = simulate_batch([preps[i] for i in idx], cfg, pass_index, settings, self.device)
+                out, stats = simulate_batch([preps[i] for i in idx], cfg, settings, self.device)
                 self.last_stats.append(stats)
                 for j, i in enumerate(idx):
                     if j in stats.overflow_worlds:
@@ -192,13 +196,14 @@ class MjWarpBackend(Backend):
                 break
             settings = settings.doubled()
         if todo:
-            ids = ", ".join(preps[i].motion.provenance.sequence_id for i in todo)
+            ids = ", ".join(f"{preps[i].motion.provenance.sequence_id} (pass {preps[i].pass_index})" for i in todo)
             raise SimulationOverflowError(f"MuJoCo Warp buffers overflowed twice for: {ids}")
         return results
 
 
-def simulate_batch(preps: list, cfg, pass_index: int, settings: WarpBatchSettings, device: str):
-    """Simulate prepared sequences (``engine.PreparedSequence``) as one batch of worlds.
+def simulate_batch(preps: list, cfg, settings: WarpBatchSettings, device: str):
+    """Simulate prepared sequences (``engine.PreparedSequence``, each of its own pass) as one batch
+    of worlds.
 
     Returns (results, ``BatchStats``); ``results[w]`` is ``None`` for an overflowed world.
     """
@@ -206,14 +211,14 @@ def simulate_batch(preps: list, cfg, pass_index: int, settings: WarpBatchSetting
     import mujoco_warp as mjw
 
     with wp.ScopedDevice(device):
-        return _simulate_batch(wp, mjw, preps, cfg, pass_index, settings)
+        return _simulate_batch(wp, mjw, preps, cfg, settings)
 
 
 def _f64(a) -> np.ndarray:
     return np.asarray(a.numpy(), dtype=np.float64)
 
 
-def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBatchSettings):
+def _simulate_batch(wp, mjw, preps: list, cfg, settings: WarpBatchSettings):
     import mujoco
 
     from pipeline.simulate.engine import _finish, cross
@@ -498,7 +503,7 @@ def _simulate_batch(wp, mjw, preps: list, cfg, pass_index: int, settings: WarpBa
         n = int(n_frames[w])
         tau = tau_sum[w, :n] + passive_sum[w, :n] / nsub
         res = _finish(
-            p.motion, cfg, pass_index, p.hum, p.skel, qpos_rec[w, :n + 1], com_rec[w, :n + 1], comv_rec[w, :n + 1],
+            p.motion, cfg, p.pass_index, p.hum, p.skel, qpos_rec[w, :n + 1], com_rec[w, :n + 1], comv_rec[w, :n + 1],
             tau / spf, res_sum[w, :n] / spf, dem_sum[w, :n] / spf, f_sum[w, :n] / (nsub * spf),
             mo_sum[w, :n] / (nsub * spf), reset[w, :n].copy(), p.dyn,
             None if p.swing is None else p.swing[: n * spf].reshape(n, spf, 2).any(axis=1))
