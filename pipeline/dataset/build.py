@@ -50,11 +50,11 @@ def say(msg: str) -> None:
 
 
 
-def report_task(out_dir: str) -> str:
+def report_task(out_dir: str, build: dict | None = None) -> str:
     """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
-    the driver's process)."""
+    the driver's process); ``build``: the run's summary, when ``build.json`` is not written yet."""
     release_memory()  # what earlier tasks on this worker left in the heap
-    return str(build_report(Path(out_dir)))
+    return str(build_report(Path(out_dir), build=build))
 
 
 def schema_versions() -> dict[str, str]:
@@ -160,14 +160,23 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     t_write = time.perf_counter() - t0 - t_plan
     release_memory()
     changed = [k for k, c in changes.items() if c.mode != "none"]
-    stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),
-                                        tasks=max(1, workers))
+    counts = assembly.subset_counts(changes, stores, cfg.canonical.fps_hz)
+    summary = summarize(totals, stage_seconds, quarantine, counts, build_id)
+    # the report needs the stores, the quality outputs and the summary's counts, not the
+    # statistics: it runs on a worker while they are computed
+    report_future = executor.submit(report_task, str(out), dict(summary)) if report else None
+    t_report = time.perf_counter()
+    try:
+        stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),
+                                            tasks=max(1, workers))
+    except BaseException:
+        if report_future is not None:
+            executor.wait([report_future])  # no task of this run outlives it
+        raise
     say(f"[stats] normalization statistics of {', '.join(changed) or 'no store'} -> {stats_path}")
     t_assemble = time.perf_counter() - t0
-
-    counts = assembly.subset_counts(changes, stores, cfg.canonical.fps_hz)
     del changes
-    summary = summarize(totals, stage_seconds, quarantine, counts, build_id)
+
     summary["task_seconds"]["write_regions"] = write_seconds
     summary["task_seconds"]["simulate"] = sim_seconds
     summary["frames_simulated"] = frames_simulated
@@ -190,15 +199,16 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     if pruned:
         say(f"[cache] removed {pruned} entries of changed or removed files")
     summary["wall_seconds"]["prune"] = time.perf_counter() - t0
-    summary["wall_seconds"]["total"] = time.perf_counter() - t_start
-    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    if report:
+    if report_future is not None:
+        t0 = time.perf_counter()
         try:
-            t0 = time.perf_counter()
-            path = executor.submit(report_task, str(out)).result()
-            say(f"[report] {path} ({time.perf_counter() - t0:.1f} s)")
+            say(f"[report] {report_future.result()} (done {time.perf_counter() - t_report:.1f} s after it was "
+                "submitted, with the statistics)")
         except Exception as exc:  # the stores are complete; a report failure must not hide that
             say(f"[report] failed: {type(exc).__name__}: {exc}")
+        summary["wall_seconds"]["report_wait"] = time.perf_counter() - t0
+    summary["wall_seconds"]["total"] = time.perf_counter() - t_start
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
