@@ -82,7 +82,8 @@ def phase_seconds(root: Path, wall: float) -> dict[str, float]:
     out = {"outside the phases (cluster start/stop, report, CLI)": wall - total}
     out.update({k: v for k, v in ws.items() if k != "total"})
     out["rest of the flow (ledger, summary)"] = total - ws.get("process", 0.0) - ws.get("simulate", 0.0) - ws.get(
-        "assemble", 0.0) - ws.get("ledger", 0.0) - ws.get("prune", 0.0) - ws.get("discover", 0.0)
+        "assemble", 0.0) - ws.get("ledger", 0.0) - ws.get("prune", 0.0) - ws.get("discover", 0.0) - ws.get(
+        "report_wait", 0.0)
     return out
 
 

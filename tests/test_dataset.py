@@ -354,3 +354,29 @@ def test_token_fast_path_equals_resolving(tmp_path):
         for p in (out / ".cache" / "e" / "k", Path(root_prefix(out)) / ".cache" / "e" / "k", out / ".cache" / ".." / "x"):
             s = StagedSequence("k", p, 1, 1, ("motion",))
             assert token(s, out, root_prefix(out)) == token(s, out)
+
+
+def test_workers_complete_cache_entries_and_send_back_slim_outcomes(tmp_path):
+    """With a cache root, a file with nothing to simulate has its entry completed in the task, and
+    the driver gets its outcome without staged sequences or metrics rows (flat driver memory)."""
+    from pipeline.dataset.discovery import ENTRY_TYPES
+    from pipeline.dataset.files import process_files
+    from pipeline.demo import generate_corpus
+    from pipeline.process import BuildConfig
+    from pipeline.sources.base import SourceSpec
+    from pipeline.store import file_cache
+
+    corpus = tmp_path / "corpus"
+    path = sorted(generate_corpus(corpus, n_subjects=1, seed=1))[0]
+    spec = SourceSpec("amass", corpus)
+    entry = tmp_path / "root" / ".cache" / "files" / "x" / "e"
+    entry.mkdir(parents=True)
+    full = process_files([(spec, str(path), str(entry))], BuildConfig(simulate=None))[0]
+    assert full.staged and full.metrics and not file_cache.is_complete(entry)
+    (got,) = process_files([(spec, str(path), str(entry))], BuildConfig(simulate=None), None, None,
+                           str(tmp_path / "root"))
+    assert got.staged == () and got.metrics == () and got.frames_out == full.frames_out
+    back = file_cache.load_entry(entry, tmp_path / "root", ENTRY_TYPES)["file"]
+    assert [s.key for s in back.staged] == [s.key for s in full.staged]
+    plain = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in full.metrics]
+    assert json.dumps(back.metrics, sort_keys=True) == json.dumps(plain, sort_keys=True)  # NaN-safe

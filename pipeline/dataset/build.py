@@ -252,8 +252,8 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
         file_cache.reset_entry(j.entry)
     by_key = {j.file_key: j for j in run.todo}
     batches = batch_jobs([(j.spec, j.path, str(j.entry)) for j in run.todo], workers)
-    futures = [executor.submit(process_files, batch, cfg, thresholds, *((modify,) if modify else ()))
-               for batch in batches]
+    # the workers complete the cache entries of files with nothing to simulate themselves
+    futures = [executor.submit(process_files, batch, cfg, thresholds, modify, str(out)) for batch in batches]
     waiting: dict[str, FileOutcome] = {}  # canonical motion file → the outcome of the file it came from
     pending: dict[tuple[str, str], list[SimOutcome]] = {}
     stage_seconds: dict[str, float] = {}
@@ -270,9 +270,7 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
             if o.quarantine is not None:
                 n_quarantined += 1
                 say(f"[quarantine] {o.quarantine.path} ({o.quarantine.stage}): {o.quarantine.reason}")
-            if not o.to_simulate:  # nothing to imitate: the cache entry is complete now
-                file_cache.save_entry(job.entry, out, {"file": o, "sims": ()})
-            else:
+            if o.to_simulate:  # else the worker completed the cache entry (process_files)
                 pending[job.file_key] = []
                 for c in o.to_simulate:
                     waiting[c[1]] = o
