@@ -47,6 +47,25 @@ class RssSampler(threading.Thread):
         self.peak_self = self.peak_tree = self.peak_child = 0
         self.log = open(log, "a") if log else None  # noqa: SIM115 - closed in stop()
         self.t0 = time.perf_counter()
+        self.cpu: dict[int, tuple[str, float]] = {}  # child pid -> (kind, CPU seconds, user + system)
+        me = psutil.Process()
+        self.cpu_self0 = sum(me.cpu_times()[:2])
+        self.cpu_self = 0.0
+
+    @staticmethod
+    def kind(proc: psutil.Process) -> str:
+        """What a child process is: a Dask worker, Prefect's API server, or something else."""
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            return "other"
+        if "multiprocessing.spawn" in cmd or "spawn_main" in cmd:
+            return "dask worker"
+        if "prefect" in cmd or "uvicorn" in cmd:
+            return "prefect server"
+        if "resource_tracker" in cmd:
+            return "resource tracker"
+        return "other"
 
     def run(self) -> None:
         me = psutil.Process()
@@ -57,8 +76,11 @@ class RssSampler(threading.Thread):
                 for c in me.children(recursive=True):
                     try:
                         children.append(c.memory_info().rss)
+                        kind = self.cpu[c.pid][0] if c.pid in self.cpu else self.kind(c)
+                        self.cpu[c.pid] = (kind, sum(c.cpu_times()[:2]))
                     except psutil.Error:
                         pass
+                self.cpu_self = sum(me.cpu_times()[:2]) - self.cpu_self0
                 self.peak_self = max(self.peak_self, own)
                 self.peak_child = max([self.peak_child, *children])
                 self.peak_tree = max(self.peak_tree, own + sum(children))
@@ -189,11 +211,25 @@ def report_run(summary: dict, wall: float, sampler: RssSampler, cfg, base_fps: f
         print(f"    {k:<46}{v:7.1f} s {v / wall:5.0%}")
     p = {"flow_process": sampler.peak_self / 2**20, "largest_worker": sampler.peak_child / 2**20,
          "process_tree": sampler.peak_tree / 2**20}
+    by_kind: dict[str, list[float]] = {}
+    for kind, sec in sampler.cpu.values():
+        by_kind.setdefault(kind, []).append(sec)
+    cpu = {"flow process (flow, Dask scheduler, nannies; Prefect client)": sampler.cpu_self,
+           **{f"{k} ({len(v)})": sum(v) for k, v in sorted(by_kind.items())}}
+    workers_cpu = sorted(by_kind.get("dask worker", []), reverse=True)
+    total_cpu = sum(cpu.values())
+    print(f"  CPU seconds (user + system, sampled every 0.2 s): {total_cpu:.1f} s in all over {wall:.1f} s of wall = "
+          f"{total_cpu / wall:.2f} cores busy on average ({os.cpu_count()} cores; load average at the end "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    for k, v in cpu.items():
+        print(f"    {k:<62}{v:7.1f} s")
+    if workers_cpu:
+        print(f"    per worker: {', '.join(f'{v:.1f}' for v in workers_cpu)} s; task time {task:.1f} s")
     print(f"  peak RSS: flow process {p['flow_process']:.0f} MiB, largest worker {p['largest_worker']:.0f} MiB, "
           f"process tree {p['process_tree']:.0f} MiB")
     return {"hours": hours, "files": summary["files"], "frames_in": f_in, "frames_out": f_out, "wall_s": wall,
             "frames_per_s_task": rates, "end_to_end_frames_per_s": e2e, "ratio_build_vs_serial_baseline": e2e / base_fps,
-            "wall_breakdown_s": breakdown, "peak_rss_mib": p}
+            "wall_breakdown_s": breakdown, "peak_rss_mib": p, "cpu_seconds": cpu, "worker_cpu_seconds": workers_cpu}
 
 
 if __name__ == "__main__":

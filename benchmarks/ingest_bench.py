@@ -72,6 +72,21 @@ def disk_usage(paths: list[Path]) -> tuple[int, int]:
     return real, apparent
 
 
+def phase_seconds(root: Path, wall: float) -> dict[str, float]:
+    """Where an incremental run's wall time went, from its ``build.json`` (``wall_seconds``): the
+    flow's phases, and what lies outside them (the Dask cluster's start and tear-down, the CLI)."""
+    import json
+
+    ws = json.loads((root / "build.json").read_text()).get("wall_seconds", {})
+    total = ws.get("total", 0.0)
+    out = {"outside the phases (cluster start/stop, report, CLI)": wall - total}
+    out.update({k: v for k, v in ws.items() if k != "total"})
+    out["rest of the flow (ledger, summary)"] = total - ws.get("process", 0.0) - ws.get("simulate", 0.0) - ws.get(
+        "assemble", 0.0) - ws.get("ledger", 0.0) - ws.get("prune", 0.0) - ws.get("discover", 0.0) - ws.get(
+        "report_wait", 0.0)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=float, default=0.5)
@@ -115,6 +130,8 @@ def main() -> int:
         new_dir = corpus / "DynasetSynth" / "S_new"
         new_dir.mkdir()
 
+        breakdowns: list[dict] = []
+
         def step(change) -> tuple[float, int, int]:
             change()
             before = store_objects(root)
@@ -122,6 +139,7 @@ def main() -> int:
             assert cli(["ingest", str(root), "--workers", str(args.workers)]) == 0
             t = time.perf_counter() - t0
             after = store_objects(root)
+            breakdowns.append(phase_seconds(root, t))
             return t, written_bytes(before, after), sum(size for _, size in after.values())
 
         def add():
@@ -163,6 +181,8 @@ def main() -> int:
     for name, (t, wrote, total) in steps.items():
         print(f"incremental {name:<17}{t:7.1f} s   {t / t_full:5.2f} x full   wrote {wrote / 1e6:6.1f} MB of "
               f"{total / 1e6:.1f} MB of stores ({wrote / max(total, 1):.1%})")
+    for name, b in zip(steps, breakdowns):
+        print(f"  {name}: " + ", ".join(f"{k} {v:.1f} s" for k, v in b.items()))
     fresh_note = {None: "not checked (--check-fresh)", True: "byte-identical to a fresh build",
                   False: "DIFFERS from a fresh build"}[same_as_fresh]
     print(f"compact                      {t_compact:7.1f} s   {t_compact / t_full:5.2f} x full   {fresh_note}")

@@ -224,3 +224,159 @@ def test_statistics_split_over_parallel_tasks_equal_one_task(incremental, tmp_pa
         assert got[subset]["arrays"] == want[subset]["arrays"], subset
         assert got[subset]["canonical"] == want[subset]["canonical"], subset
     assert not list((root / assembly.STATS_CACHE_DIR).glob("*part*"))
+
+
+# --- flat driver memory: outcomes streamed from the cache, ledger rows streamed -------------------
+
+def test_selector_streams_files_in_order_and_matches_select():
+    from pipeline.dataset.assembly import Selector, select
+    from pipeline.dataset.records import SimOutcome
+
+    a = FileOutcome("amass", "a.npz", (_staged("x"),), metrics=({"seq_id": "x", "source": "amass"},),
+                    to_simulate=(("x", "/c/x.npz", "train"),))
+    b = FileOutcome("amass", "b.npz", (_staged("x"), _staged("y")), metrics=({"seq_id": "x"}, {"seq_id": "y"}))
+    c = FileOutcome("amass", "c.npz", (_staged("z"),), metrics=({"seq_id": "z", "duration_s": 0.01},))
+    sims = [SimOutcome("x#pass0", "/c/x.npz", (_staged("x#pass0"),), ({"seq_id": "x#pass0"},), frames=10)]
+    sel = Selector(None)
+    assert sel.add(a, sims) is None
+    dup = sel.add(b)
+    assert dup is not None and dup.path == "amass:b.npz" and "duplicate sequence id 'x'" in dup.reason
+    sel.add(c)
+    streamed = sel.finish()
+    batch = select([c, b, a], sims, None)
+    assert [s.key for s in streamed.staged] == [s.key for s in batch.staged] == ["x", "x#pass0", "z"]
+    assert list(streamed.table["seq_id"]) == ["x", "x#pass0", "z"]  # b's row for x is not in the table
+    assert streamed.frames_simulated == batch.frames_simulated == 10
+    assert streamed.drop == batch.drop and streamed.duplicates == batch.duplicates
+    with pytest.raises(ValueError, match="order"):
+        sel2 = Selector(None)
+        sel2.add(b)
+        sel2.add(a)
+
+
+def test_plan_run_reads_no_cache_entry(tmp_path, monkeypatch):
+    """Planning a run only checks which entries are complete; the outcomes are read at assembly."""
+    from pipeline.dataset import discovery
+    from pipeline.dataset.records import FileJob
+    from pipeline.sources.base import SourceSpec
+    from pipeline.store import file_cache
+
+    spec = SourceSpec("amass", tmp_path)
+    jobs = [FileJob(spec, str(tmp_path / f"{n}.npz"), f"{n}.npz", 1, 1, n * 8, tmp_path / "e" / n) for n in "abc"]
+    for j in jobs[:2]:
+        j.entry.mkdir(parents=True)
+    file_cache.save_entry(jobs[0].entry, tmp_path, {"file": FileOutcome("amass", "a.npz"), "sims": ()})
+    (jobs[1].entry / "outcome.json").write_text("{not json")  # looks complete, unreadable
+    monkeypatch.setattr(file_cache, "load_entry", lambda *a, **k: pytest.fail("plan_run read an entry"))
+    run = discovery.plan_run(jobs, {("amass", "a.npz"), ("amass", "gone.npz")}, tmp_path)
+    assert [j.rel for j in run.cached] == ["a.npz", "b.npz"] and [j.rel for j in run.todo] == ["c.npz"]
+    assert run.removed == (("amass", "gone.npz"),) and run.n_new == 1
+    monkeypatch.undo()
+    o, sims = discovery.load_outcome(jobs[0], tmp_path)
+    assert o.path == "a.npz" and sims == ()
+    with pytest.raises(discovery.CacheEntryError):
+        discovery.load_outcome(jobs[1], tmp_path)
+    assert not file_cache.is_complete(jobs[1].entry)  # reset: the next run reprocesses the file
+
+
+def test_ledger_rows_stream_into_one_transaction_with_counts(tmp_path):
+    from pipeline.dataset.bookkeeping import ledger_rows, record_run, unchanged_rows
+    from pipeline.dataset.records import FileJob
+    from pipeline.sources.base import SourceSpec
+    from pipeline.store.ledger import Ledger
+
+    spec = SourceSpec("amass", tmp_path)
+
+    def job(rel, sha):
+        return FileJob(spec, str(tmp_path / rel), rel, 10, 5, sha, tmp_path / rel)
+
+    with Ledger(tmp_path / "ledger.sqlite") as led:
+        record_run(led, ledger_rows(iter([(job("a", "1"), ("x",), None), (job("b", "2"), ("y",), "bad")]), "k", "r1",
+                                    {}), (), "r1", "t", 4)
+        consumed = []
+
+        def rows():
+            for r in ledger_rows([(job("a", "9"), ("x2",), None), (job("c", "3"), ("z",), None)], "k", "r2", {}):
+                consumed.append(r.path)
+                yield r
+
+        record_run(led, rows(), [("amass", "b")], "r2", "t", 4)
+        assert consumed == ["a", "c"]
+        run = led.runs()[-1]
+        assert (run.files_new, run.files_changed, run.files_unchanged, run.files_removed) == (1, 1, 0, 1)
+        cur = led.current()
+        assert cur[("amass", "a")].sequences == ("x2",) and ("amass", "b") not in cur
+        assert led.live_shas() == {("amass", "a"): "9", ("amass", "c"): "3"}
+        same = unchanged_rows([job("a", "9"), job("c", "3")], cur, "k", "r3")
+        assert [(r.path, r.sequences, r.last_run, r.first_run) for r in same] == [("a", ("x2",), "r3", "r2"),
+                                                                                  ("c", ("z",), "r3", "r2")]
+        assert unchanged_rows([job("a", "8")], cur, "k", "r3") is None
+        assert unchanged_rows([job("a", "9")], cur, "other-key", "r3") is None
+
+
+def test_cache_entry_roundtrip_restores_root_paths_only_where_they_were(tmp_path):
+    from pipeline.dataset.discovery import ENTRY_TYPES
+    from pipeline.store import file_cache
+
+    root = tmp_path / "root \"q\" é"
+    entry = root / ".cache" / "e"
+    entry.mkdir(parents=True)
+    staged = StagedSequence("k", root / ".cache" / "e" / "k", 10, 1, ("motion",))
+    o = FileOutcome("amass", "a.npz", (staged,), metrics=({"seq_id": "k", "note": 'say "@root/x"', "v": 1.5},))
+    file_cache.save_entry(entry, root, {"file": o, "sims": ()})
+    assert str(root) not in (entry / "outcome.json").read_text()  # stored relative: the root can move
+    back = file_cache.load_entry(entry, root, ENTRY_TYPES)
+    assert back["file"] == o and back["sims"] == ()
+
+
+def test_prune_removes_only_entries_not_kept(tmp_path):
+    from pipeline.store import file_cache
+
+    keep = {file_cache.entry_dir(tmp_path, "amass", "a.npz", "1" * 64, "k" * 32),
+            file_cache.entry_dir(tmp_path, "amass", "b.npz", "2" * 64, "k" * 32)}
+    stale = [file_cache.entry_dir(tmp_path, "amass", "a.npz", "3" * 64, "k" * 32),
+             file_cache.entry_dir(tmp_path, "amass", "gone.npz", "4" * 64, "k" * 32)]
+    for e in [*keep, *stale]:
+        e.mkdir(parents=True)
+        (e / "outcome.json").write_text("{}")
+    assert file_cache.prune(tmp_path, keep) == 2
+    assert all(e.is_dir() for e in keep) and not any(e.exists() for e in stale)
+    assert not stale[1].parent.exists()  # the removed file's folder went with its last entry
+    assert file_cache.prune(tmp_path, keep) == 0
+
+
+def test_token_fast_path_equals_resolving(tmp_path):
+    from pipeline.dataset.assembly import root_prefix, token
+
+    (tmp_path / "real" / ".cache" / "e").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for out in (tmp_path / "real", tmp_path / "link"):
+        for p in (out / ".cache" / "e" / "k", Path(root_prefix(out)) / ".cache" / "e" / "k", out / ".cache" / ".." / "x"):
+            s = StagedSequence("k", p, 1, 1, ("motion",))
+            assert token(s, out, root_prefix(out)) == token(s, out)
+
+
+def test_workers_complete_cache_entries_and_send_back_slim_outcomes(tmp_path):
+    """With a cache root, a file with nothing to simulate has its entry completed in the task, and
+    the driver gets its outcome without staged sequences or metrics rows (flat driver memory)."""
+    from pipeline.dataset.discovery import ENTRY_TYPES
+    from pipeline.dataset.files import process_files
+    from pipeline.demo import generate_corpus
+    from pipeline.process import BuildConfig
+    from pipeline.sources.base import SourceSpec
+    from pipeline.store import file_cache
+
+    corpus = tmp_path / "corpus"
+    path = sorted(generate_corpus(corpus, n_subjects=1, seed=1))[0]
+    spec = SourceSpec("amass", corpus)
+    entry = tmp_path / "root" / ".cache" / "files" / "x" / "e"
+    entry.mkdir(parents=True)
+    full = process_files([(spec, str(path), str(entry))], BuildConfig(simulate=None))[0]
+    assert full.staged and full.metrics and not file_cache.is_complete(entry)
+    (got,) = process_files([(spec, str(path), str(entry))], BuildConfig(simulate=None), None, None,
+                           str(tmp_path / "root"))
+    assert got.staged == () and got.metrics == () and got.frames_out == full.frames_out
+    back = file_cache.load_entry(entry, tmp_path / "root", ENTRY_TYPES)["file"]
+    assert [s.key for s in back.staged] == [s.key for s in full.staged]
+    plain = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in full.metrics]
+    assert json.dumps(back.metrics, sort_keys=True) == json.dumps(plain, sort_keys=True)  # NaN-safe

@@ -253,3 +253,26 @@ def test_apply_flags_table_and_parquet_roundtrip(tmp_path, sequences):
     assert back.attrs["quality"]["catalog"]["foot_skate_p95_m_s"]["unit"] == "m/s"
     assert back.attrs["quality"]["thresholds"]["rules"][0]["name"] == "short_sequence"
     assert metrics_table([]).empty
+
+
+def test_flag_accumulator_in_small_chunks_equals_apply_flags(sequences):
+    """The driver flags rows one at a time into columnar chunks; the table, its flags and the
+    exclusions must be those of ``apply_flags`` over the same rows, heterogeneous rows included."""
+    import pandas as pd
+
+    from pipeline.quality.flags import FlagAccumulator
+
+    rows = [metrics_row(a, m) for a, m in sequences.values()]
+    a, m = sequences["walk_1p2"]
+    broken = _copy(a)
+    broken["joint_pos_m"][20] += 0.4
+    rows.append({**metrics_row(broken, {**m, "seq_id": "amass/X/S9/glitch"}), "seq_id": "amass/X/S9/glitch"})
+    rows.insert(1, {"seq_id": "amass/A/odd", "source": "amass", "extra_column": 3.5})  # a row with other keys
+    rows.reverse()
+    expected, exclusions = apply_flags(rows)
+    acc = FlagAccumulator(chunk=2)
+    levels = [acc.add(r) for r in rows]
+    table, got_exclusions = acc.finish()
+    assert levels.count("exclude") == 1 and got_exclusions == exclusions
+    pd.testing.assert_frame_equal(table, expected)
+    assert table.attrs == expected.attrs and list(table.columns) == list(expected.columns)

@@ -20,7 +20,7 @@ from typing import Any
 from pipeline import __version__, markers, skeleton
 from pipeline.process import BuildConfig
 from pipeline.quality import Thresholds
-from pipeline.quality.flags import apply_flags, excluded_ids
+from pipeline.quality.flags import excluded_ids
 from pipeline.records import QuarantineEntry
 from pipeline.split import SUBSETS
 from pipeline.store import (
@@ -96,12 +96,13 @@ def dedupe(outcomes: Sequence[FileOutcome]) -> tuple[list[StagedSequence], list[
 @dataclass(frozen=True)
 class Selection:
     """What the stores hold: every kept sequence (motions and simulated passes) in id order, and
-    which of them quality rules exclude; the metrics table and exclusions; duplicate-file entries."""
+    which of them quality rules exclude; the metrics table and exclusions; duplicate-file entries;
+    the frames of the kept simulated motions."""
 
     staged: tuple[StagedSequence, ...]
     drop: frozenset[str]
     duplicates: tuple[QuarantineEntry, ...]
-    sims: tuple[SimOutcome, ...]
+    frames_simulated: int
     table: Any
     exclusions: list
 
@@ -114,22 +115,76 @@ class Selection:
         return [s for s in self.staged if s.key in self.drop]
 
 
+class Selector:
+    """``select`` one file at a time, in (source, path) order: each file's outcome and simulations
+    are read (e.g. from its cache entry), deduplicated, their metrics rows flagged into a columnar
+    table (``FlagAccumulator``), and dropped; only the staged-sequence handles stay. So the driver's
+    memory holds no per-file outcome or metrics row of the corpus (docs/scaling.md, "Flat memory")."""
+
+    def __init__(self, thresholds: Thresholds | None):
+        from pipeline.quality.flags import FlagAccumulator
+
+        self._flags = FlagAccumulator(thresholds)
+        self._owner: dict[str, str] = {}
+        self._staged: list[StagedSequence] = []
+        self._dups: list[QuarantineEntry] = []
+        self._passes: list[str] = []  # staged keys of simulated passes
+        self._frames_simulated = 0
+        self._last: tuple[str, str] | None = None
+
+    def add(self, outcome: FileOutcome, sims: Sequence[SimOutcome] = ()) -> QuarantineEntry | None:
+        """One file (files must come in (source, path) order: the first file keeps a sequence id);
+        returns its quarantine entry if another file already has one of its sequence ids."""
+        key = (outcome.source, outcome.path)
+        if self._last is not None and key < self._last:
+            raise ValueError(f"files must be added in (source, path) order: {key} after {self._last}")
+        self._last = key
+        clash = [s.key for s in outcome.staged if s.key in self._owner]
+        if clash:
+            q = QuarantineEntry(path=outcome.name, stage="split",
+                                reason=f"duplicate sequence id {clash[0]!r} (already built from {self._owner[clash[0]]})")
+            self._dups.append(q)
+            return q
+        ids = set()
+        for s in outcome.staged:
+            self._owner[s.key] = outcome.name
+            self._staged.append(s)
+            ids.add(s.key)
+        for r in outcome.metrics:
+            if r.get("seq_id") in ids:
+                self._flags.add(r)
+        origins = {c[1] for c in outcome.to_simulate}
+        for so in sims:
+            if so.origin not in origins:
+                continue
+            self._frames_simulated += so.frames
+            for s in so.staged:
+                self._staged.append(s)
+                self._passes.append(s.key)
+            for r in so.metrics:
+                self._flags.add(r)
+        return None
+
+    def finish(self) -> Selection:
+        table, exclusions = self._flags.finish()
+        drop = set(excluded_ids(exclusions))
+        drop |= {k for k in self._passes if k.split("#pass")[0] in drop}
+        staged = tuple(sorted(self._staged, key=lambda s: s.key))
+        self._staged = []
+        return Selection(staged, frozenset(drop), tuple(self._dups), self._frames_simulated, table, exclusions)
+
+
 def select(outcomes: Sequence[FileOutcome], sims: Sequence[SimOutcome], thresholds: Thresholds | None) -> Selection:
     """Dedupe files, keep the simulations of kept files, flag every sequence (motions and passes):
-    excluded ones stay out of the stores, and a motion excluded by quality takes its passes with it."""
-    staged, dups = dedupe(outcomes)
-    kept_ids = {s.key for s in staged}
-    kept_files = {o.name for o in outcomes} - {q.path for q in dups}
-    kept_origins = {c[1] for o in outcomes if o.name in kept_files for c in o.to_simulate}
-    sims = [so for so in sims if so.origin in kept_origins]
-    sim_staged = [s for so in sims for s in so.staged]
-    rows = [r for o in outcomes for r in o.metrics if r.get("seq_id") in kept_ids]
-    rows += [r for so in sims for r in so.metrics]
-    table, exclusions = apply_flags(rows, thresholds)
-    drop = set(excluded_ids(exclusions))
-    drop |= {s.key for s in sim_staged if s.key.split("#pass")[0] in drop}
-    return Selection(tuple(sorted(staged + sim_staged, key=lambda s: s.key)), frozenset(drop), tuple(dups),
-                     tuple(sims), table, exclusions)
+    excluded ones stay out of the stores, and a motion excluded by quality takes its passes with it.
+    (``Selector`` over ``outcomes`` in (source, path) order.)"""
+    by_origin: dict[str, list[SimOutcome]] = {}
+    for so in sims:
+        by_origin.setdefault(so.origin, []).append(so)
+    sel = Selector(thresholds)
+    for o in sorted(outcomes, key=lambda o: (o.source, o.path)):
+        sel.add(o, [so for c in o.to_simulate for so in by_origin.get(c[1], ())])
+    return sel.finish()
 
 
 STATE_FILE = ".cache/assembly.json"
@@ -139,13 +194,23 @@ MAX_DEAD_FRACTION = 0.25
 fraction of its frames would be tombstoned."""
 
 
-def token(s: StagedSequence, out: Path) -> str:
+def token(s: StagedSequence, out: Path, prefix: str | None = None) -> str:
     """A staged sequence's identity across runs: its cache path relative to the root. Cache entries
-    are keyed by content and processing key, so a changed file gets a new token."""
+    are keyed by content and processing key, so a changed file gets a new token. ``prefix``: the
+    resolved root with a trailing ``/`` (``root_prefix``), to skip resolving each path: staged
+    paths read back from the cache are absolute under the resolved root already."""
+    path = str(s.path)
+    if prefix is not None and path.startswith(prefix) and "/../" not in path and "/./" not in path:
+        return path[len(prefix):]
     try:
         return Path(s.path).resolve().relative_to(Path(out).resolve()).as_posix()
     except ValueError:
         return str(Path(s.path).resolve())
+
+
+def root_prefix(out: Path) -> str:
+    """The resolved dataset root with a trailing ``/`` (``token``'s fast path)."""
+    return str(Path(out).resolve()).rstrip("/") + "/"
 
 
 def base_fingerprint(plan: StorePlan) -> str:
@@ -234,6 +299,7 @@ def plan_changes(selection: Selection, states: dict[str, StoreState], out: Path,
     from pipeline.store.append import store_sizes
 
     attrs, coords = store_attrs(cfg, created_by)
+    prefix = root_prefix(out)
     changes = {}
     for subset in SUBSETS:
         declared = load_schema(subset).coords
@@ -241,7 +307,7 @@ def plan_changes(selection: Selection, states: dict[str, StoreState], out: Path,
         members = selection.members(subset)
         full = plan_store(subset, members, attrs, sub_coords, chunking)
         base = base_fingerprint(full)
-        fresh = StoreState(base, tuple(s.key for s in members), tuple(token(s, out) for s in members),
+        fresh = StoreState(base, tuple(s.key for s in members), tuple(token(s, out, prefix) for s in members),
                            tuple(s.n_frames for s in members), tuple(s.n_windows for s in members))
         old = states.get(subset)
         path = Path(out) / f"{subset}.zarr"
@@ -264,7 +330,7 @@ def plan_changes(selection: Selection, states: dict[str, StoreState], out: Path,
         if total and dead_frames / total > max_dead_fraction:
             changes[subset] = StoreChange(subset, "full", full, (), fresh)
             continue
-        state = StoreState(base, old.keys + tuple(s.key for s in new), old.tokens + tuple(token(s, out) for s in new),
+        state = StoreState(base, old.keys + tuple(s.key for s in new), old.tokens + tuple(token(s, out, prefix) for s in new),
                            old.frames + tuple(s.n_frames for s in new), old.windows + tuple(s.n_windows for s in new),
                            dead)
         # the whole store's labelled coordinates (source_dof): equal to the stored ones, or ``base`` differs

@@ -17,7 +17,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from pipeline.process import BuildConfig
@@ -33,14 +32,14 @@ from pipeline.store.ledger import LEDGER_FILE, Ledger, now_iso
 from pipeline.store.location import LocalLocation, write_text_atomic
 
 from . import assembly
-from .bookkeeping import file_records, record_run
+from .bookkeeping import ledger_rows, record_run, unchanged_rows
 from .config import DatasetConfig, processing_key
-from .discovery import RunPlan, discover, inputs_fingerprint, plan_run
+from .discovery import RunPlan, discover, inputs_fingerprint, load_outcome, plan_run
 from .executor import Executor, SerialExecutor, release_memory
 from .files import ModifyHook, batch_jobs, process_files
-from .records import FileOutcome, SimOutcome
+from .records import FileJob, FileOutcome, SimOutcome
 from .simulation import merge_parts, simulate_motions, simulate_parts
-from .summary import SUMMARY_FILE, summarize
+from .summary import SUMMARY_FILE, FileTotals, add_seconds, summarize
 
 
 CPU_SIM_MOTIONS_PER_TASK = 16
@@ -53,11 +52,11 @@ def say(msg: str) -> None:
 
 
 
-def report_task(out_dir: str) -> str:
+def report_task(out_dir: str, build: dict | None = None) -> str:
     """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
-    the driver's process)."""
+    the driver's process); ``build``: the run's summary, when ``build.json`` is not written yet."""
     release_memory()  # what earlier tasks on this worker left in the heap
-    return str(build_report(Path(out_dir)))
+    return str(build_report(Path(out_dir), build=build))
 
 
 def schema_versions() -> dict[str, str]:
@@ -120,9 +119,10 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     started = now_iso()
     key = processing_key(cfg, thresholds)
     schemas = schema_versions()
-    previous = ledger.current()
+    previous = ledger.live_shas()
     jobs = discover(sources, out, ledger, key, say)
     run = plan_run(jobs, previous, out, force)
+    t_discover = time.perf_counter() - t_start
     say(f"[ledger] {len(jobs)} files: {len(run.todo)} to process ({run.n_new} new, {run.n_changed} changed or "
         f"reprocessed), {len(run.cached)} unchanged from cache, {len(run.removed)} removed")
 
@@ -133,105 +133,146 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     if not run.todo and not run.removed and last.get("inputs_fingerprint") == fingerprint and all(
             (out / f"{s}.zarr").is_dir() for s in SUBSETS) and (not compact or is_compact):
         say("[build] nothing new: stores are up to date and left untouched")
-        earlier = [QuarantineEntry(**q) for q in _read_json(out / assembly.QUARANTINE_FILE) or []]
-        outcomes = {path: e["file"] for path, e in run.cached.items()}
-        record_run(ledger, file_records(jobs, outcomes, key, build_id, schemas, earlier), run.removed, build_id,
-                   started, stores_written=0)  # keeps files quarantined as duplicates quarantined
+        # every file keeps its live ledger row (duplicates stay quarantined); read from the cache
+        # entries only if the ledger lacks one
+        rows = unchanged_rows(jobs, ledger.current(), key, build_id)
+        if rows is None:
+            items, _, _, _ = _collect(jobs, out, thresholds, earlier=_read_json(out / assembly.QUARANTINE_FILE) or [])
+            rows = ledger_rows(items, key, build_id, schemas)
+        record_run(ledger, rows, run.removed, build_id, started, stores_written=0)
         summary = dict(last)
         summary.update(up_to_date=True, files_new=0, files_changed=0, files_unchanged=len(jobs), files_removed=0,
                        ledger_hash=ledger.content_hash(), run_id=build_id)
         return summary
 
-    entries, t_process, t_simulate = _process(run, out, cfg, thresholds, workers, executor, modify, sim_batching)
+    t_process, t_simulate, stage_seconds, sim_seconds = _process(run, out, cfg, thresholds, workers, executor, modify,
+                                                                 sim_batching)
     release_memory()
 
-    # every live file's outcome: fresh ones and cached ones, in (source, path) order
-    for path in run.cached:
-        entries[path] = {"file": replace(entries[path]["file"], seconds={}),
-                         "sims": tuple(replace(so, seconds=0.0) for so in entries[path]["sims"])}
-    order = sorted(jobs, key=lambda j: j.file_key)
-    outcomes = [entries[j.path]["file"] for j in order]
-    sims = [so for j in order for so in entries[j.path]["sims"]]
-    quarantine = [o.quarantine for o in outcomes if o.quarantine is not None]
-    quarantine += [so.quarantine for so in sims if so.quarantine is not None]
-
+    # every live file's outcome, fresh and cached alike, read back from its cache entry one at a
+    # time in (source, path) order: the driver keeps only the staged-sequence handles
     t0 = time.perf_counter()
-    selection = assembly.select(outcomes, sims, thresholds)
+    items, selection, totals, quarantine = _collect(jobs, out, thresholds)
     for q in selection.duplicates:
         say(f"[quarantine] {q.path} ({q.stage}): {q.reason}")
-    quarantine += selection.duplicates
     assembly.write_quarantine(out, quarantine)  # first: whatever fails later, the user keeps this list
     write_quality_outputs(out, selection.table, selection.exclusions, staged=selection.excluded)
     if selection.drop:
         say(f"[quality] {len(selection.drop)} sequences excluded by quality rules (exclusions.json)")
     changes = assembly.plan_changes(selection, states, out, cfg, chunking, created_by, compact)
+    frames_simulated, n_excluded = selection.frames_simulated, len(selection.drop)
+    del selection  # the metrics table and the staged handles: the plans hold what the writes need
     t_plan = time.perf_counter() - t0
     release_memory()
     stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers))
     t_write = time.perf_counter() - t0 - t_plan
     release_memory()
     changed = [k for k, c in changes.items() if c.mode != "none"]
-    stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),
-                                        tasks=max(1, workers))
+    counts = assembly.subset_counts(changes, stores, cfg.canonical.fps_hz)
+    summary = summarize(totals, stage_seconds, quarantine, counts, build_id)
+    # the report needs the stores, the quality outputs and the summary's counts, not the
+    # statistics: it runs on a worker while they are computed
+    report_future = executor.submit(report_task, str(out), dict(summary)) if report else None
+    t_report = time.perf_counter()
+    try:
+        stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),
+                                            tasks=max(1, workers))
+    except BaseException:
+        if report_future is not None:
+            executor.wait([report_future])  # no task of this run outlives it
+        raise
     say(f"[stats] normalization statistics of {', '.join(changed) or 'no store'} -> {stats_path}")
     t_assemble = time.perf_counter() - t0
+    del changes
 
-    summary = summarize(outcomes, quarantine, assembly.subset_counts(changes, stores, cfg.canonical.fps_hz), build_id)
     summary["task_seconds"]["write_regions"] = write_seconds
-    summary["task_seconds"]["simulate"] = sum(so.seconds for so in sims)
-    summary["frames_simulated"] = sum(so.frames for so in selection.sims)
-    summary["sequences_excluded"] = len(selection.drop)
+    summary["task_seconds"]["simulate"] = sim_seconds
+    summary["frames_simulated"] = frames_simulated
+    summary["sequences_excluded"] = n_excluded
     summary["wall_seconds"] = {"process": t_process, "simulate": t_simulate, "assemble": t_assemble,
                                "assemble_plan": t_plan, "assemble_write": t_write,
-                               "assemble_stats": t_assemble - t_plan - t_write}
+                               "assemble_stats": t_assemble - t_plan - t_write, "discover": t_discover}
     release_memory()
-    all_outcomes = {path: e["file"] for path, e in entries.items()}
-    record_run(ledger, file_records(jobs, all_outcomes, key, build_id, schemas, quarantine), run.removed,
-               build_id, started, stores_written=len(SUBSETS))
+    t0 = time.perf_counter()
+    record_run(ledger, ledger_rows(items, key, build_id, schemas), run.removed, build_id, started,
+               stores_written=len(SUBSETS))
     summary.update(
         up_to_date=False, inputs_fingerprint=fingerprint, run_id=build_id,
         files_new=run.n_new, files_changed=run.n_changed, files_unchanged=len(run.cached),
         files_removed=len(run.removed), ledger_hash=ledger.content_hash(),
     )
+    summary["wall_seconds"]["ledger"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     pruned = file_cache.prune(out, {j.entry for j in jobs})
     if pruned:
         say(f"[cache] removed {pruned} entries of changed or removed files")
-    summary["wall_seconds"]["total"] = time.perf_counter() - t_start
-    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    if report:
+    summary["wall_seconds"]["prune"] = time.perf_counter() - t0
+    if report_future is not None:
+        t0 = time.perf_counter()
         try:
-            say(f"[report] {executor.submit(report_task, str(out)).result()}")
+            say(f"[report] {report_future.result()} (done {time.perf_counter() - t_report:.1f} s after it was "
+                "submitted, with the statistics)")
         except Exception as exc:  # the stores are complete; a report failure must not hide that
             say(f"[report] failed: {type(exc).__name__}: {exc}")
+        summary["wall_seconds"]["report_wait"] = time.perf_counter() - t0
+    summary["wall_seconds"]["total"] = time.perf_counter() - t_start
+    write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
+def _collect(jobs: Sequence[FileJob], out: Path, thresholds: Thresholds, earlier: Sequence[dict] = ()):
+    """Read every live file's cache entry once, in (source, path) order, into the assembly's
+    selection (``assembly.Selector``), the build's file totals and the quarantine list (file
+    entries, then simulation entries, then duplicates); nothing per file is kept but its ledger
+    item (job, sequence ids, quarantine reason or None). ``earlier``: quarantine.json entries of an
+    earlier run (kept for files quarantined as duplicates when nothing is re-selected)."""
+    sel = assembly.Selector(thresholds)
+    totals = FileTotals()
+    file_q: list[QuarantineEntry] = []
+    sim_q: list[QuarantineEntry] = []
+    items: list[tuple[FileJob, tuple[str, ...], str | None]] = []
+    dup_earlier = {q["path"]: q["reason"] for q in earlier}
+    for j in sorted(jobs, key=lambda j: j.file_key):
+        o, sims = load_outcome(j, out)
+        dup = sel.add(o, sims)
+        q = o.quarantine or dup
+        if o.quarantine is not None:
+            file_q.append(o.quarantine)
+        sim_q += [so.quarantine for so in sims if so.quarantine is not None]
+        reason = q.reason if q is not None else dup_earlier.get(o.name)
+        totals.add(o, reason is not None)
+        items.append((j, tuple(s.key for s in o.staged), reason))
+    selection = sel.finish()
+    return items, selection, totals, file_q + sim_q + list(selection.duplicates)
+
+
 def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, workers: int, executor: Executor,
-             modify, sim_batching: GpuBatching | None = None) -> tuple[dict[str, dict], float, float]:
+             modify, sim_batching: GpuBatching | None = None) -> tuple[float, float, dict[str, float], float]:
     """ingest → canonicalize → contact → fit → split → quality → stage for the files to process, in
     parallel batches; each finished batch's motions go on to the simulate stage right away: on the
     CPU backend in tasks of ``CPU_SIM_MOTIONS_PER_TASK`` motions, on a batched backend through the
     ``GpuBatchPlanner`` (``sim_batching``), which accumulates them across processing batches into
     batches of worlds (the last, partial one sent when processing ends; a motion's passes may span
     batches: ``simulation.merge_parts`` joins them). Every file's cache entry is completed as soon
-    as its outcome (and its simulations) are in.
+    as its outcome (and its simulations) are in; the driver keeps a file's outcome only while its
+    simulations are pending.
 
-    Returns (path → {"file": FileOutcome, "sims": SimOutcomes} of the processed files plus the
-    cached ones, process wall seconds, simulate wall seconds)."""
+    Returns (process wall seconds, simulate wall seconds, summed per-stage task seconds of the
+    processed files, summed simulate task seconds)."""
     t0 = time.perf_counter()
     for j in run.todo:
         file_cache.reset_entry(j.entry)
-    by_path = {j.path: j for j in run.todo}
     by_key = {j.file_key: j for j in run.todo}
     batches = batch_jobs([(j.spec, j.path, str(j.entry)) for j in run.todo], workers)
-    futures = [executor.submit(process_files, batch, cfg, thresholds, *((modify,) if modify else ()))
-               for batch in batches]
-    fresh: dict[str, FileOutcome] = {}
-    pending: dict[str, list[SimOutcome]] = {}  # file → its motions' finished simulations
+    # the workers complete the cache entries of files with nothing to simulate themselves
+    futures = [executor.submit(process_files, batch, cfg, thresholds, modify, str(out)) for batch in batches]
+    waiting: dict[str, FileOutcome] = {}  # canonical motion file → the outcome of the file it came from
+    pending: dict[tuple[str, str], list[SimOutcome]] = {}
+    stage_seconds: dict[str, float] = {}
     got: dict[str, list] = {}  # canonical motion file → [(passes, SimOutcome)] of its parts so far
     sim_futures = []
     sim_parts: dict[int, list] = {}  # id(future) → its (item, passes) parts, for batched backends
-    n_sim = n_quarantined = 0
+    n_done = n_sim = n_quarantined = 0
     resources = {"GPU": 1} if cfg.sim_backend in GPU_BACKENDS else None
     planner = None
     if cfg.sim_backend in BATCHED_BACKENDS and cfg.simulate is not None:
@@ -251,19 +292,20 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     for fut in executor.as_completed(futures):
         batch_items, ready = [], []
         for o in fut.result():
-            path = by_key[(o.source, o.path)].path
-            fresh[path] = o
+            job = by_key[(o.source, o.path)]
+            n_done += 1
+            add_seconds(stage_seconds, o.seconds)
             batch_items.extend(o.to_simulate)
             if planner is not None:
                 ready += [MotionJob(item, n) for item, n in zip(o.to_simulate, motion_frames(o))]
             if o.quarantine is not None:
                 n_quarantined += 1
                 say(f"[quarantine] {o.quarantine.path} ({o.quarantine.stage}): {o.quarantine.reason}")
-            if not o.to_simulate:  # nothing to imitate: the cache entry is complete now
-                file_cache.save_entry(by_path[path].entry, out, {"file": o, "sims": ()})
-            else:
-                pending[path] = []
-        say(f"[process] {len(fresh)}/{len(run.todo)} files done, {n_quarantined} quarantined")
+            if o.to_simulate:  # else the worker completed the cache entry (process_files)
+                pending[job.file_key] = []
+                for c in o.to_simulate:
+                    waiting[c[1]] = o
+        say(f"[process] {n_done}/{len(run.todo)} files done, {n_quarantined} quarantined")
         n_sim += len(batch_items)
         if planner is not None:
             # batched backends: motions accumulate across processing batches into batches of worlds
@@ -276,8 +318,8 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     if planner is not None:
         submit_batches(planner.flush())  # the last, partial batch
     t_process = time.perf_counter() - t0
-    origin_file = {c[1]: path for path, o in fresh.items() for c in o.to_simulate}
     n_done = 0
+    sim_seconds = 0.0
     for fut in executor.as_completed(sim_futures):
         parts = sim_parts.get(id(fut))
         for i, so in enumerate(fut.result()):
@@ -287,19 +329,18 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
                 continue  # more passes of this motion are in other batches
             so = merge_parts(got.pop(so.origin))
             n_done += 1
-            path = origin_file[so.origin]
-            pending[path].append(so)
+            sim_seconds += so.seconds
+            o = waiting.pop(so.origin)
+            done = pending[(o.source, o.path)]
+            done.append(so)
             if so.quarantine is not None:
                 say(f"[quarantine] {so.quarantine.path} ({so.quarantine.stage}): {so.quarantine.reason}")
-            if len(pending[path]) == len(fresh[path].to_simulate):
-                file_cache.save_entry(by_path[path].entry, out,
-                                      {"file": fresh[path], "sims": _by_id(pending[path])})
+            if len(done) == len(o.to_simulate):
+                file_cache.save_entry(by_key[(o.source, o.path)].entry, out, {"file": o, "sims": _by_id(done)})
+                del pending[(o.source, o.path)]
         say(f"[simulate] {n_done}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
     t_simulate = time.perf_counter() - t0 - t_process
-    entries: dict[str, dict] = dict(run.cached)
-    for path, o in fresh.items():
-        entries[path] = {"file": o, "sims": _by_id(pending.get(path, []))}
-    return entries, t_process, t_simulate
+    return t_process, t_simulate, stage_seconds, sim_seconds
 
 
 def motion_frames(o: FileOutcome) -> list[int]:

@@ -11,6 +11,7 @@ quality thresholds, dynaset version): a file is reprocessed only when its conten
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import types
@@ -41,6 +42,14 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+@functools.lru_cache(maxsize=None)
+def _init_fields(tp: type) -> tuple[tuple[str, Any], ...]:
+    """(name, resolved type hint) of a dataclass's init fields (``get_type_hints`` evaluates the
+    annotations: once per class, not once per record read back from the cache)."""
+    hints = typing.get_type_hints(tp)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(tp) if f.init)
+
+
 def from_jsonable(tp: Any, value: Any) -> Any:
     """Inverse of ``to_jsonable`` for a type hint ``tp`` (dataclasses, tuples, dicts, optionals)."""
     origin = typing.get_origin(tp)
@@ -50,9 +59,7 @@ def from_jsonable(tp: Any, value: Any) -> Any:
             return None
         return from_jsonable(args[0], value)
     if dataclasses.is_dataclass(tp):
-        hints = typing.get_type_hints(tp)
-        kwargs = {f.name: from_jsonable(hints[f.name], value[f.name])
-                  for f in dataclasses.fields(tp) if f.init and f.name in value}
+        kwargs = {name: from_jsonable(hint, value[name]) for name, hint in _init_fields(tp) if name in value}
         return tp(**kwargs)
     if origin is tuple:
         args = typing.get_args(tp)

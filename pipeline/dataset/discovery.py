@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,43 +38,61 @@ def discover(sources: Sequence[SourceSpec], out: Path, ledger: Ledger, key: str,
     for spec in sources:
         files = get_source(spec.kind).discover(Path(spec.root))
         say(f"[discover] {spec.kind}: {len(files)} files under {spec.root}")
+        known = ledger.live_stats(spec.kind)  # one query, not one per file
+        base = str(Path(spec.root)).rstrip("/") + "/"
         for p in files:
-            st = Path(p).stat()
-            rel = Path(p).relative_to(Path(spec.root)).as_posix()
-            sha = ledger.known_sha(spec.kind, rel, st.st_size, st.st_mtime_ns) or sha256_of(Path(p))[0]
-            jobs.append(FileJob(spec, str(p), rel, st.st_size, st.st_mtime_ns, sha,
+            p = str(p)
+            st = os.stat(p)
+            rel = p[len(base):] if p.startswith(base) else Path(p).relative_to(Path(spec.root)).as_posix()
+            k = known.get(rel)
+            sha = k[2] if k is not None and k[:2] == (st.st_size, st.st_mtime_ns) else sha256_of(Path(p))[0]
+            jobs.append(FileJob(spec, p, rel, st.st_size, st.st_mtime_ns, sha,
                                 file_cache.entry_dir(out, spec.kind, rel, sha, key)))
     return jobs
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What one run does: the files to process, the cached outcomes of the others, removed files."""
+    """What one run does: the files to process, the files whose cache entry is complete, removed files."""
 
     jobs: tuple[FileJob, ...]
     todo: tuple[FileJob, ...]
-    cached: dict
-    """path → cache entry records (``ENTRY_TYPES``) of files that need no processing."""
+    cached: tuple[FileJob, ...]
+    """Files that need no processing: their complete cache entries are read back at assembly
+    (``load_outcome``), one at a time."""
     removed: tuple[tuple[str, str], ...]
     n_new: int
     n_changed: int
 
 
-def plan_run(jobs: Sequence[FileJob], previous: dict, out: Path, force: bool = False) -> RunPlan:
-    """Split ``jobs`` into files to process and files whose cache entry is complete; ``previous``
-    is the ledger's current rows ((source, path) → record)."""
+def plan_run(jobs: Sequence[FileJob], previous: Container[tuple[str, str]] | Iterable[tuple[str, str]], out: Path,
+             force: bool = False) -> RunPlan:
+    """Split ``jobs`` into files to process and files whose cache entry is complete (its
+    ``outcome.json`` exists; nothing is read); ``previous``: the (source, path) keys of the
+    ledger's live rows."""
     seen = {j.file_key for j in jobs}
     removed = tuple(sorted(k for k in previous if k not in seen))
-    cached: dict[str, dict] = {}
+    cached: list[FileJob] = []
     todo: list[FileJob] = []
     for j in jobs:
-        entry = None if force else file_cache.load_entry(j.entry, out, ENTRY_TYPES)
-        if entry is None:
-            todo.append(j)
-        else:
-            cached[j.path] = entry
+        (cached if not force and file_cache.is_complete(j.entry) else todo).append(j)
     n_new = sum(1 for j in todo if j.file_key not in previous)
-    return RunPlan(tuple(jobs), tuple(todo), cached, removed, n_new, len(todo) - n_new)
+    return RunPlan(tuple(jobs), tuple(todo), tuple(cached), removed, n_new, len(todo) - n_new)
+
+
+class CacheEntryError(RuntimeError):
+    """A complete-looking cache entry could not be read; it was reset, so the next run redoes it."""
+
+
+def load_outcome(job: FileJob, out: Path) -> tuple[FileOutcome, tuple[SimOutcome, ...]]:
+    """The outcome and simulations recorded in ``job``'s complete cache entry. An unreadable entry
+    is reset (the next run reprocesses the file) and ``CacheEntryError`` raised."""
+    entry = file_cache.load_entry(job.entry, out, ENTRY_TYPES)
+    if entry is None:
+        file_cache.reset_entry(job.entry)
+        raise CacheEntryError(f"cache entry {job.entry} of {job.spec.kind}:{job.rel} is unreadable; it was reset: "
+                              "run the build again to reprocess that file")
+    return entry["file"], entry["sims"]
 
 
 def inputs_fingerprint(jobs: Sequence[FileJob], key: str, chunking, schema_versions: dict[str, str]) -> str:

@@ -5,6 +5,7 @@ be built comes back as a quarantine entry, so one bad file never stops a batch."
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -108,16 +109,34 @@ def process_file(
 
 def process_files(
     jobs: list[tuple[SourceSpec, str, str]], cfg: BuildConfig, thresholds: Thresholds | None = None,
-    modify: ModifyHook | None = None,
+    modify: ModifyHook | None = None, cache_root: str | None = None,
 ) -> list[FileOutcome]:
     """``process_file`` for a batch of (spec, path, cache entry) jobs, one at a time. Batching only
-    amortizes the task runner's per-task bookkeeping (Prefect: several API calls per task run)."""
+    amortizes the task runner's per-task bookkeeping (Prefect: several API calls per task run).
+
+    ``cache_root`` (the dataset root): a file with nothing to simulate has its cache entry completed
+    here (``outcome.json``), and only its ``slim`` outcome is returned: the driver reads the entry
+    back at assembly, so no per-sequence record travels to it (or stays in its task futures)."""
+    from pipeline.store import file_cache
+
     from .executor import release_memory
 
     try:
-        return [process_file(spec, path, entry, cfg, thresholds, modify) for spec, path, entry in jobs]
+        out = []
+        for spec, path, entry in jobs:
+            o = process_file(spec, path, entry, cfg, thresholds, modify)
+            if cache_root is not None and not o.to_simulate:
+                file_cache.save_entry(Path(entry), Path(cache_root), {"file": o, "sims": ()})
+                o = slim(o)
+            out.append(o)
+        return out
     finally:
         release_memory()
+
+
+def slim(o: FileOutcome) -> FileOutcome:
+    """A file's outcome without its staged sequences and metrics rows (its cache entry holds them)."""
+    return replace(o, staged=(), metrics=())
 
 
 def batch_jobs(jobs: list, workers: int, max_batch: int = 128, per_worker: int = 4) -> list[list]:

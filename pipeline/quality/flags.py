@@ -270,10 +270,15 @@ def max_level(flags: Iterable[Flag]) -> str:
     return max((f.level for f in flags), key=lambda lv: LEVEL_RANK[lv], default="")
 
 
-def metrics_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def metrics_table(rows: Sequence[Mapping[str, Any]] | Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Rows (``metrics.metrics_row``) → a DataFrame: identity columns (str) first, then metrics
-    (float64) in catalog order, then any others; sorted by ``seq_id``."""
-    df = pd.DataFrame(list(rows))
+    (float64) in catalog order, then any others; sorted by ``seq_id``. ``rows`` may also be
+    DataFrames of consecutive rows (``FlagAccumulator``'s chunks): the same table as their rows."""
+    rows = list(rows)
+    if rows and all(isinstance(r, pd.DataFrame) for r in rows):
+        df = pd.concat(rows, ignore_index=True, sort=False) if len(rows) > 1 else rows[0]
+    else:
+        df = pd.DataFrame(rows)
     if df.empty:  # no sequences at all: the same columns as a populated table, zero rows
         df = pd.DataFrame({c: pd.Series(dtype=object) for c in ID_COLUMNS})
         df["flag_level"] = pd.Series(dtype=object)
@@ -293,35 +298,65 @@ def metrics_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def apply_flags(
-    rows: Sequence[Mapping[str, Any]], thresholds: Thresholds | None = None
-) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Evaluate every row: (metrics table with ``flag_level``/``flag_names``/``excluded`` columns
-    and a ``flags`` attribute ``{seq_id: [Flag]}``, exclusions ``[{seq_id, source, path, reasons}]``)."""
-    thresholds = thresholds or Thresholds.default()
-    rows = [dict(r) for r in rows]
-    all_flags: dict[str, list[Flag]] = {}
-    exclusions: list[dict[str, Any]] = []
-    for r in rows:
-        flags = evaluate_flags(r, thresholds)
+class FlagAccumulator:
+    """``apply_flags`` one row at a time: each row is flagged when added and kept only in a
+    columnar chunk (a DataFrame of ``chunk`` rows), so a build's driver never holds every
+    sequence's metrics as Python dicts (docs/scaling.md, "Flat memory"). ``finish()`` returns what
+    ``apply_flags`` returns for the same rows."""
+
+    def __init__(self, thresholds: Thresholds | None = None, chunk: int = 1024):
+        self.thresholds = thresholds or Thresholds.default()
+        self.chunk = chunk
+        self._pending: list[dict[str, Any]] = []
+        self._chunks: list[pd.DataFrame] = []
+        self._flags: dict[str, list[Flag]] = {}
+        self._exclusions: list[dict[str, Any]] = []
+
+    def add(self, row: Mapping[str, Any]) -> str:
+        """Flag one metrics row; returns its level (``exclude``: left out of the subsets)."""
+        r = dict(row)
+        flags = evaluate_flags(r, self.thresholds)
         lvl = max_level(flags)
         r["flag_level"] = lvl
         r["flag_names"] = ",".join(f.name for f in flags)
         r["excluded"] = lvl == "exclude"
         sid = str(r.get("seq_id", ""))
         if flags:
-            all_flags[sid] = flags
+            self._flags[sid] = flags
         if lvl == "exclude":
-            exclusions.append({
+            self._exclusions.append({
                 "seq_id": sid, "source": str(r.get("source", "")), "path": str(r.get("path", "")),
                 "reasons": [f.reason for f in flags if f.level == "exclude"],
                 "flags": [f.name for f in flags],
             })
-    table = metrics_table(rows)
-    table.attrs["flags"] = {k: [asdict(f) for f in v] for k, v in all_flags.items()}
-    table.attrs["thresholds"] = thresholds.to_dict()
-    exclusions.sort(key=lambda e: e["seq_id"])
-    return table, exclusions
+        self._pending.append(r)
+        if len(self._pending) >= self.chunk:
+            self._flush()
+        return lvl
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._chunks.append(pd.DataFrame(self._pending))
+            self._pending = []
+
+    def finish(self) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        self._flush()
+        table = metrics_table(self._chunks)
+        self._chunks = []
+        table.attrs["flags"] = {k: [asdict(f) for f in v] for k, v in self._flags.items()}
+        table.attrs["thresholds"] = self.thresholds.to_dict()
+        return table, sorted(self._exclusions, key=lambda e: e["seq_id"])
+
+
+def apply_flags(
+    rows: Sequence[Mapping[str, Any]], thresholds: Thresholds | None = None
+) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Evaluate every row: (metrics table with ``flag_level``/``flag_names``/``excluded`` columns
+    and a ``flags`` attribute ``{seq_id: [Flag]}``, exclusions ``[{seq_id, source, path, reasons}]``)."""
+    acc = FlagAccumulator(thresholds, chunk=max(1, len(rows)))
+    for r in rows:
+        acc.add(r)
+    return acc.finish()
 
 
 def excluded_ids(exclusions: Iterable[Mapping[str, Any]]) -> set[str]:

@@ -90,8 +90,9 @@ def _read_json(path: Path, default: Any) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_build(out_dir: str | Path) -> BuildQuality:
-    """Read a build/release folder; recompute metrics from its stores if it has no ``metrics.parquet``."""
+def load_build(out_dir: str | Path, build: Mapping[str, Any] | None = None) -> BuildQuality:
+    """Read a build/release folder; recompute metrics from its stores if it has no ``metrics.parquet``.
+    ``build``: the build's summary when its ``build.json`` is not written yet (a running build)."""
     from .collect import BuildReader
 
     out = Path(out_dir)
@@ -125,7 +126,8 @@ def load_build(out_dir: str | Path) -> BuildQuality:
         table, _ = apply_flags(table.to_dict("records"), thresholds)
     return BuildQuality(
         out_dir=out, table=table, thresholds=thresholds, flags=flags, exclusions=exclusions,
-        quarantine=_read_json(out / QUARANTINE_FILE, []), build=_read_json(out / SUMMARY_FILE, {}),
+        quarantine=_read_json(out / QUARANTINE_FILE, []),
+        build=dict(build) if build is not None else _read_json(out / SUMMARY_FILE, {}),
         recomputed=recomputed, store_members=members,
     )
 
@@ -754,10 +756,13 @@ def build_report(
     path: str | Path | None = None,
     worst: int = 25,
     sequence_plots: int = 12,
+    build: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the self-contained HTML report of a build/release folder; returns its path
-    (``OUT/report.html`` unless ``path``). ``sequence_plots`` = 0 skips per-sequence plots."""
-    q = load_build(out_dir)
+    (``OUT/report.html`` unless ``path``). ``sequence_plots`` = 0 skips per-sequence plots.
+    ``build``: the build summary to report instead of ``build.json`` (a build reports while its
+    statistics are computed, before it writes ``build.json``; the report reads only its counts)."""
+    q = load_build(out_dir, build)
     return _write_html(q, load_build(parent) if parent is not None else None, path, worst, sequence_plots)
 
 

@@ -10,6 +10,7 @@ reprocess every file, with byte-identical results.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import uuid
@@ -25,6 +26,8 @@ CACHE_DIR = ".cache/files"
 OUTCOME_FILE = "outcome.json"
 CACHE_FORMAT = 1
 _ROOT = "@root/"
+_ROOT_IN_JSON = re.compile(r'(?<!\\)"@root/')
+"""A JSON string value that starts with ``_ROOT`` (an unescaped quote, then the marker)."""
 
 
 def entry_dir(root: Path, source: str, rel: str, sha256: str, key: str) -> Path:
@@ -44,16 +47,6 @@ def _plain(value: Any, root: str) -> Any:
     return value
 
 
-def _unplain(value: Any, root: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _unplain(v, root) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unplain(v, root) for v in value]
-    if isinstance(value, str) and value.startswith(_ROOT):
-        return root + value[len(_ROOT):]
-    return value
-
-
 def save_entry(entry: Path, root: Path, records: dict[str, Any]) -> None:
     """Write ``outcome.json`` (the completion marker) for a cache entry; ``records`` are dataclasses."""
     prefix = str(Path(root).resolve()) + "/"
@@ -63,17 +56,24 @@ def save_entry(entry: Path, root: Path, records: dict[str, Any]) -> None:
     os.replace(tmp, entry / OUTCOME_FILE)
 
 
+def is_complete(entry: Path) -> bool:
+    """Whether an entry is complete: its ``outcome.json`` exists (the last file written)."""
+    return (Path(entry) / OUTCOME_FILE).is_file()
+
+
 def load_entry(entry: Path, root: Path, types: dict[str, Any]) -> dict[str, Any] | None:
     """The records of a complete entry (typed by ``types``), or None if absent/incomplete/unreadable."""
     path = entry / OUTCOME_FILE
     if not path.is_file():
         return None
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        prefix = str(Path(root).resolve()) + "/"
+        # root-relative strings back to absolute paths in the text: one pass over the bytes instead
+        # of a walk over every value (metrics rows included) of the parsed document
+        doc = json.loads(_ROOT_IN_JSON.sub(lambda _: '"' + json.dumps(prefix)[1:-1], path.read_text(encoding="utf-8")))
         if doc.get("format") != CACHE_FORMAT:
             return None
-        prefix = str(Path(root).resolve()) + "/"
-        records = _unplain(doc["records"], prefix)
+        records = doc["records"]
         return {name: from_jsonable(tp, records[name]) for name, tp in types.items()}
     except (ValueError, KeyError, TypeError):
         return None
@@ -86,21 +86,29 @@ def reset_entry(entry: Path) -> None:
 
 
 def prune(root: Path, keep: set[Path]) -> int:
-    """Delete every cache entry not in ``keep`` (and emptied file folders); returns entries removed."""
+    """Delete every cache entry not in ``keep`` (and emptied file folders); returns entries removed.
+    Entries are compared by their (file folder, entry) names under the root's cache folder: one
+    directory listing per file folder, no path resolution per entry."""
     base = Path(root) / CACHE_DIR
     if not base.is_dir():
         return 0
-    keep = {Path(k).resolve() for k in keep}
+    kept: dict[str, set[str]] = {}
+    for k in keep:
+        k = Path(k)
+        kept.setdefault(k.parent.name, set()).add(k.name)
     removed = 0
-    for file_dir in base.iterdir():
-        if not file_dir.is_dir():
-            continue
-        for entry in file_dir.iterdir():
-            if entry.resolve() not in keep:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed += 1
-        try:
-            file_dir.rmdir()
-        except OSError:
-            pass
+    with os.scandir(base) as folders:
+        for file_dir in folders:
+            if not file_dir.is_dir(follow_symlinks=False):
+                continue
+            mine = kept.get(file_dir.name, set())
+            for name in os.listdir(file_dir.path):
+                if name not in mine:
+                    shutil.rmtree(os.path.join(file_dir.path, name), ignore_errors=True)
+                    removed += 1
+            if not mine:  # emptied (a folder still holding something stays)
+                try:
+                    os.rmdir(file_dir.path)
+                except OSError:
+                    pass
     return removed

@@ -122,6 +122,17 @@ class Ledger:
         """The live row (built or quarantined) per (source, path)."""
         return {(r.source, r.path): r for r in self.files() if r.status in ("built", "quarantined")}
 
+    def live_shas(self) -> dict[tuple[str, str], str]:
+        """(source, path) → sha256 of every live (built or quarantined) row: ``current`` without the rows."""
+        rows = self._db.execute("SELECT source, path, sha256 FROM files WHERE status IN ('built','quarantined')")
+        return {(s, p): sha for s, p, sha in rows}
+
+    def live_stats(self, source: str) -> dict[str, tuple[int, int, str]]:
+        """path → (size, mtime_ns, sha256) of ``source``'s live rows: ``known_sha`` for every file at once."""
+        rows = self._db.execute("SELECT path, size_bytes, mtime_ns, sha256 FROM files WHERE source=? "
+                                "AND status IN ('built','quarantined')", (source,))
+        return {p: (int(size), int(mtime), sha) for p, size, mtime, sha in rows}
+
     def known_sha(self, source: str, path: str, size: int, mtime_ns: int) -> str | None:
         """The recorded sha256 of a live file with this size and mtime (skips re-hashing), else None."""
         row = self._db.execute(
@@ -135,25 +146,37 @@ class Ledger:
         ``seen`` are the live rows of every file discovered in the run; an older live row of the same
         path with another sha256 becomes ``superseded``; ``removed`` (source, path) pairs become ``removed``.
         """
-        with self._db:
-            for r in seen:
-                self._db.execute(
-                    "UPDATE files SET status='superseded', last_run=? WHERE source=? AND path=? AND sha256<>? "
-                    "AND status IN ('built','quarantined')", (run.run_id, r.source, r.path, r.sha256))
-                prev = self._db.execute("SELECT first_run FROM files WHERE source=? AND path=? AND sha256=?",
-                                        (r.source, r.path, r.sha256)).fetchone()
-                self._db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (r.source, r.path, r.sha256, r.size_bytes, r.mtime_ns, r.status, r.reason, r.processing_key,
-                     r.dynaset_version, json.dumps(r.schema_versions, sort_keys=True),
-                     json.dumps(list(r.sequences)), prev[0] if prev else r.first_run, r.last_run))
-            for source, path in removed:
-                self._db.execute(
-                    "UPDATE files SET status='removed', last_run=? WHERE source=? AND path=? "
-                    "AND status IN ('built','quarantined')", (run.run_id, source, path))
-            self._db.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)", (
-                run.run_id, run.started, run.finished, run.files_new, run.files_changed, run.files_unchanged,
-                run.files_removed, run.files_quarantined, run.stores_written))
+        with self.transaction():
+            self.record_files(run.run_id, seen, removed)
+            self.insert_run(run)
+
+    def transaction(self):
+        """A context in which ``record_files`` and ``insert_run`` commit together (or not at all)."""
+        return self._db
+
+    def record_files(self, run_id: str, seen: Iterable[FileRecord], removed: Iterable[tuple[str, str]]) -> None:
+        """``record_run``'s file rows (``seen`` consumed once, row by row); inside ``transaction()``."""
+        for r in seen:
+            self._db.execute(
+                "UPDATE files SET status='superseded', last_run=? WHERE source=? AND path=? AND sha256<>? "
+                "AND status IN ('built','quarantined')", (run_id, r.source, r.path, r.sha256))
+            prev = self._db.execute("SELECT first_run FROM files WHERE source=? AND path=? AND sha256=?",
+                                    (r.source, r.path, r.sha256)).fetchone()
+            self._db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (r.source, r.path, r.sha256, r.size_bytes, r.mtime_ns, r.status, r.reason, r.processing_key,
+                 r.dynaset_version, json.dumps(r.schema_versions, sort_keys=True),
+                 json.dumps(list(r.sequences)), prev[0] if prev else r.first_run, r.last_run))
+        for source, path in removed:
+            self._db.execute(
+                "UPDATE files SET status='removed', last_run=? WHERE source=? AND path=? "
+                "AND status IN ('built','quarantined')", (run_id, source, path))
+
+    def insert_run(self, run: RunRecord) -> None:
+        """``record_run``'s run row; inside ``transaction()``."""
+        self._db.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?)", (
+            run.run_id, run.started, run.finished, run.files_new, run.files_changed, run.files_unchanged,
+            run.files_removed, run.files_quarantined, run.stores_written))
 
     def runs(self) -> list[RunRecord]:
         rows = self._db.execute("SELECT * FROM runs ORDER BY started, run_id").fetchall()

@@ -328,13 +328,14 @@ def _dtype_matches(spec: ArraySpec, dtype: Any) -> bool:
     return dt == np.dtype(spec.dtype)
 
 
-def _blocks(n: int, row_elems: int) -> Iterable[tuple[int, int]]:
+def _blocks(n: int, row_elems: int, start: int = 0) -> Iterable[tuple[int, int]]:
     step = max(1, _BLOCK // max(1, row_elems))
-    for a in range(0, n, step):
+    for a in range(max(0, start), n, step):
         yield a, min(n, a + step)
 
 
-def validate_store(path: str | Path, storage_options: dict | None = None, *, index: bool = True) -> list[str]:
+def validate_store(path: str | Path, storage_options: dict | None = None, *, index: bool = True,
+                   scan_from: Mapping[str, int] | None = None) -> list[str]:
     """Problems of the store at ``path`` (empty list when valid).
 
     Checks required group attrs and the schema they name, every required array and coordinate
@@ -344,6 +345,9 @@ def validate_store(path: str | Path, storage_options: dict | None = None, *, ind
     lies inside its sequence), allowed string values (``seq_split``) and flag values (``contact``).
     Long frame/window arrays are scanned block by block; ``index=False`` skips that scan (the
     sequence index, allowed values and flags: the data checks) and checks the structure only.
+    ``scan_from`` (``{"frame": a, "window": b}``) scans the frame/window arrays from those records
+    on only: an appended store (``pipeline.store.append``) whose earlier records are the hard-linked,
+    already validated objects of the store it grew from. The per-sequence checks stay complete.
     """
     path = path if storage_options else Path(path)
     try:
@@ -392,11 +396,11 @@ def validate_store(path: str | Path, storage_options: dict | None = None, *, ind
                 problems.append(f"coordinate {spec.name} values {got} differ from the schema's")
     if problems or not index:
         return problems  # index checks below assume a structurally sound store
-    problems += _check_index(group, schema, sizes)
+    problems += _check_index(group, schema, sizes, scan_from or {})
     return problems
 
 
-def _check_index(group: Any, schema: Schema, sizes: Mapping[str, int]) -> list[str]:
+def _check_index(group: Any, schema: Schema, sizes: Mapping[str, int], scan_from: Mapping[str, int]) -> list[str]:
     problems: list[str] = []
     n_frame, n_window = sizes.get("frame", 0), sizes.get("window", 0)
     f_off = np.asarray(group["seq_frame_offset"][...], dtype=np.int64)
@@ -426,7 +430,7 @@ def _check_index(group: Any, schema: Schema, sizes: Mapping[str, int]) -> list[s
         return np.searchsorted(ends, np.arange(a, b, dtype=np.int64), side="right")
 
     fs, ws, wst = group["frame_sequence"], group["window_sequence"], group["window_start"]
-    for a, b in _blocks(n_frame, 16):
+    for a, b in _blocks(n_frame, 16, scan_from.get("frame", 0)):
         got = np.asarray(fs[a:b])
         want = seq_of(f_end, a, b)
         bad = np.flatnonzero(got != want)
@@ -434,7 +438,7 @@ def _check_index(group: Any, schema: Schema, sizes: Mapping[str, int]) -> list[s
             i = a + int(bad[0])
             problems.append(f"frame_sequence[{i}] = {got[bad[0]]}, offsets say {want[bad[0]]}")
             break
-    for a, b in _blocks(n_window, 16):
+    for a, b in _blocks(n_window, 16, scan_from.get("window", 0)):
         got = np.asarray(ws[a:b])
         s = seq_of(w_end, a, b)
         bad = np.flatnonzero(got != s)
@@ -460,7 +464,7 @@ def _check_index(group: Any, schema: Schema, sizes: Mapping[str, int]) -> list[s
             row = int(np.prod(arr.shape[1:], dtype=np.int64))
             # an optional array keeps its fill value where a sequence does not provide it
             allowed = list(flags) if spec.required else [*flags, spec.fill_value]
-            for a, b in _blocks(arr.shape[0], row):
+            for a, b in _blocks(arr.shape[0], row, scan_from.get(spec.dims[0], 0)):
                 got = np.asarray(arr[a:b])
                 bad = ~np.isin(got, allowed)
                 if bad.any():
