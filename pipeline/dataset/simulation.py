@@ -6,12 +6,11 @@ import time
 import traceback
 from pathlib import Path
 
+from pipeline.dynamics import DynamicsResult
 from pipeline.lab.measured import SourceTorques
 from pipeline.process import BuildConfig, simulated_key, simulated_payload
 from pipeline.quality.metrics import inputs_from_payload, metrics_row
-from pipeline.records import QuarantineEntry
-from pipeline.dynamics import DynamicsResult
-from pipeline.records import CanonicalMotion
+from pipeline.records import CanonicalMotion, QuarantineEntry
 from pipeline.simulate import simulate_jobs
 from pipeline.simulate.engine import SimConfig, dynamics_config_key, dynamics_key, motion_dynamics
 from pipeline.store import stage_sequence
