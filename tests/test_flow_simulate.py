@@ -51,11 +51,11 @@ def test_a_failing_motion_is_quarantined_alone(items, monkeypatch, tmp_path):
     calls = []
     real = fb.simulate_jobs
 
-    def batch_refusing(jobs, cfg, backend="cpu", max_worlds=None):
+    def batch_refusing(jobs, cfg, backend="cpu", max_worlds=None, dynamics=None):
         calls.append(len(jobs))
         if len(jobs) > 1:
             raise RuntimeError("batch backend failure")
-        return real(jobs, cfg, backend, max_worlds)
+        return real(jobs, cfg, backend, max_worlds, dynamics=dynamics)
 
     monkeypatch.setattr(fb, "simulate_jobs", batch_refusing)
     outs = fb.simulate_motions(batch, BuildConfig())

@@ -255,6 +255,7 @@ def test_prepare_sequence_reuses_another_pass_preparation():
     p0 = prepare_sequence(mo, cfg, 0)
     fresh, shared = prepare_sequence(mo, cfg, 1), prepare_sequence(mo, cfg, 1, like=p0)
     assert shared.dyn is p0.dyn and shared.hum is p0.hum and shared.pass_index == fresh.pass_index == 1
+    assert shared.ref is p0.ref and shared.plan is p0.plan  # pass-independent: reused, not recomputed
     for name in ("rq", "rv", "ra", "ref_pos", "gate", "plan", "swing", "spring_q"):
         a, b = getattr(fresh, name), getattr(shared, name)
         assert (a is None and b is None) or np.array_equal(a, b), name

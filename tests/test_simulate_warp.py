@@ -84,3 +84,24 @@ def test_batch_memory_estimate_covers_the_measured_arrays(pair):
     print(f"estimate {estimate / 2**20:.2f} MiB, measured {used / 2**20:.2f} MiB "
           f"(device {stats[0].device_bytes / 2**20:.2f}, controller {stats[0].controller_bytes / 2**20:.2f})")
     assert used <= estimate <= 2 * used
+
+
+def test_precomputed_dynamics_pass_gives_identical_batches(pair, monkeypatch):
+    """The build's path (dynamics pass computed by the per-file task, handed to the batch): the same
+    batch of worlds, bit for bit, as with the dynamics pass computed by the backend."""
+    import pipeline.simulate.engine as engine
+
+    mos, _, gpu, _ = pair
+    cfg = SimConfig()
+    dyns = [engine.motion_dynamics(m, cfg) for m in mos]
+
+    def refuse(*a, **k):
+        raise AssertionError("dynamics pass recomputed")
+
+    monkeypatch.setattr(engine, "dynamics_pass", refuse)
+    again = MjWarpBackend(device="cpu").simulate(mos, cfg, dynamics=dyns)
+    for a, b in zip(gpu, again):
+        for k, v in a.__dict__.items():
+            if isinstance(v, np.ndarray):
+                np.testing.assert_array_equal(v, getattr(b, k), err_msg=k)
+        assert a.metrics == b.metrics

@@ -1,6 +1,8 @@
 """The per-file stage: read one source file → canonicalize → contact → fit → split → quality
-metrics → stage its arrays in the file's cache entry. Never raises for bad data: a file that cannot
-be built comes back as a quarantine entry, so one bad file never stops a batch."""
+metrics → stage its arrays in the file's cache entry, and for each motion to simulate its canonical
+motion file and its dynamics pass (the pass-independent host preparation of the simulate task).
+Never raises for bad data: a file that cannot be built comes back as a quarantine entry, so one bad
+file never stops a batch."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pipeline.store import stage_sequence
 from pipeline.store.canonical_io import save_canonical
 
 from .records import FileOutcome
+from .simulation import stage_dynamics
 
 ModifyHook = Callable[[str, dict, dict, dict, dict], None]
 """``modify(seq_id, frame_arrays, window_arrays, seq_values, extras)``: edits a sequence in place
@@ -91,6 +94,13 @@ def process_file(
                                        extras=measured_extras(processed))
                 to_simulate.append((key, str(canon), processed.split))
             seconds["stage"] = seconds.get("stage", 0.0) + time.perf_counter() - t0
+            if cfg.simulate is not None and not excluded and cfg.simulate.dynamics is not None:
+                t0 = time.perf_counter()
+                try:  # the simulate task's pass-independent host preparation, done here (CPU workers)
+                    stage_dynamics(processed.motion, canon, cfg.simulate)
+                except Exception:  # noqa: BLE001 - the simulate task computes it again and reports the error
+                    pass
+                seconds["dynamics"] = seconds.get("dynamics", 0.0) + time.perf_counter() - t0
             rows.append(row)
             frames_in += raw.n_frames
             frames_out += processed.motion.n_frames

@@ -6,13 +6,15 @@ import time
 import traceback
 from pathlib import Path
 
+from pipeline.dynamics import DynamicsResult
 from pipeline.lab.measured import SourceTorques
 from pipeline.process import BuildConfig, simulated_key, simulated_payload
 from pipeline.quality.metrics import inputs_from_payload, metrics_row
-from pipeline.records import QuarantineEntry
+from pipeline.records import CanonicalMotion, QuarantineEntry
 from pipeline.simulate import simulate_jobs
+from pipeline.simulate.engine import SimConfig, dynamics_config_key, dynamics_key, motion_dynamics
 from pipeline.store import stage_sequence
-from pipeline.store.canonical_io import load_canonical, load_extras
+from pipeline.store.canonical_io import load_canonical, load_dynamics, load_extras, save_dynamics
 
 from .records import SimOutcome
 
@@ -22,6 +24,33 @@ VALIDATION_EXTRAS = ("plate_grf_n", "id_joint_torque_nm")
 
 def _error(exc: BaseException) -> str:
     return traceback.format_exception_only(type(exc), exc)[-1].strip()
+
+
+def dynamics_file(canonical: Path, sim: SimConfig) -> Path:
+    """Where the per-file task stages the dynamics pass of the canonical motion file ``canonical``
+    under ``sim``: beside it, named by ``engine.dynamics_config_key`` (an internal staging file)."""
+    canonical = Path(canonical)
+    return canonical.with_name(f"{canonical.stem}.dynamics-{dynamics_config_key(sim)}.npz")
+
+
+def stage_dynamics(motion: CanonicalMotion, canonical: Path, sim: SimConfig) -> Path | None:
+    """Compute the dynamics pass of ``motion`` (saved as ``canonical``) under ``sim`` and write it to
+    ``dynamics_file``; ``None`` (nothing written) when ``sim.dynamics`` is ``None``. Run by the
+    per-file task, so that simulate tasks (GPU workers above all) do not: it is ≈ 90 % of their
+    host preparation and does not depend on the pass."""
+    dyn = motion_dynamics(motion, sim)
+    if dyn is None:
+        return None
+    return save_dynamics(dyn, dynamics_key(motion, sim), dynamics_file(canonical, sim))
+
+
+def staged_dynamics(motion: CanonicalMotion, canonical: Path, sim: SimConfig) -> DynamicsResult | None:
+    """The dynamics pass ``stage_dynamics`` wrote for ``motion`` (loaded from ``canonical``), or
+    ``None`` when there is none, or it was written for another motion or configuration (the
+    simulate task then computes it, with the same result)."""
+    if sim.dynamics is None:
+        return None
+    return load_dynamics(dynamics_file(canonical, sim), motion, dynamics_key(motion, sim))
 
 
 def simulate_motions(items: list[tuple[str, str, str]], cfg: BuildConfig) -> list[SimOutcome]:
@@ -37,6 +66,8 @@ def simulate_parts(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cf
     split); one ``SimOutcome`` per part, holding its passes only (``merge_parts`` joins the parts
     of one motion).
 
+    A motion's dynamics pass is the one the per-file task staged beside its canonical file
+    (``stage_dynamics``) when there is a valid one, else the backend computes it.
     All (motion, pass) sequences go through the backend in one call (``simulate_jobs``: a batched
     backend runs them as one batch of up to ``max_worlds`` worlds, the CPU backend pass by pass);
     if that call fails, the sequences are retried one by one so that a motion the simulator
@@ -47,7 +78,7 @@ def simulate_parts(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cf
     beside every pass (``source_tau_opensim``).
     """
     t0 = time.perf_counter()
-    motions, failed, measured, source_tau = {}, {}, {}, {}
+    motions, failed, measured, source_tau, dyns = {}, {}, {}, {}, {}
     for (key, path, split), _ in parts:
         if path in motions or path in failed:
             continue
@@ -58,10 +89,13 @@ def simulate_parts(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cf
             source_tau[path] = SourceTorques.from_extras(extras)
         except Exception as exc:  # an unreadable hand-over file: quarantine this motion only
             failed[path] = _error(exc)
+            continue
+        # the dynamics pass the per-file task staged (None: the backend computes it, same result)
+        dyns[path] = staged_dynamics(motions[path], Path(path), cfg.simulate)
     jobs = [(item, p) for item, passes in parts if item[1] in motions for p in passes]
     try:
         results = simulate_jobs([(motions[item[1]], p) for item, p in jobs], cfg.simulate, cfg.sim_backend,
-                                max_worlds)
+                                max_worlds, dynamics=[dyns[item[1]] for item, _ in jobs])
     except Exception:
         results = []
         for item, p in jobs:
@@ -70,7 +104,8 @@ def simulate_parts(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cf
                 results.append(None)
                 continue
             try:
-                results.append(simulate_jobs([(motions[path], p)], cfg.simulate, cfg.sim_backend)[0])
+                results.append(simulate_jobs([(motions[path], p)], cfg.simulate, cfg.sim_backend,
+                                             dynamics=[dyns[path]])[0])
             except Exception as exc:
                 failed[path] = _error(exc)
                 results.append(None)

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pipeline.dynamics import DynamicsResult
 from pipeline.records import CanonicalMotion
 from pipeline.simulate.backends import get_backend
 from pipeline.simulate.controller import ContactQP, Gains
-from pipeline.simulate.engine import SimConfig, SimulationResult, simulate_motion
+from pipeline.simulate.engine import SimConfig, SimulationResult, motion_dynamics, simulate_motion
 from pipeline.simulate.humanoid import HumanoidParams, build_humanoid, skeleton_from_motion
 
 __all__ = [
-    "ContactQP", "Gains", "HumanoidParams", "SimConfig", "SimulationResult", "build_humanoid", "simulate",
-    "simulate_jobs", "simulate_motion", "skeleton_from_motion",
+    "ContactQP", "Gains", "HumanoidParams", "SimConfig", "SimulationResult", "build_humanoid", "motion_dynamics",
+    "simulate", "simulate_jobs", "simulate_motion", "skeleton_from_motion",
 ]
 
 
@@ -39,13 +40,17 @@ def simulate(motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int
 
 
 def simulate_jobs(jobs: Sequence[tuple[CanonicalMotion, int]], cfg: SimConfig, backend: str = "cpu",
-                  max_worlds: int | None = None) -> list[SimulationResult]:
+                  max_worlds: int | None = None, dynamics: Sequence[DynamicsResult | None] | None = None
+                  ) -> list[SimulationResult]:
     """Imitate (motion, pass index) sequences of any passes; one result per job, in order.
 
     A batched backend (``gpu``, ``warp-cpu``) runs them as one batch of worlds where they fit in
     ``max_worlds`` (its default otherwise), the others pass by pass (``Backend.simulate_jobs``).
+    ``dynamics``: per job, its motion's dynamics pass computed beforehand (``motion_dynamics``; the
+    build's per-file task stages it) or ``None`` (computed by the backend); results are the same.
     """
     for _, p in jobs:
         if not 0 <= int(p) < cfg.passes:
             raise ValueError(f"pass_index {p} outside [0, {cfg.passes})")
-    return get_backend(backend, max_worlds=max_worlds).simulate_jobs([(m, int(p)) for m, p in jobs], cfg)
+    return get_backend(backend, max_worlds=max_worlds).simulate_jobs([(m, int(p)) for m, p in jobs], cfg,
+                                                                     dynamics=dynamics)

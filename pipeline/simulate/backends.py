@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from pipeline.records import CanonicalMotion
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.dynamics import DynamicsResult
     from pipeline.simulate.engine import SimConfig, SimulationResult
 
 
@@ -28,18 +29,25 @@ class Backend:
 
     name = "abstract"
 
-    def simulate(self, motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int = 0
+    def simulate(self, motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int = 0,
+                 dynamics: Sequence[DynamicsResult | None] | None = None
                  ) -> list[SimulationResult]:  # pragma: no cover - interface
+        """One pass of ``motions``; ``dynamics``: per motion its dynamics pass computed beforehand
+        (``engine.motion_dynamics``) or ``None`` (computed here)."""
         raise NotImplementedError
 
-    def simulate_jobs(self, jobs: Sequence[tuple[CanonicalMotion, int]], cfg: SimConfig
-                      ) -> list[SimulationResult]:
+    def simulate_jobs(self, jobs: Sequence[tuple[CanonicalMotion, int]], cfg: SimConfig,
+                      dynamics: Sequence[DynamicsResult | None] | None = None) -> list[SimulationResult]:
         """(motion, pass index) sequences of any passes; one result per job, in order. Batched
-        backends run them together (``MjWarpBackend``); here: one ``simulate`` call per pass."""
+        backends run them together (``MjWarpBackend``); here: one ``simulate`` call per pass.
+        ``dynamics``: per job, its motion's precomputed dynamics pass or ``None``."""
+        dyns = list(dynamics) if dynamics is not None else [None] * len(jobs)
+        if len(dyns) != len(jobs):
+            raise ValueError(f"{len(dyns)} dynamics passes for {len(jobs)} jobs")
         results: list = [None] * len(jobs)
         for p in sorted({int(k) for _, k in jobs}):
             idx = [i for i, (_, k) in enumerate(jobs) if int(k) == p]
-            for i, r in zip(idx, self.simulate([jobs[i][0] for i in idx], cfg, p)):
+            for i, r in zip(idx, self.simulate([jobs[i][0] for i in idx], cfg, p, [dyns[i] for i in idx])):
                 results[i] = r
         return results
 
@@ -53,10 +61,11 @@ class CpuMujocoBackend(Backend):
 
     name = "cpu"
 
-    def simulate(self, motions, cfg, pass_index=0):
+    def simulate(self, motions, cfg, pass_index=0, dynamics=None):
         from pipeline.simulate.engine import simulate_motion
 
-        return [simulate_motion(m, cfg, pass_index) for m in motions]
+        dyns = list(dynamics) if dynamics is not None else [None] * len(motions)
+        return [simulate_motion(m, cfg, pass_index, dynamics=dyn) for m, dyn in zip(motions, dyns, strict=True)]
 
 
 def MjWarpBackend(device: str | None = None, settings=None, max_worlds: int | None = None) -> Backend:

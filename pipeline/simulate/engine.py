@@ -12,6 +12,7 @@ See docs/simulation.md for every recorded convention.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
@@ -295,14 +296,61 @@ class PreparedSequence:
         return self.ref.steps_per_frame
 
 
+DYNAMICS_FORMAT = 1
+"""Version of a precomputed dynamics pass's key (``dynamics_key``): bump it when the dynamics pass,
+the humanoid or their inputs change meaning, so that files written before are never reused."""
+
+
+def motion_dynamics(motion: CanonicalMotion, cfg: SimConfig, humanoid: Humanoid | None = None
+                    ) -> DynamicsResult | None:
+    """The dynamics pass of ``motion`` under ``cfg`` (``None`` when ``cfg.dynamics`` is): what
+    ``prepare_sequence`` computes when it is not given one. It does not depend on the pass, so the
+    build computes it once per motion in the per-file task (``pipeline.dataset.simulation``)."""
+    if cfg.dynamics is None:
+        return None
+    if humanoid is None:
+        humanoid = build_humanoid(skeleton_from_motion(motion), motion.mass_kg, motion.gender, cfg.humanoid,
+                                  cfg.physics_dt_s)
+    return dynamics_pass(motion, humanoid, cfg.dynamics)
+
+
+def dynamics_config_key(cfg: SimConfig) -> str:
+    """16 hex digits naming what a dynamics pass depends on besides the motion: ``DYNAMICS_FORMAT``,
+    the package version, ``cfg.dynamics``, ``cfg.humanoid`` and the physics step."""
+    from pipeline import __version__
+
+    text = repr((DYNAMICS_FORMAT, __version__, cfg.dynamics, cfg.humanoid, float(cfg.physics_dt_s)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dynamics_key(motion: CanonicalMotion, cfg: SimConfig) -> str:
+    """Key of ``motion_dynamics(motion, cfg)``: ``dynamics_config_key`` and a hash of every array
+    and subject/timing field of the motion (the skeleton and humanoid follow from them)."""
+    h = hashlib.sha256(dynamics_config_key(cfg).encode())
+    for f in dataclasses.fields(motion):
+        if f.name == "provenance":  # the sequence id names the pass variation, not the dynamics pass
+            continue
+        v = getattr(motion, f.name)
+        if isinstance(v, np.ndarray):
+            a = np.ascontiguousarray(v)
+            h.update(f"{f.name}:{a.dtype.str}:{a.shape}".encode())
+            h.update(a.tobytes())
+        else:
+            h.update(f"{f.name}={v!r}".encode())
+    return h.hexdigest()
+
+
 def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
-                     humanoid: Humanoid | None = None, like: PreparedSequence | None = None) -> PreparedSequence:
+                     humanoid: Humanoid | None = None, like: PreparedSequence | None = None,
+                     dynamics: DynamicsResult | None = None) -> PreparedSequence:
     """Humanoid, dynamics pass, reference, contact gates/plan, swing clearance and the initial
     state of one (motion, pass): everything before the control loop (``PreparedSequence``).
 
-    ``like``: this motion prepared for another pass with the same ``cfg``: its skeleton, humanoid
-    and dynamics pass (which do not depend on the pass; the dynamics pass is most of the
-    preparation's time) are reused instead of recomputed."""
+    ``like``: this motion prepared for another pass with the same ``cfg``: everything that does not
+    depend on the pass (skeleton, humanoid, dynamics pass, reference, plan, gates, swing clearance)
+    is reused instead of recomputed; only the pass's gains, damping and initial state are new.
+    ``dynamics``: ``motion_dynamics(motion, cfg)`` computed beforehand (the build's per-file task
+    stages it); without it (and ``like``) the dynamics pass is computed here."""
     if like is not None:
         skel, hum = like.skel, like.hum
     else:
@@ -314,55 +362,27 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
     d = mujoco.MjData(m)
     if like is not None:
         dyn = like.dyn
+    elif dynamics is not None:
+        if cfg.dynamics is None:
+            raise ValueError("a precomputed dynamics pass was given but cfg.dynamics is None")
+        if dynamics.foot_force_n.shape[0] != motion.n_frames:
+            raise ValueError(f"precomputed dynamics pass has {dynamics.foot_force_n.shape[0]} frames, "
+                             f"the motion {motion.n_frames}")
+        dyn = dynamics
     else:
-        dyn = dynamics_pass(motion, hum, cfg.dynamics) if cfg.dynamics is not None else None
-    ref = build_reference(dyn.motion if dyn is not None else motion, cfg.control_hz)
-    spf = ref.steps_per_frame
-    n = motion.n_frames
+        dyn = motion_dynamics(motion, cfg, hum)
     seq_id = motion.provenance.sequence_id
     scale, jnoise, rvnoise = pass_variation(cfg, seq_id, pass_index)
-    body_ids_all = hum.body_ids
     ctrl = TrackingController(
         hum, cfg.gains.scaled(scale), cfg.contact, cfg.residual, cfg.torque_limits, model=m,
         residual_force_max_n=cfg.residual_force_limit_bw * hum.weight_n,
         residual_torque_max_nm=cfg.residual_torque_limit_nm_per_kg * hum.mass_kg)
-    ref_glob, ref_pos = sk.forward_kinematics(rot.quat_to_rotmat(ref.qpos[:, 3:].reshape(-1, 24, 4)), ref.qpos[:, :3],
-                                              skel.offsets_m)  # (K, 24, 3)
-    gate = None
-    plan = None
-    if dyn is not None:
-        # the plan's per-foot forces at the control ticks (linear between frames, held after the last)
-        tf = np.arange(n)
-        tk = np.arange(n * spf + 1) / spf
-        plan = np.stack([np.interp(tk, tf, dyn.foot_force_n[:, f, a]) for f in range(2) for a in range(3)],
-                        axis=-1).reshape(-1, 2, 3)
-        loaded = plan[..., 2] > cfg.plan_gate_n
-        st = loaded[:-1] & loaded[1:]
-        gate = np.repeat(ctrl._plannable[None], st.shape[0], 0)
-        for f, bodies in enumerate((LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)):
-            for j in bodies:
-                gate[:, body_ids_all[j]] &= st[:, f]
-    elif np.isfinite(cfg.contact.stance_gate_height_m):
-        sole_z = sk.sole_points(ref_glob, ref_pos, skel)[..., 2]  # (K, 4): l heel, l toe, r heel, r toe
-        st = np.stack([sole_z[:, :2].min(1), sole_z[:, 2:].min(1)], 1) < cfg.contact.stance_gate_height_m
-        st = st[:-1] & st[1:]
-        gate = np.repeat(ctrl._plannable[None], st.shape[0], 0)
-        for f, bodies in enumerate((LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)):
-            for j in bodies:
-                gate[:, body_ids_all[j]] &= st[:, f]
-    swing_geoms = None
-    if plan is not None and cfg.swing_clearance:
-        # a foot is clear of the floor from its lift-off until `swing_landing_lead_s` before the
-        # plan loads it again: it lands with collisions on, at its simulated height
-        lead = int(round(cfg.swing_landing_lead_s * cfg.control_hz))
-        soon = loaded.copy()
-        for j in range(1, lead + 1):
-            soon[:-j] |= loaded[j:]
-        swing = ~(soon[:-1] | soon[1:])
-        swing_geoms = [np.flatnonzero(np.isin(m.geom_bodyid, body_ids_all[list(b)]))
-                       for b in (LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)]
-
-    rq, rv, ra = hum.qpos_to_mj(ref.qpos), hum.dof_to_mj(ref.qvel), hum.dof_to_mj(ref.qacc)  # MuJoCo layout
+    if like is not None:
+        ref, rq, rv, ra, ref_pos, gate, plan, swing, swing_geoms = (
+            like.ref, like.rq, like.rv, like.ra, like.ref_pos, like.gate, like.plan, like.swing, like.swing_geoms)
+    else:
+        ref, rq, rv, ra, ref_pos, gate, plan, swing, swing_geoms = _tracking_targets(
+            motion, cfg, skel, hum, dyn, ctrl._plannable, m)
 
     # initial state: reference at t0 (+ pass perturbation)
     q0 = ref.qpos[0].copy()
@@ -386,15 +406,63 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
     ctrl.damping = b
     m.dof_damping[:] = b
 
-    return PreparedSequence(motion, skel, hum, m, d, ctrl, dyn, ref, rq, rv, ra, ref_pos, gate, plan,
-                            swing if swing_geoms is not None else None, swing_geoms, spring_q, scale,
-                            int(pass_index))
+    return PreparedSequence(motion, skel, hum, m, d, ctrl, dyn, ref, rq, rv, ra, ref_pos, gate, plan, swing,
+                            swing_geoms, spring_q, scale, int(pass_index))
+
+
+def _tracking_targets(motion: CanonicalMotion, cfg: SimConfig, skel: sk.Skeleton, hum: Humanoid,
+                      dyn: DynamicsResult | None, plannable: np.ndarray, m: mujoco.MjModel) -> tuple:
+    """The pass-independent part of ``prepare_sequence`` after the dynamics pass: reference (and its
+    MuJoCo layouts, joint positions), contact gates, plan and swing clearance."""
+    ref = build_reference(dyn.motion if dyn is not None else motion, cfg.control_hz)
+    spf = ref.steps_per_frame
+    n = motion.n_frames
+    body_ids_all = hum.body_ids
+    ref_glob, ref_pos = sk.forward_kinematics(rot.quat_to_rotmat(ref.qpos[:, 3:].reshape(-1, 24, 4)), ref.qpos[:, :3],
+                                              skel.offsets_m)  # (K, 24, 3)
+    gate = None
+    plan = None
+    if dyn is not None:
+        # the plan's per-foot forces at the control ticks (linear between frames, held after the last)
+        tf = np.arange(n)
+        tk = np.arange(n * spf + 1) / spf
+        plan = np.stack([np.interp(tk, tf, dyn.foot_force_n[:, f, a]) for f in range(2) for a in range(3)],
+                        axis=-1).reshape(-1, 2, 3)
+        loaded = plan[..., 2] > cfg.plan_gate_n
+        st = loaded[:-1] & loaded[1:]
+        gate = np.repeat(plannable[None], st.shape[0], 0)
+        for f, bodies in enumerate((LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)):
+            for j in bodies:
+                gate[:, body_ids_all[j]] &= st[:, f]
+    elif np.isfinite(cfg.contact.stance_gate_height_m):
+        sole_z = sk.sole_points(ref_glob, ref_pos, skel)[..., 2]  # (K, 4): l heel, l toe, r heel, r toe
+        st = np.stack([sole_z[:, :2].min(1), sole_z[:, 2:].min(1)], 1) < cfg.contact.stance_gate_height_m
+        st = st[:-1] & st[1:]
+        gate = np.repeat(plannable[None], st.shape[0], 0)
+        for f, bodies in enumerate((LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)):
+            for j in bodies:
+                gate[:, body_ids_all[j]] &= st[:, f]
+    swing = swing_geoms = None
+    if plan is not None and cfg.swing_clearance:
+        # a foot is clear of the floor from its lift-off until `swing_landing_lead_s` before the
+        # plan loads it again: it lands with collisions on, at its simulated height
+        lead = int(round(cfg.swing_landing_lead_s * cfg.control_hz))
+        soon = loaded.copy()
+        for j in range(1, lead + 1):
+            soon[:-j] |= loaded[j:]
+        swing = ~(soon[:-1] | soon[1:])
+        swing_geoms = [np.flatnonzero(np.isin(m.geom_bodyid, body_ids_all[list(b)]))
+                       for b in (LEFT_FOOT_BODIES, RIGHT_FOOT_BODIES)]
+
+    rq, rv, ra = hum.qpos_to_mj(ref.qpos), hum.dof_to_mj(ref.qvel), hum.dof_to_mj(ref.qacc)  # MuJoCo layout
+    return ref, rq, rv, ra, ref_pos, gate, plan, swing, swing_geoms
 
 
 def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
-                    humanoid: Humanoid | None = None) -> SimulationResult:
-    """Imitate one motion (one pass) on the CPU with MuJoCo; see the module docstring."""
-    p = prepare_sequence(motion, cfg, pass_index, humanoid)
+                    humanoid: Humanoid | None = None, dynamics: DynamicsResult | None = None) -> SimulationResult:
+    """Imitate one motion (one pass) on the CPU with MuJoCo; see the module docstring.
+    ``dynamics``: its dynamics pass computed beforehand (``motion_dynamics``), else computed here."""
+    p = prepare_sequence(motion, cfg, pass_index, humanoid, dynamics=dynamics)
     skel, hum, m, d, ctrl, dyn = p.skel, p.hum, p.model, p.data, p.ctrl, p.dyn
     rq, rv, ra, ref_pos, gate, plan, swing, swing_geoms, spring_q = (
         p.rq, p.rv, p.ra, p.ref_pos, p.gate, p.plan, p.swing, p.swing_geoms, p.spring_q)

@@ -5,12 +5,17 @@ with ``allow_pickle=False``. Used between the per-file task and the simulate tas
 small records travel through the task runner. Optional *extra* numeric (or fixed-width unicode) arrays ride along (stored
 as ``extra__<name>``; ``load_extras``): e.g. a measured sequence's plate forces and inverse-dynamics
 torques, which the simulate task compares its passes with.
+
+Beside it, the per-file task writes the motion's dynamics pass (``save_dynamics``: the part of the
+simulate task's host preparation that does not depend on the pass), keyed by the motion and the
+simulation configuration so that a stale one is never used (``load_dynamics``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -70,3 +75,50 @@ def load_extras(path: Path) -> dict[str, np.ndarray]:
     """The extra arrays saved with a motion by ``save_canonical`` (``{}`` when there are none)."""
     with np.load(Path(path), allow_pickle=False) as z:
         return {k[len(_EXTRA):]: z[k] for k in z.files if k.startswith(_EXTRA)}
+
+
+# --- a motion's dynamics pass (``pipeline.dynamics.DynamicsResult``), computed by the per-file task ---
+
+_DYN_POSE = ("root_pos_m", "joint_rot_aa_rad", "joint_pos_m", "marker_pos_m", "foot_points_m")
+"""Fields of ``DynamicsResult.motion`` that differ from the motion it was computed from (``with_pose``)."""
+_DYN_ARRAYS = ("root_correction_m", "foot_force_n", "corner_force_n", "newton_residual_n", "euler_residual_nm")
+
+
+def save_dynamics(dyn, key: str, path: Path) -> Path:
+    """Write a ``DynamicsResult`` computed for ``key`` (``engine.dynamics_key`` of its motion and
+    configuration) to ``path`` atomically: its arrays, the corrected motion's pose arrays, and the
+    key, cut-off and metrics as a JSON string (no pickles)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"key": key, "cutoff_hz": dyn.cutoff_hz, "metrics": dyn.metrics}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                 **{"motion__" + k: np.asarray(getattr(dyn.motion, k)) for k in _DYN_POSE},
+                 **{k: np.asarray(getattr(dyn, k)) for k in _DYN_ARRAYS})
+    os.replace(tmp, path)
+    return path
+
+
+def load_dynamics(path: Path, motion: CanonicalMotion, key: str):
+    """The ``DynamicsResult`` saved by ``save_dynamics`` for ``motion``, or ``None`` when the file is
+    missing, unreadable, or was written for another key (another motion or configuration) or with
+    other frame counts: the caller then computes it."""
+    from dataclasses import replace
+
+    from pipeline.dynamics import DynamicsResult
+
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+            if meta.get("key") != key:
+                return None
+            pose = {k: z["motion__" + k] for k in _DYN_POSE}
+            arrays = {k: z[k] for k in _DYN_ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    n = motion.n_frames
+    if any(a.shape[:1] != (n,) for a in (*pose.values(), *arrays.values())):
+        return None
+    return DynamicsResult(motion=replace(motion, **pose), cutoff_hz=meta["cutoff_hz"], metrics=meta["metrics"],
+                          **arrays)

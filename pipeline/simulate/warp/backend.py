@@ -3,8 +3,9 @@
 One batch = up to ``max_worlds`` (motion, pass) sequences of similar length (bucketed by length,
 padded to the longest: a finished world keeps stepping on its last reference tick, unrecorded).
 Per sequence the host prepares everything the CPU engine prepares (``engine.prepare_sequence``:
-humanoid, dynamics pass, reference, contact gates, plan, swing clearance, damping, initial state
-with the pass perturbation); the batch then runs one loop over control ticks for all worlds:
+humanoid, dynamics pass — in the build computed beforehand by the per-file task and passed in —,
+reference, contact gates, plan, swing clearance, damping, initial state with the pass
+perturbation; the passes of one motion share all but the last three); the batch then runs one loop over control ticks for all worlds:
 
 1. ``kinematics``, ``com_pos``, ``com_vel`` on the device; fall check per world (pelvis height
    error, mean joint position error, non-finite state) → reset masks: those worlds restart from
@@ -160,18 +161,23 @@ class MjWarpBackend(Backend):
     def needs_gpu(self) -> bool:
         return self.device != "cpu"
 
-    def simulate(self, motions: Sequence[CanonicalMotion], cfg, pass_index: int = 0) -> list:
-        return self.simulate_jobs([(m, pass_index) for m in motions], cfg)
+    def simulate(self, motions: Sequence[CanonicalMotion], cfg, pass_index: int = 0, dynamics=None) -> list:
+        return self.simulate_jobs([(m, pass_index) for m in motions], cfg, dynamics)
 
-    def simulate_jobs(self, jobs: Sequence[tuple[CanonicalMotion, int]], cfg) -> list:
+    def simulate_jobs(self, jobs: Sequence[tuple[CanonicalMotion, int]], cfg, dynamics=None) -> list:
         """(motion, pass) sequences of any passes, batched together: bucketed by length
         (``batching.length_buckets``, ``max_worlds`` per batch), one control rate per batch. Jobs
-        of the same motion object share its host preparation's pass-independent part."""
+        of the same motion object share its host preparation's pass-independent part (humanoid,
+        dynamics pass, reference, plan: ``prepare_sequence(like=...)``). ``dynamics``: per job, its
+        motion's dynamics pass computed beforehand (the build's per-file task) or ``None``."""
         from pipeline.simulate.engine import prepare_sequence
 
+        dyns = list(dynamics) if dynamics is not None else [None] * len(jobs)
+        if len(dyns) != len(jobs):
+            raise ValueError(f"{len(dyns)} dynamics passes for {len(jobs)} jobs")
         preps, first = [], {}
-        for m, p in jobs:  # the passes of one motion share its humanoid and dynamics pass
-            preps.append(prepare_sequence(m, cfg, p, like=first.get(id(m))))
+        for (m, p), dyn in zip(jobs, dyns):  # the passes of one motion share its pass-independent part
+            preps.append(prepare_sequence(m, cfg, p, like=first.get(id(m)), dynamics=dyn))
             first.setdefault(id(m), preps[-1])
         results: list = [None] * len(preps)
         self.last_stats = []

@@ -1,0 +1,225 @@
+"""Host preparation per simulated world, on the simulate (GPU) task's side and on the per-file
+(CPU) task's side (issue 13: the GPU worker's host must keep up with the GPU).
+
+A batched simulate task prepares every (motion, pass) on its host before the batch runs
+(``engine.prepare_sequence``). The dynamics pass (conditioning + Clarabel QP, ≈ 90 % of it) does
+not depend on the pass: the build's per-file task computes it and stages it beside the canonical
+motion file (``pipeline.dataset.simulation.stage_dynamics``); the simulate task loads it
+(``staged_dynamics``), and the passes of one motion share everything else that does not depend on
+the pass (``prepare_sequence(like=...)``: reference, plan, gates, swing clearance).
+
+Measured on demo walks/runs (as ``gpu_sim_bench.py``), humanoids already built (the build caches
+them per subject; ``humanoid_build_s`` is one cold build):
+
+* ``before``: the simulate task computes the dynamics pass once per motion (what the batched
+  backend did before the dynamics pass moved out of it);
+* ``after``: it loads the staged dynamics pass (file read + key check) and prepares the rest;
+* ``cpu_task``: what the per-file task now spends per motion (dynamics pass + key + file write);
+* ``post``: what the simulate task still does per (motion, pass) after the control loop, on the
+  GPU worker's host too (``engine._finish``, staging the pass and its metrics row).
+
+Per (motion, pass) seconds, and what a ``--worlds`` batch implies in host-core-seconds against
+the GPU time the batch should take at ``--target`` s of motion per GPU-second::
+
+    python benchmarks/host_prep_bench.py --motions 16 --duration-s 4 --passes 1,3
+
+Runs on the CPU only (no Warp). Prints a table and one JSON line (``--json PATH`` writes it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import inspect
+import io
+import json
+import os
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+
+def motions(n: int, duration_s: float):
+    import numpy as np
+
+    from pipeline.simulate.synthetic import demo_motion
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        kind = "run" if i % 4 == 3 else "walk"
+        speed = float(rng.uniform(2.5, 3.2) if kind == "run" else rng.uniform(0.8, 1.5))
+        dur = duration_s * float(rng.uniform(0.9, 1.1))
+        out.append(demo_motion(kind, speed, duration_s=dur, subject=i % 8, seed=i // 8))
+    return out
+
+
+def _best(fn, repeat: int) -> float:
+    """Smallest wall time of ``repeat`` runs (the machine is shared: the minimum is the least
+    disturbed)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def post_processing(mos, canons, cfg) -> dict:
+    """Per (motion, pass) host seconds of the simulate task around the backend's control loop:
+    ``simulate_parts`` (load the hand-over files, stage each pass with its metrics row) minus the
+    backend call, and the backend's own ``engine._finish`` (result arrays and metrics: both backends
+    run it on the host). CPU engine, pass 0, dynamics pass staged."""
+    from dataclasses import replace
+
+    import pipeline.dataset.simulation as simulation
+    import pipeline.simulate.engine as engine
+    from pipeline.process import BuildConfig
+
+    spent = {"backend": 0.0, "finish": 0.0}
+    real_jobs, real_finish = simulation.simulate_jobs, engine._finish
+
+    def timed_jobs(*a, **k):
+        t = time.perf_counter()
+        try:
+            return real_jobs(*a, **k)
+        finally:
+            spent["backend"] += time.perf_counter() - t
+
+    def timed_finish(*a, **k):
+        t = time.perf_counter()
+        try:
+            return real_finish(*a, **k)
+        finally:
+            spent["finish"] += time.perf_counter() - t
+
+    simulation.simulate_jobs, engine._finish = timed_jobs, timed_finish
+    try:
+        bcfg = replace(BuildConfig(), simulate=cfg)
+        items = [(m.provenance.sequence_id, str(c), "train") for m, c in zip(mos, canons)]
+        t = time.perf_counter()
+        outs = simulation.simulate_parts([(it, (0,)) for it in items], bcfg)
+        total = time.perf_counter() - t
+    finally:
+        simulation.simulate_jobs, engine._finish = real_jobs, real_finish
+    assert all(o.quarantine is None for o in outs)
+    n = len(items)
+    return {"worlds": n, "load_and_stage_s_per_world": (total - spent["backend"]) / n,
+            "finish_s_per_world": spent["finish"] / n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--motions", type=int, default=16)
+    ap.add_argument("--duration-s", type=float, default=4.0)
+    ap.add_argument("--passes", default="1,3", help="comma-separated pass counts per motion")
+    ap.add_argument("--worlds", type=int, default=4096, help="worlds per GPU batch (the build's default)")
+    ap.add_argument("--target", type=float, default=1000.0, help="GPU target, s of motion per GPU-second")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="print where the after-path's time goes")
+    ap.add_argument("--post-motions", type=int, default=4,
+                    help="motions simulated (CPU engine, pass 0) to time the simulate task's per-pass work after "
+                         "the backend (0: skip)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+
+    from pipeline.simulate import SimConfig, build_humanoid, skeleton_from_motion
+    from pipeline.simulate import humanoid as humanoid_mod
+    from pipeline.simulate.engine import prepare_sequence
+
+    staged = "dynamics" in inspect.signature(prepare_sequence).parameters  # this branch or before it
+    cfg = SimConfig()
+    mos = motions(args.motions, args.duration_s)
+    motion_s = sum(m.n_frames / m.fps_hz for m in mos) / len(mos)
+    humanoid_mod._CACHE.clear()
+    t = time.perf_counter()
+    build_humanoid(skeleton_from_motion(mos[0]), mos[0].mass_kg, mos[0].gender, cfg.humanoid, cfg.physics_dt_s)
+    hum_s = time.perf_counter() - t
+    for m in mos:  # the build caches humanoids per subject
+        build_humanoid(skeleton_from_motion(m), m.mass_kg, m.gender, cfg.humanoid, cfg.physics_dt_s)
+
+    def before(passes: int):
+        for m in mos:
+            first = None
+            for p in range(passes):
+                prep = prepare_sequence(m, cfg, p, like=first)
+                first = first or prep
+
+    out = {"staged": staged, "motions": len(mos), "motion_s_mean": motion_s, "humanoid_build_s": hum_s,
+           "load_avg": os.getloadavg(), "cpu_count": os.cpu_count(), "rows": []}
+    tmp = Path(tempfile.mkdtemp(prefix="host_prep_bench-"))
+    if staged:
+        from pipeline.dataset.simulation import stage_dynamics, staged_dynamics
+        from pipeline.store.canonical_io import load_canonical, save_canonical
+
+        canons = [save_canonical(m, tmp / "canonical" / f"m{i}.npz") for i, m in enumerate(mos)]
+        t = time.perf_counter()
+        for m, c in zip(mos, canons):
+            stage_dynamics(m, c, cfg)
+        out["cpu_task_s_per_motion"] = (time.perf_counter() - t) / len(mos)
+        loaded = [load_canonical(c) for c in canons]
+
+        def after(passes: int):
+            for m, c in zip(loaded, canons):
+                dyn = staged_dynamics(m, c, cfg)
+                assert dyn is not None
+                first = None
+                for p in range(passes):
+                    prep = prepare_sequence(m, cfg, p, like=first, dynamics=dyn)
+                    first = first or prep
+
+        t = time.perf_counter()
+        for m, c in zip(loaded, canons):
+            staged_dynamics(m, c, cfg)
+        out["load_s_per_motion"] = (time.perf_counter() - t) / len(mos)
+
+    gpu_s = args.worlds * motion_s / args.target
+    out["gpu_s_per_batch_at_target"] = gpu_s
+    for passes in [int(x) for x in args.passes.split(",")]:
+        n = len(mos) * passes
+        row = {"passes": passes, "before_s_per_world": _best(lambda: before(passes), args.repeat) / n}
+        if staged:
+            row["after_s_per_world"] = _best(lambda: after(passes), args.repeat) / n
+        for k in ("before", "after"):
+            if f"{k}_s_per_world" in row:
+                row[f"{k}_core_s_per_batch"] = row[f"{k}_s_per_world"] * args.worlds
+        out["rows"].append(row)
+    if staged and args.post_motions:
+        out["post"] = post_processing(mos[: args.post_motions], canons[: args.post_motions], cfg)
+    if staged and args.profile:
+        pr = cProfile.Profile()
+        pr.enable()
+        after(max(int(x) for x in args.passes.split(",")))
+        pr.disable()
+        s = io.StringIO()
+        pstats.Stats(pr, stream=s).sort_stats("tottime").print_stats(15)
+        print(s.getvalue())
+
+    print(f"{len(mos)} motions, {motion_s:.2f} s each on average; load average {out['load_avg'][0]:.2f} on "
+          f"{out['cpu_count']} cores; one cold humanoid build {hum_s * 1e3:.0f} ms (cached per subject)")
+    if staged:
+        print(f"per-file (CPU) task: +{out['cpu_task_s_per_motion'] * 1e3:.0f} ms per simulated motion (dynamics pass "
+              f"+ write); simulate task: {out['load_s_per_motion'] * 1e3:.1f} ms per motion to load it")
+    print(f"GPU time of a {args.worlds}-world batch at {args.target:.0f} s of motion per GPU-second: {gpu_s:.1f} s")
+    print(f"{'passes':>6} {'before ms/world':>16} {'after ms/world':>15} {'before core-s/batch':>20} "
+          f"{'after core-s/batch':>19}")
+    for r in out["rows"]:
+        after_ms = f"{r['after_s_per_world'] * 1e3:15.1f}" if "after_s_per_world" in r else f"{'-':>15}"
+        after_b = f"{r['after_core_s_per_batch']:19.0f}" if "after_core_s_per_batch" in r else f"{'-':>19}"
+        print(f"{r['passes']:>6} {r['before_s_per_world'] * 1e3:16.1f} {after_ms} "
+              f"{r['before_core_s_per_batch']:20.0f} {after_b}")
+    if "post" in out:
+        po = out["post"]
+        print(f"after the backend, per (motion, pass): engine._finish {po['finish_s_per_world'] * 1e3:.1f} ms "
+              f"(in the backend), load + stage + metrics row {po['load_and_stage_s_per_world'] * 1e3:.1f} ms "
+              f"(simulate_parts); × {args.worlds} worlds: "
+              f"{(po['finish_s_per_world'] + po['load_and_stage_s_per_world']) * args.worlds:.0f} core-s")
+    print(json.dumps(out))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
