@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.process import BuildConfig
 from pipeline.quality import Thresholds, build_report
+from pipeline.quality.report import FIGURE_CACHE_DIR, FigureCache
 from pipeline.quality.flags import write_quality_outputs
 from pipeline.records import QuarantineEntry
 from pipeline.simulate.backends import BATCHED_BACKENDS, GPU_BACKENDS
@@ -55,9 +56,15 @@ def say(msg: str) -> None:
 
 def report_task(out_dir: str, build: dict | None = None) -> str:
     """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
-    the driver's process); ``build``: the run's summary, when ``build.json`` is not written yet."""
+    the driver's process); ``build``: the run's summary, when ``build.json`` is not written yet.
+    Figures are kept in the root's cache under a digest of what they draw and only the ones whose
+    inputs changed are redrawn (``pipeline.quality.report.FigureCache``). Returns the report's path
+    and what was drawn."""
     release_memory()  # what earlier tasks on this worker left in the heap
-    return str(build_report(Path(out_dir), build=build))
+    figures = FigureCache(Path(out_dir) / FIGURE_CACHE_DIR)
+    path = build_report(Path(out_dir), build=build, figures=figures)
+    figures.prune()
+    return f"{path} ({figures.describe()})"
 
 
 def schema_versions() -> dict[str, str]:
