@@ -61,10 +61,11 @@ def report_task(out_dir: str, build: dict | None = None) -> str:
     inputs changed are redrawn (``pipeline.quality.report.FigureCache``). Returns the report's path
     and what was drawn."""
     release_memory()  # what earlier tasks on this worker left in the heap
+    t0 = time.perf_counter()
     figures = FigureCache(Path(out_dir) / FIGURE_CACHE_DIR)
     path = build_report(Path(out_dir), build=build, figures=figures)
     figures.prune()
-    return f"{path} ({figures.describe()})"
+    return f"{path} ({figures.describe()}; {time.perf_counter() - t0:.1f} s)"
 
 
 def schema_versions() -> dict[str, str]:
