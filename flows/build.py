@@ -4,6 +4,10 @@ The driver (discover → process → simulate → assemble → record) lives in 
 runs every stage function through an executor. ``PrefectExecutor`` maps each function onto its
 Prefect task, so per-file batches, simulations, shard-aligned region writes, statistics and the
 report run on the Dask cluster while the flow process only receives small records.
+
+A run whose planned work is small (``pipeline.dataset.placement``) on the local default cluster runs
+the same tasks in the flow's process instead (``in_process_executor``): the task runner only starts
+its cluster on the first task submitted to it, so such a run never starts one.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from prefect.futures import as_completed, wait
 
 from pipeline.dataset import assembly
 from pipeline.dataset.build import build_dataset, report_task
+from pipeline.dataset.executor import SerialExecutor
 from pipeline.dataset.files import process_files
 from pipeline.dataset.simulation import simulate_motions, simulate_parts
 from pipeline.process import BuildConfig
@@ -53,6 +58,16 @@ class PrefectExecutor:
         wait(list(futures))
 
 
+def _run_task(fn: Callable, *args):
+    return TASKS[fn](*args)
+
+
+def in_process_executor() -> SerialExecutor:
+    """Each stage function's Prefect task, run in the flow's process when submitted (a task run
+    of the flow like any other, without the Dask cluster)."""
+    return SerialExecutor(call=_run_task)
+
+
 @flow(name="build", log_prints=False, validate_parameters=False)
 def build(
     sources: list[SourceSpec],
@@ -64,9 +79,14 @@ def build(
     force: bool = False,
     compact: bool = False,
     sim_batching: GpuBatching | None = None,
+    local_cluster: bool = False,
+    placement: str = "auto",
 ) -> dict:
     """Incrementally build every subset store of the dataset root ``out_dir``; returns the summary
     (``pipeline.dataset.build.build_dataset``; ``compact``: rewrite every store afresh;
-    ``sim_batching``: batches of worlds of a batched simulator backend)."""
+    ``sim_batching``: batches of worlds of a batched simulator backend; ``local_cluster``: the task
+    runner would start a local cluster, which a small run skips (``placement``: ``auto``, ``cluster``,
+    ``in-process``; ``pipeline.dataset.placement``))."""
     return build_dataset(sources, out_dir, cfg, chunking, workers, thresholds, force, executor=PrefectExecutor(),
-                         compact=compact, sim_batching=sim_batching)
+                         compact=compact, sim_batching=sim_batching,
+                         small_executor=in_process_executor() if local_cluster else None, placement=placement)

@@ -15,6 +15,7 @@ from prefect import flow
 
 from flows.build import build
 from flows.runtime import dask_task_runner, default_workers
+from pipeline.dataset.placement import mode_from_env
 from pipeline.dataset import DatasetConfig
 from pipeline.store.location import open_location
 from pipeline.store.remote_root import is_remote, mirror_dir, pull_state, push_state, remote_has_stores
@@ -42,5 +43,5 @@ def ingest(root: str, workers: int | None = None, force: bool = False, compact: 
 def _build_into(root: Path, config: DatasetConfig, workers: int, force: bool, compact: bool = False) -> dict:
     return build.with_options(task_runner=dask_task_runner(workers=workers))(
         sources=list(config.sources), out_dir=str(root), cfg=config.build, workers=workers,
-        thresholds=config.thresholds, force=force, compact=compact,
+        thresholds=config.thresholds, force=force, compact=compact, local_cluster=True, placement=mode_from_env(),
     )

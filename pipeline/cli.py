@@ -106,6 +106,8 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
     the workers run on other machines: ``shared_root`` must assert that the root (the mirror of
     an ``s3://`` root) and the sources are on a shared filesystem, else ``ValueError``.
     ``sim_batching``: ``GpuBatching`` of a batched simulator backend (``None``: the defaults).
+    Without a ``scheduler_address``, a run whose planned work is small runs its tasks in this process
+    instead of starting a local Dask cluster (``pipeline.dataset.placement``; ``DYNASET_PLACEMENT``).
     """
     from pipeline.store.remote_root import is_remote
 
@@ -119,6 +121,7 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
 
     prefect_environment()
     from flows.build import build
+    from pipeline.dataset.placement import mode_from_env
     from flows.runtime import (api_url_is_loopback, dask_task_runner, default_workers, prefect_api,
                                scheduler_is_loopback)
 
@@ -135,7 +138,8 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
         n = workers or default_workers()
         return build.with_options(task_runner=runner)(
             sources=list(sources), out_dir=str(out), cfg=cfg, workers=n, thresholds=thresholds, force=force,
-            compact=compact, sim_batching=sim_batching,
+            compact=compact, sim_batching=sim_batching, local_cluster=not scheduler_address,
+            placement=mode_from_env(),
         )
 
 

@@ -5,7 +5,9 @@ One build per test session (Prefect's ephemeral API and a 2-worker local Dask cl
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,10 +39,52 @@ def built(tmp_path_factory):
     shutil.copyfile(first, twin)
     bad[twin.relative_to(corpus).as_posix()] = "duplicate sequence id"
     out = root / "out"
-    with prefect_api():
+    with _placement("cluster"), prefect_api():  # this corpus is small: the rule would skip the cluster
         rc = cli_main(["build", "--source", f"amass={corpus}", "--out", str(out), "--workers", "2"])
     assert rc == 0
     return {"corpus": corpus, "out": out, "files": files, "bad": bad}
+
+
+@contextlib.contextmanager
+def _placement(mode: str):
+    """``DYNASET_PLACEMENT=mode`` for a build (``pipeline.dataset.placement``)."""
+    from pipeline.dataset.placement import PLACEMENT_ENV
+
+    before = os.environ.get(PLACEMENT_ENV)
+    os.environ[PLACEMENT_ENV] = mode
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PLACEMENT_ENV, None)
+        else:
+            os.environ[PLACEMENT_ENV] = before
+
+
+def _store_digest(root) -> dict:
+    import hashlib
+
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob("*.zarr/**/*")) if p.is_file()}
+
+
+def test_in_process_build_equals_the_cluster_build(built, tmp_path, capfd, monkeypatch):
+    """The same corpus built with every task in the flow's process (no local Dask cluster; simulation
+    on) gives byte-identical stores to the fixture's build on the 2-worker cluster."""
+    import distributed
+
+    from flows.runtime import prefect_api
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a local Dask cluster was started")
+
+    monkeypatch.setattr(distributed.LocalCluster, "__init__", no_cluster)
+    out = tmp_path / "in-process"
+    with _placement("in-process"), prefect_api():
+        assert cli_main(["build", "--source", f"amass={built['corpus']}", "--out", str(out), "--workers", "2"]) == 0
+    err = capfd.readouterr().err
+    assert "tasks run in this process (no local Dask cluster)" in err
+    assert _store_digest(out) == _store_digest(built["out"])
 
 
 def test_good_files_built_and_bad_files_quarantined(built):

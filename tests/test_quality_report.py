@@ -264,3 +264,56 @@ def test_simulated_vs_measured_section(tmp_path):
     meas, _ = reader.sequence(base, names={"joint_torque_nm"})
     sim, values = reader.sequence(pass0, names={"joint_torque_nm"})
     assert values["seq_pass"] == 0 and np.isnan(meas["joint_torque_nm"]).any() and np.isfinite(sim["joint_torque_nm"]).all()
+
+
+def _without_times(html: str) -> str:
+    """A report without its generation time and duration (the only parts that differ between runs)."""
+    import re
+
+    html = re.sub(r"generated \d{4}-\d\d-\d\d \d\d:\d\d UTC", "generated –", html)
+    return re.sub(r"report generated in [0-9.]+ s", "report generated in – s", html)
+
+
+def test_cached_figures_make_the_same_report_as_a_full_redraw(built, tmp_path):
+    """Reports of the same build — every figure drawn, drawn into an empty cache, all taken from the
+    cache — are identical; a change to one metric redraws only that metric's histogram, a change that
+    leaves every value in its bin redraws nothing; figures no longer used are pruned."""
+    import dataclasses
+
+    from pipeline.quality.report import FigureCache, _write_html, load_build
+
+    out, cache_dir = built["out"], tmp_path / "figures"
+    full = build_report(out, path=tmp_path / "full.html", sequence_plots=4).read_text()
+    cold = FigureCache(cache_dir)
+    a = build_report(out, path=tmp_path / "cold.html", sequence_plots=4, figures=cold).read_text()
+    warm = FigureCache(cache_dir)
+    b = build_report(out, path=tmp_path / "warm.html", sequence_plots=4, figures=warm).read_text()
+    assert cold.drawn > 20 and cold.reused == 0  # summary, every metric, the sequence plots
+    assert {"summary", "metric", "sequence"} <= set(cold.seconds)
+    assert (warm.drawn, warm.reused) == (0, cold.drawn)
+    assert _without_times(a) == _without_times(full) == _without_times(b)
+    assert a.count("data:image/png;base64,") == cold.drawn
+
+    q = load_build(out)
+    metric = "root_height_std_m" if "root_height_std_m" in q.table else next(
+        m for m in q.table.columns if m.endswith("_m") and pd.api.types.is_float_dtype(q.table[m]))
+    # a value that stays inside its bin: the histogram, and so its figure, is the same
+    table = q.table.copy()
+    vals = pd.to_numeric(table[metric], errors="coerce")
+    j = int((vals - vals.median()).abs().idxmin())  # a middle value, not an end of the range
+    table.loc[j, metric] = float(vals[j]) + 1e-9
+    same = FigureCache(cache_dir)
+    _write_html(dataclasses.replace(q, table=table), None, tmp_path / "same.html", 25, 4, same)
+    assert same.drawn == 0, (metric, same.seconds)
+
+    table = q.table.copy()
+    col = pd.to_numeric(table[metric], errors="coerce")
+    i = int(col.idxmax())
+    table.loc[i, metric] = float(col[i]) * 1.5  # the maximum moves: the bins change
+    changed = FigureCache(cache_dir)
+    html = _write_html(dataclasses.replace(q, table=table), None, tmp_path / "changed.html", 25, 4, changed).read_text()
+    assert (changed.drawn, changed.reused) == (1, cold.drawn - 1), (metric, changed.seconds)
+    assert _without_times(html) == _without_times(
+        _write_html(dataclasses.replace(q, table=table), None, tmp_path / "redrawn.html", 25, 4,
+                    FigureCache(None)).read_text())
+    assert changed.prune() == 1 and len(list(cache_dir.iterdir())) == cold.drawn  # the old histogram

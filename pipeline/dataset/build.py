@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.process import BuildConfig
 from pipeline.quality import Thresholds, build_report
+from pipeline.quality.report import FIGURE_CACHE_DIR, FigureCache
 from pipeline.quality.flags import write_quality_outputs
 from pipeline.records import QuarantineEntry
 from pipeline.simulate.backends import BATCHED_BACKENDS, GPU_BACKENDS
@@ -35,6 +36,7 @@ from . import assembly
 from .bookkeeping import ledger_rows, record_run, unchanged_rows
 from .config import DatasetConfig, processing_key
 from .discovery import RunPlan, discover, inputs_fingerprint, load_outcome, plan_run
+from . import placement as placement_rule
 from .executor import Executor, SerialExecutor, release_memory
 from .files import ModifyHook, batch_jobs, process_files
 from .records import FileJob, FileOutcome, SimOutcome
@@ -54,9 +56,16 @@ def say(msg: str) -> None:
 
 def report_task(out_dir: str, build: dict | None = None) -> str:
     """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
-    the driver's process); ``build``: the run's summary, when ``build.json`` is not written yet."""
+    the driver's process); ``build``: the run's summary, when ``build.json`` is not written yet.
+    Figures are kept in the root's cache under a digest of what they draw and only the ones whose
+    inputs changed are redrawn (``pipeline.quality.report.FigureCache``). Returns the report's path
+    and what was drawn."""
     release_memory()  # what earlier tasks on this worker left in the heap
-    return str(build_report(Path(out_dir), build=build))
+    t0 = time.perf_counter()
+    figures = FigureCache(Path(out_dir) / FIGURE_CACHE_DIR)
+    path = build_report(Path(out_dir), build=build, figures=figures)
+    figures.prune()
+    return f"{path} ({figures.describe()}; {time.perf_counter() - t0:.1f} s)"
 
 
 def schema_versions() -> dict[str, str]:
@@ -77,6 +86,8 @@ def build_dataset(
     created_by: str = "dynaset build",
     compact: bool = False,
     sim_batching: GpuBatching | None = None,
+    small_executor: Executor | None = None,
+    placement: str = "auto",
 ) -> dict:
     """Incrementally build every subset store of the dataset root ``out_dir``; returns the summary.
 
@@ -86,8 +97,10 @@ def build_dataset(
     every store afresh (no tombstones, sequences in id order: byte-identical to a fresh build of the
     same inputs) even when nothing changed; ``sim_batching``: how a batched simulator backend
     (``cfg.sim_backend`` ``gpu``/``warp-cpu``) groups simulations into batches of worlds (default
-    ``GpuBatching()``; not part of the processing key: it does not change results). The root is
-    locked.
+    ``GpuBatching()``; not part of the processing key: it does not change results).
+    ``small_executor``: an in-process executor the run switches to, after planning, when its work is
+    small (``placement``: ``auto`` applies ``pipeline.dataset.placement.choose``, ``cluster`` /
+    ``in-process`` force it); ``None``: every task goes to ``executor``. The root is locked.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +111,7 @@ def build_dataset(
         ledger = Ledger(out / LEDGER_FILE)
         try:
             return _run(sources, out, cfg, chunking, workers, thresholds, force, executor, modify, report,
-                        created_by, compact, ledger, sim_batching)
+                        created_by, compact, ledger, sim_batching, small_executor, placement)
         finally:
             ledger.close()
 
@@ -113,7 +126,8 @@ def compact_dataset(root: str | Path, executor: Executor | None = None) -> dict:
 
 def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, thresholds: Thresholds, force: bool,
          executor: Executor, modify, report: bool, created_by: str, compact: bool, ledger: Ledger,
-         sim_batching: GpuBatching | None = None) -> dict:
+         sim_batching: GpuBatching | None = None, small_executor: Executor | None = None,
+         placement: str = "auto") -> dict:
     t_start = time.perf_counter()
     build_id = uuid.uuid4().hex[:12]
     started = now_iso()
@@ -145,6 +159,11 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
                        ledger_hash=ledger.content_hash(), run_id=build_id)
         return summary
 
+    if small_executor is not None:
+        where = placement_rule.choose(len(run.todo), last, placement, rewrite_all=compact and not is_compact)
+        say(f"[placement] {where.describe(len(run.todo))}")
+        if where.in_process:
+            executor = small_executor
     t_process, t_simulate, stage_seconds, sim_seconds = _process(run, out, cfg, thresholds, workers, executor, modify,
                                                                  sim_batching)
     release_memory()
@@ -187,6 +206,7 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
 
     summary["task_seconds"]["write_regions"] = write_seconds
     summary["task_seconds"]["simulate"] = sim_seconds
+    summary["processing_rate"] = placement_rule.update_rate(last, len(run.todo), sum(stage_seconds.values()) + sim_seconds)
     summary["frames_simulated"] = frames_simulated
     summary["sequences_excluded"] = n_excluded
     summary["wall_seconds"] = {"process": t_process, "simulate": t_simulate, "assemble": t_assemble,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import html
 import io
 import json
@@ -393,6 +394,113 @@ def _img(fig, alt: str, width: int | None = None) -> str:
     return f'<img class="plot" alt="{html.escape(alt)}"{w} src="data:image/png;base64,{data}">'
 
 
+FIGURE_CACHE_DIR = ".cache/figures"
+"""Where a dataset root keeps its report's drawn figures (``FigureCache``)."""
+
+
+def _code_key() -> bytes:
+    """What every cached figure also depends on: the plotting code (this module, the metric catalog,
+    the skeleton) and the matplotlib version."""
+    from importlib.metadata import version
+
+    from pipeline import skeleton
+    from pipeline.quality import metrics
+
+    h = hashlib.sha256()
+    for mod in (__file__, metrics.__file__, skeleton.__file__):
+        h.update(Path(mod).read_bytes())
+    h.update(version("matplotlib").encode())
+    return h.digest()
+
+
+def _digest(h: Any, obj: Any) -> None:
+    """Feed ``obj`` (what a figure draws) into the hash ``h``: frames and arrays by content, mappings
+    by sorted key, sequences item by item, anything else by ``repr``."""
+    if isinstance(obj, pd.DataFrame):
+        h.update(b"D" + repr([(str(c), str(t)) for c, t in obj.dtypes.items()]).encode() + b"%d" % len(obj))
+        h.update(pd.util.hash_pandas_object(obj, index=False).to_numpy().tobytes())
+    elif isinstance(obj, np.ndarray):
+        h.update(b"A" + obj.dtype.str.encode() + repr(obj.shape).encode())
+        h.update(repr(obj.tolist()).encode() if obj.dtype.hasobject else np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, Mapping):
+        h.update(b"M%d" % len(obj))
+        for k in sorted(obj, key=str):
+            h.update(repr(str(k)).encode())
+            _digest(h, obj[k])
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"L%d" % len(obj))
+        for x in obj:
+            _digest(h, x)
+    else:
+        h.update(b"R" + repr(obj).encode() + b"\0")
+
+
+class FigureCache:
+    """The report's figures (their ``<img>`` tags), each kept under a digest of everything it draws,
+    so that a report after a small change redraws only the figures whose inputs changed.
+
+    ``folder`` ``None``: every figure is drawn (no cache). ``figure(kind, fn, *inputs)`` returns
+    ``fn(*inputs)``, from the cache when a figure of the same kind, inputs and plotting code
+    (``_code_key``) was drawn before; ``prune()`` then deletes the figures this report did not use.
+    Matplotlib draws the same PNG bytes for the same inputs, so a cached figure is the one a full
+    redraw would embed (tests/test_quality_report.py).
+    """
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder) if folder is not None else None
+        self.drawn = self.reused = 0
+        self.seconds: dict[str, float] = {}  # drawing seconds per figure kind
+        self._used: set[str] = set()
+        self._code: bytes | None = None
+
+    def figure(self, kind: str, fn: Any, *inputs: Any, key: Any = None) -> str:
+        """``fn(*inputs)``; cached under the digest of ``inputs``, or of ``key`` when given (everything
+        the figure depends on, e.g. a histogram's counts rather than the values counted)."""
+        if self.folder is None:
+            return self._draw(kind, fn, inputs)
+        if self._code is None:
+            self._code = _code_key()
+        h = hashlib.sha256(self._code + kind.encode())
+        _digest(h, inputs if key is None else key)
+        name = f"{kind}-{h.hexdigest()[:32]}.html"
+        self._used.add(name)
+        path = self.folder / name
+        try:
+            text = path.read_text(encoding="utf-8")
+            self.reused += 1
+            return text
+        except OSError:
+            pass
+        text = self._draw(kind, fn, inputs)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        return text
+
+    def _draw(self, kind: str, fn: Any, inputs: tuple) -> str:
+        t0 = time.perf_counter()
+        text = fn(*inputs)
+        self.drawn += 1
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - t0
+        return text
+
+    def prune(self) -> int:
+        """Delete the cached figures this report did not use; returns how many."""
+        if self.folder is None or not self.folder.is_dir():
+            return 0
+        n = 0
+        for p in self.folder.iterdir():
+            if p.name not in self._used:
+                p.unlink(missing_ok=True)
+                n += 1
+        return n
+
+    def describe(self) -> str:
+        kinds = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(self.seconds.items()))
+        return f"{self.drawn} figures drawn ({kinds or 'none'}), {self.reused} reused from the cache"
+
+
 def _rules_for(thresholds: Thresholds, metric: str) -> list[Rule]:
     return [r for r in thresholds.rules if r.metric == metric and r.enabled]
 
@@ -402,18 +510,7 @@ def metric_figure(table: pd.DataFrame, metric: str, rules: Sequence[Rule]) -> st
     plt = _plt()
     spec = CATALOG[metric]
     fig, ax = plt.subplots(figsize=(4.2, 2.4))
-    vals = pd.to_numeric(table[metric], errors="coerce")
-    finite = vals[np.isfinite(vals)]
-    lo, hi = float(finite.min()), float(finite.max())
-    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
-    shown, off = [], []
-    for r in rules:
-        (shown if lo - 2 * span <= r.value <= hi + 2 * span else off).append(r)
-    x0 = min([lo] + [r.value for r in shown])
-    x1 = max([hi] + [r.value for r in shown])
-    pad = (x1 - x0) * 0.05 or 0.5
-    bins = np.linspace(x0 - pad, x1 + pad, 31)
-    sources = sorted(table["source"].dropna().unique()) if "source" in table.columns else []
+    vals, finite, shown, off, bins, sources = _metric_bins(table, metric, rules)
     if len(sources) <= 1:
         ax.hist(finite, bins=bins, color="#4c72b0", alpha=0.85)
     else:
@@ -433,6 +530,37 @@ def metric_figure(table: pd.DataFrame, metric: str, rules: Sequence[Rule]) -> st
     _few_ticks(ax)
     fig.subplots_adjust(left=0.14, right=0.97, top=0.95, bottom=0.2)
     return _img(fig, f"distribution of {metric}")
+
+
+def _metric_bins(table: pd.DataFrame, metric: str, rules: Sequence[Rule]):
+    """What ``metric_figure`` draws from: the values, the finite ones, the rules on and off scale,
+    the bin edges and the sources."""
+    vals = pd.to_numeric(table[metric], errors="coerce")
+    finite = vals[np.isfinite(vals)]
+    lo, hi = float(finite.min()), float(finite.max())
+    span = hi - lo if hi > lo else max(abs(hi), 1.0) * 0.1
+    shown, off = [], []
+    for r in rules:
+        (shown if lo - 2 * span <= r.value <= hi + 2 * span else off).append(r)
+    x0 = min([lo] + [r.value for r in shown])
+    x1 = max([hi] + [r.value for r in shown])
+    pad = (x1 - x0) * 0.05 or 0.5
+    bins = np.linspace(x0 - pad, x1 + pad, 31)
+    sources = sorted(table["source"].dropna().unique()) if "source" in table.columns else []
+    return vals, finite, shown, off, bins, sources
+
+
+def metric_figure_key(table: pd.DataFrame, metric: str, rules: Sequence[Rule]) -> tuple:
+    """Everything ``metric_figure`` draws, without the values themselves: the bin edges, the count of
+    each bin (per source when there are several), the rules on and off scale and the metric's
+    catalog entry. A changed file whose values stay in their bins leaves the figure as it was."""
+    vals, finite, shown, off, bins, sources = _metric_bins(table, metric, rules)
+    if len(sources) <= 1:
+        counts = [np.histogram(finite.to_numpy(dtype=float), bins=bins)[0]]
+    else:
+        counts = [np.histogram(vals[(table["source"] == s) & np.isfinite(vals)].to_numpy(dtype=float), bins=bins)[0]
+                  for s in sources]
+    return metric, CATALOG[metric], bins, [str(s) for s in sources], counts, shown, off
 
 
 def _few_ticks(ax, nx: int = 5, ny: int = 4) -> None:
@@ -624,7 +752,9 @@ def validation_figure(measured: Mapping[str, np.ndarray], simulated: Mapping[str
     return _img(fig, f"simulated vs measured: {title}")
 
 
-def _validation_section(q: BuildQuality, rows: pd.DataFrame, max_plots: int = VALIDATION_PLOTS) -> str:
+def _validation_section(q: BuildQuality, rows: pd.DataFrame, max_plots: int = VALIDATION_PLOTS,
+                        figures: FigureCache | None = None) -> str:
+    figures = figures or FigureCache(None)
     heads = ["sequence", "λ left [N/kg]", "λ right [N/kg]", "peak err [%]", "impulse err [%]",
              "torque RMSE [N·m/kg]"]
     body = []
@@ -657,7 +787,7 @@ def _validation_section(q: BuildQuality, rows: pd.DataFrame, max_plots: int = VA
         else:
             mass = float(sim[1].get("mass_kg") or meas[1].get("mass_kg") or 70.0)
             fps = float(sim[1].get("fps_hz") or meas[1].get("fps_hz") or 30.0)
-            fig = validation_figure(meas[0], sim[0], mass, fps, str(sid))
+            fig = figures.figure("validation", validation_figure, meas[0], sim[0], mass, fps, str(sid))
         parts.append(f'<div class="seq" id="val-{_safe(str(sid))}"><h3>{_e(sid)}</h3>{fig}</div>')
     if len(rows) > len(shown):
         parts.append(f'<p class="muted">curves of the first {len(shown)} of {len(rows)} sequences</p>')
@@ -757,17 +887,20 @@ def build_report(
     worst: int = 25,
     sequence_plots: int = 12,
     build: Mapping[str, Any] | None = None,
+    figures: FigureCache | None = None,
 ) -> Path:
     """Write the self-contained HTML report of a build/release folder; returns its path
     (``OUT/report.html`` unless ``path``). ``sequence_plots`` = 0 skips per-sequence plots.
     ``build``: the build summary to report instead of ``build.json`` (a build reports while its
-    statistics are computed, before it writes ``build.json``; the report reads only its counts)."""
+    statistics are computed, before it writes ``build.json``; the report reads only its counts).
+    ``figures``: where drawn figures are kept and reused (``FigureCache``; default: draw every one)."""
     q = load_build(out_dir, build)
-    return _write_html(q, load_build(parent) if parent is not None else None, path, worst, sequence_plots)
+    return _write_html(q, load_build(parent) if parent is not None else None, path, worst, sequence_plots,
+                       figures or FigureCache(None))
 
 
 def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | None, worst: int,
-                sequence_plots: int) -> Path:
+                sequence_plots: int, figures: FigureCache) -> Path:
     t0 = time.perf_counter()
     summary = summarize(q)
     ranked = rank_sequences(q)
@@ -803,7 +936,9 @@ def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | No
         parts.append('<p class="muted">No metrics.parquet in this folder: metrics were recomputed from the stores '
                      'with the default thresholds; sequences the build excluded are not in its stores.</p>')
     if len(q.table):
-        parts.append(summary_figure(s, q.table))
+        # summary_figure draws from these columns of the table only
+        cols = [c for c in ("excluded", "duration_s", "source", "split", "flag_level", "seq_id") if c in q.table]
+        parts.append(figures.figure("summary", lambda t: summary_figure(s, t), q.table[cols]))
     parts.append("<h3>Per source</h3>" + _table(
         ["source", "sequences", "subjects", "hours", "excluded", "excluded hours"],
         [[r["source"], r["sequences"], r["subjects"], r["hours"], r["excluded"], r["excluded_hours"]] for r in s["by_source"]],
@@ -874,7 +1009,9 @@ def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | No
                 f'<div class="metric" id="m-{_e(m)}"><b>{_e(m)}</b> <span class="muted">[{_e(CATALOG[m].unit)}]</span>'
                 f"<p>{_e(CATALOG[m].description)}<br>median {_num(st['p50'])} · p95 {_num(st['p95'])} · max "
                 f"{_num(st['max'])} · n = {st['n']}{' · ' + rtxt if rtxt else ''}</p>"
-                f"{metric_figure(q.table, m, rules)}</div>")
+                + figures.figure("metric", metric_figure, q.table, m, rules,
+                                 key=metric_figure_key(q.table, m, rules) if figures.folder is not None else None)
+                + "</div>")
         parts.append("</div>")
     if missing:
         parts.append('<p class="muted">Not available in this build (their stage has not produced the arrays yet): '
@@ -896,7 +1033,7 @@ def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | No
 
     # simulated vs measured (force plates, inverse dynamics)
     if len(val_rows):
-        parts.append(_validation_section(q, val_rows, VALIDATION_PLOTS if sequence_plots else 0))
+        parts.append(_validation_section(q, val_rows, VALIDATION_PLOTS if sequence_plots else 0, figures))
 
     # per-sequence plots
     parts.append('<section id="sequences"><h2>Per-sequence plots (worst sequences)</h2>')
@@ -910,7 +1047,7 @@ def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | No
         for sid in plotted:
             r = ranked[ranked["seq_id"] == sid].iloc[0]
             data = _sequence_data(q, reader, sid)
-            body = (sequence_figure(data[0], data[1], sid) if data is not None else
+            body = (figures.figure("sequence", sequence_figure, data[0], data[1], sid) if data is not None else
                     '<p class="muted">not in the stores and no preview saved (excluded sequence)</p>')
             parts.append(f'<div class="seq" id="{_anchor(sid)}"><h3>{_e(sid)} {_level(r["level"]).html}</h3>'
                          f'<p class="muted">{_e("; ".join(r["reasons"]))}</p>{body}</div>')
