@@ -122,3 +122,42 @@ def load_dynamics(path: Path, motion: CanonicalMotion, key: str):
         return None
     return DynamicsResult(motion=replace(motion, **pose), cutoff_hz=meta["cutoff_hz"], metrics=meta["metrics"],
                           **arrays)
+
+
+_RESULT_SCALARS = ("sequence_id", "pass_index", "fps_hz", "mass_kg")
+
+
+def save_result(result, path: Path) -> Path:
+    """Write a ``SimulationResult`` (one simulated pass) to ``path`` atomically: every array (the
+    optional ones when present) under its field name, the scalars and the metrics dict as a JSON
+    string (no pickles). The batched simulate task hands its passes to the build's CPU finish tasks
+    this way (``pipeline.dataset.simulation``)."""
+    from pipeline.simulate.engine import SimulationResult
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays, meta = {}, {k: getattr(result, k) for k in _RESULT_SCALARS}
+    meta["metrics"] = result.metrics
+    for f in fields(SimulationResult):
+        v = getattr(result, f.name)
+        if f.name in meta or v is None:
+            continue
+        arrays[f.name] = np.asarray(v)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.frombuffer(json.dumps(meta, allow_nan=True).encode("utf-8"), dtype=np.uint8), **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_result(path: Path):
+    """The ``SimulationResult`` ``save_result`` wrote to ``path`` (arrays read-only, as the
+    simulator returns them); raises when it is missing or unreadable."""
+    from pipeline.simulate.engine import SimulationResult
+
+    with np.load(Path(path), allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    for v in arrays.values():
+        v.setflags(write=False)
+    return SimulationResult(**meta, **arrays)
