@@ -38,12 +38,16 @@ from .discovery import RunPlan, discover, inputs_fingerprint, load_outcome, plan
 from .executor import Executor, SerialExecutor, release_memory
 from .files import ModifyHook, batch_jobs, process_files
 from .records import FileJob, FileOutcome, SimOutcome
-from .simulation import merge_parts, simulate_motions, simulate_parts
+from .simulation import finish_groups, finish_results, merge_parts, simulate_motions, simulate_results
 from .summary import SUMMARY_FILE, FileTotals, add_seconds, summarize
 
 
 CPU_SIM_MOTIONS_PER_TASK = 16
 """Motions per simulate task on CPU workers (a file batch holds up to 128 files)."""
+
+FINISH_WORLDS_PER_TASK = 32
+"""(motion, pass) results per finish task of a batched backend (``simulation.finish_results``, CPU
+workers): ≈ 10 ms each, so a task takes ≈ 0.3 s and a 4096-world batch spreads over 128 tasks."""
 
 
 def say(msg: str) -> None:
@@ -253,7 +257,10 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     CPU backend in tasks of ``CPU_SIM_MOTIONS_PER_TASK`` motions, on a batched backend through the
     ``GpuBatchPlanner`` (``sim_batching``), which accumulates them across processing batches into
     batches of worlds (the last, partial one sent when processing ends; a motion's passes may span
-    batches: ``simulation.merge_parts`` joins them). Every file's cache entry is completed as soon
+    batches: ``simulation.merge_parts`` joins them). A batch task (``simulation.simulate_results``, on a
+    GPU worker) only runs the batch and writes its results; as each batch task ends, its parts go to
+    CPU finish tasks of ≈ ``FINISH_WORLDS_PER_TASK`` passes (``finish_results``: staging and
+    metrics rows, no GPU resource). Every file's cache entry is completed as soon
     as its outcome (and its simulations) are in; the driver keeps a file's outcome only while its
     simulations are pending.
 
@@ -271,7 +278,7 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     stage_seconds: dict[str, float] = {}
     got: dict[str, list] = {}  # canonical motion file → [(passes, SimOutcome)] of its parts so far
     sim_futures = []
-    sim_parts: dict[int, list] = {}  # id(future) → its (item, passes) parts, for batched backends
+    sim_parts: dict[int, list] = {}  # id(finish future) → the passes of its parts, for batched backends
     n_done = n_sim = n_quarantined = 0
     resources = {"GPU": 1} if cfg.sim_backend in GPU_BACKENDS else None
     planner = None
@@ -280,12 +287,12 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
                                   steps_per_frame(cfg.canonical.fps_hz, cfg.simulate.control_hz))
     all_passes = tuple(range(cfg.simulate.passes)) if cfg.simulate is not None else ()
 
+    gpu_futures = []  # batched backends: simulate_results tasks, whose parts go on to finish tasks
+
     def submit_batches(batches: list[WorldBatch]) -> None:
         for b in batches:
             parts = [(p.item, p.passes) for p in b.parts]
-            fut = executor.submit(simulate_parts, parts, cfg, b.worlds, resources=resources)
-            sim_futures.append(fut)
-            sim_parts[id(fut)] = parts
+            gpu_futures.append(executor.submit(simulate_results, parts, cfg, b.worlds, resources=resources))
             say(f"[simulate] batch of {b.worlds} worlds ({len(b.parts)} motion(s), {b.max_frames} frames longest, "
                 f"≈ {b.memory_bytes(planner.steps_per_frame) / 2**20:.0f} MiB) sent")
 
@@ -318,13 +325,21 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     if planner is not None:
         submit_batches(planner.flush())  # the last, partial batch
     t_process = time.perf_counter() - t0
+    # a batched backend's batch task only simulates and writes its results; each finished batch's
+    # parts go on to CPU finish tasks (staging, metrics rows) right away, so that the GPU worker's
+    # host is free for the next batch
+    for fut in executor.as_completed(gpu_futures):
+        for group in finish_groups(fut.result(), FINISH_WORLDS_PER_TASK):
+            ffut = executor.submit(finish_results, group, cfg)
+            sim_futures.append(ffut)
+            sim_parts[id(ffut)] = [h.passes for h in group]
     n_done = 0
     sim_seconds = 0.0
     for fut in executor.as_completed(sim_futures):
         parts = sim_parts.get(id(fut))
         for i, so in enumerate(fut.result()):
             have = got.setdefault(so.origin, [])
-            have.append((parts[i][1] if parts is not None else all_passes, so))
+            have.append((parts[i] if parts is not None else all_passes, so))
             if sum(len(p) for p, _ in have) < len(all_passes):
                 continue  # more passes of this motion are in other batches
             so = merge_parts(got.pop(so.origin))
