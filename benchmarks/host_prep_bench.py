@@ -15,8 +15,10 @@ them per subject; ``humanoid_build_s`` is one cold build):
   backend did before the dynamics pass moved out of it);
 * ``after``: it loads the staged dynamics pass (file read + key check) and prepares the rest;
 * ``cpu_task``: what the per-file task now spends per motion (dynamics pass + key + file write);
-* ``post``: what the simulate task still does per (motion, pass) after the control loop, on the
-  GPU worker's host too (``engine._finish``, staging the pass and its metrics row).
+* ``post``: what the simulate task does per (motion, pass) after the control loop, on the GPU
+  worker's host: ``engine._finish`` (in the backend), and staging the pass with its metrics row in
+  one task (``simulate_parts``) or, split, only writing its result (``simulate_results``) while
+  CPU finish tasks stage it (``finish_results``, timed too).
 
 Per (motion, pass) seconds, and what a ``--worlds`` batch implies in host-core-seconds against
 the GPU time the batch should take at ``--target`` s of motion per GPU-second::
@@ -67,10 +69,18 @@ def _best(fn, repeat: int) -> float:
 
 
 def post_processing(mos, canons, cfg) -> dict:
-    """Per (motion, pass) host seconds of the simulate task around the backend's control loop:
-    ``simulate_parts`` (load the hand-over files, stage each pass with its metrics row) minus the
-    backend call, and the backend's own ``engine._finish`` (result arrays and metrics: both backends
-    run it on the host). CPU engine, pass 0, dynamics pass staged."""
+    """Per (motion, pass) host seconds around the backend's control loop, CPU engine, pass 0,
+    dynamics pass staged; the backend's own ``engine._finish`` (result arrays and metrics: both
+    backends run it on the host) is timed apart:
+
+    * one task (``simulate_parts``: what the GPU task did before the split, and the CPU backend's
+      task still does): load the hand-over files, stage each pass with its metrics row;
+    * the split (``simulate_results`` on the GPU worker: load the canonical files and dynamics
+      passes, write each result file; then ``finish_results`` on CPU workers: load the result and
+      hand-over files, stage each pass with its metrics row, delete the result file).
+
+    Staged bytes of both paths are compared (they must be identical)."""
+    import shutil
     from dataclasses import replace
 
     import pipeline.dataset.simulation as simulation
@@ -94,19 +104,41 @@ def post_processing(mos, canons, cfg) -> dict:
         finally:
             spent["finish"] += time.perf_counter() - t
 
+    def staged_bytes():
+        return {str(q): q.read_bytes() for c in canons for q in sorted((Path(c).parent.parent / "sim").rglob("*"))
+                if q.is_file()}
+
+    def clear():
+        for c in canons:
+            shutil.rmtree(Path(c).parent.parent / "sim", ignore_errors=True)
+
     simulation.simulate_jobs, engine._finish = timed_jobs, timed_finish
     try:
         bcfg = replace(BuildConfig(), simulate=cfg)
         items = [(m.provenance.sequence_id, str(c), "train") for m, c in zip(mos, canons)]
+        parts = [(it, (0,)) for it in items]
+        clear()
         t = time.perf_counter()
-        outs = simulation.simulate_parts([(it, (0,)) for it in items], bcfg)
+        outs = simulation.simulate_parts(parts, bcfg)
         total = time.perf_counter() - t
+        backend_one, finish_s = spent["backend"], spent["finish"]
+        want = staged_bytes()
+        clear()
+        spent["backend"] = 0.0
+        t = time.perf_counter()
+        handles = simulation.simulate_results(parts, bcfg)
+        gpu_task = time.perf_counter() - t - spent["backend"]
+        t = time.perf_counter()
+        split = simulation.finish_results(handles, bcfg)
+        finish_task = time.perf_counter() - t
     finally:
         simulation.simulate_jobs, engine._finish = real_jobs, real_finish
-    assert all(o.quarantine is None for o in outs)
+    assert all(o.quarantine is None for o in outs + split)
+    assert staged_bytes() == want, "the split path staged other bytes"
     n = len(items)
-    return {"worlds": n, "load_and_stage_s_per_world": (total - spent["backend"]) / n,
-            "finish_s_per_world": spent["finish"] / n}
+    return {"worlds": n, "load_and_stage_s_per_world": (total - backend_one) / n,
+            "finish_s_per_world": finish_s / n, "gpu_task_post_s_per_world": gpu_task / n,
+            "cpu_finish_task_s_per_world": finish_task / n, "split_bytes_identical": True}
 
 
 def main() -> None:
@@ -211,10 +243,19 @@ def main() -> None:
               f"{r['before_core_s_per_batch']:20.0f} {after_b}")
     if "post" in out:
         po = out["post"]
+        w = args.worlds
+        before_post = po["finish_s_per_world"] + po["load_and_stage_s_per_world"]
+        after_post = po["finish_s_per_world"] + po["gpu_task_post_s_per_world"]
+        out["gpu_task_post_core_s_per_batch"] = {"one_task": before_post * w, "split": after_post * w}
+        out["cpu_finish_core_s_per_batch"] = po["cpu_finish_task_s_per_world"] * w
         print(f"after the backend, per (motion, pass): engine._finish {po['finish_s_per_world'] * 1e3:.1f} ms "
-              f"(in the backend), load + stage + metrics row {po['load_and_stage_s_per_world'] * 1e3:.1f} ms "
-              f"(simulate_parts); × {args.worlds} worlds: "
-              f"{(po['finish_s_per_world'] + po['load_and_stage_s_per_world']) * args.worlds:.0f} core-s")
+              f"(in the backend); one task (simulate_parts): load + stage + metrics row "
+              f"{po['load_and_stage_s_per_world'] * 1e3:.1f} ms; split: GPU task (simulate_results: load + write "
+              f"the result) {po['gpu_task_post_s_per_world'] * 1e3:.1f} ms, CPU finish task (finish_results) "
+              f"{po['cpu_finish_task_s_per_world'] * 1e3:.1f} ms (staged bytes identical)")
+        print(f"GPU task after the loop, × {w} worlds: {before_post * w:.0f} core-s in one task → "
+              f"{after_post * w:.0f} core-s split (+ {po['cpu_finish_task_s_per_world'] * w:.0f} core-s in CPU "
+              f"finish tasks)")
     print(json.dumps(out))
     if args.json:
         with open(args.json, "w") as fh:
