@@ -141,6 +141,20 @@ def post_processing(mos, canons, cfg) -> dict:
             "cpu_finish_task_s_per_world": finish_task / n, "split_bytes_identical": True}
 
 
+def _pool_cpu(prep_pool) -> float:
+    """CPU seconds (user + system) the pool's processes have used so far."""
+    pool = prep_pool._POOL
+    if pool is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in list(pool._processes):
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--motions", type=int, default=16)
@@ -153,6 +167,8 @@ def main() -> None:
     ap.add_argument("--post-motions", type=int, default=4,
                     help="motions simulated (CPU engine, pass 0) to time the simulate task's per-pass work after "
                          "the backend (0: skip)")
+    ap.add_argument("--pool", type=int, default=1, help="also time the prepared batch with the process pool "
+                    "(prep_pool, the machine's cores; 0: skip)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -201,6 +217,20 @@ def main() -> None:
                     prep = prepare_sequence(m, cfg, p, like=first, dynamics=dyn)
                     first = first or prep
 
+        def pooled(passes: int):
+            """``after`` as the batched backend does it for a large batch: the reference kinematics of
+            every motion in the process pool (``prep_pool``), the rest in this process."""
+            from pipeline.simulate.prep_pool import reference_kinematics_many
+
+            dyns = [staged_dynamics(m, c, cfg) for m, c in zip(loaded, canons)]
+            kins = reference_kinematics_many([(m, d.motion) for m, d in zip(loaded, dyns)], cfg, min_motions=1)
+            assert kins is not None  # an iterator: the preparation below overlaps the pool's work
+            for m, dyn, kin in zip(loaded, dyns, kins):
+                first = None
+                for p in range(passes):
+                    prep = prepare_sequence(m, cfg, p, like=first, dynamics=dyn, reference=kin)
+                    first = first or prep
+
         t = time.perf_counter()
         for m, c in zip(loaded, canons):
             staged_dynamics(m, c, cfg)
@@ -213,6 +243,15 @@ def main() -> None:
         row = {"passes": passes, "before_s_per_world": _best(lambda: before(passes), args.repeat) / n}
         if staged:
             row["after_s_per_world"] = _best(lambda: after(passes), args.repeat) / n
+            if args.pool:
+                from pipeline.simulate import prep_pool
+
+                pooled(passes)  # start the pool (spawned processes import the pipeline once)
+                w0, c0 = _pool_cpu(prep_pool), time.process_time()
+                row["pool_wall_s_per_world"] = _best(lambda: pooled(passes), args.repeat) / n
+                row["pool_main_cpu_s_per_world"] = (time.process_time() - c0) / (args.repeat * n)
+                row["pool_workers_cpu_s_per_world"] = (_pool_cpu(prep_pool) - w0) / (args.repeat * n)
+                row["pool_workers"] = prep_pool.pool_workers()
         for k in ("before", "after"):
             if f"{k}_s_per_world" in row:
                 row[f"{k}_core_s_per_batch"] = row[f"{k}_s_per_world"] * args.worlds
@@ -241,6 +280,12 @@ def main() -> None:
         after_b = f"{r['after_core_s_per_batch']:19.0f}" if "after_core_s_per_batch" in r else f"{'-':>19}"
         print(f"{r['passes']:>6} {r['before_s_per_world'] * 1e3:16.1f} {after_ms} "
               f"{r['before_core_s_per_batch']:20.0f} {after_b}")
+    for r in out["rows"]:
+        if "pool_wall_s_per_world" in r:
+            print(f"{r['passes']} pass(es), pool of {r['pool_workers']} processes: {r['pool_wall_s_per_world'] * 1e3:.1f} "
+                  f"ms/world wall ({r['pool_wall_s_per_world'] * args.worlds:.0f} s per batch), this process "
+                  f"{r['pool_main_cpu_s_per_world'] * 1e3:.1f} ms/world CPU, the pool "
+                  f"{r['pool_workers_cpu_s_per_world'] * 1e3:.1f} ms/world CPU")
     if "post" in out:
         po = out["post"]
         w = args.worlds
