@@ -87,8 +87,15 @@ def post_processing(mos, canons, cfg) -> dict:
     import pipeline.simulate.engine as engine
     from pipeline.process import BuildConfig
 
-    spent = {"backend": 0.0, "finish": 0.0}
-    real_jobs, real_finish = simulation.simulate_jobs, engine._finish
+    spent = {"backend": 0.0, "finish": 0.0, "write": 0.0}
+    real_jobs, real_finish, real_save = simulation.simulate_jobs, engine._finish, simulation.save_result
+
+    def timed_save(*a, **k):
+        t = time.perf_counter()
+        try:
+            return real_save(*a, **k)
+        finally:
+            spent["write"] += time.perf_counter() - t
 
     def timed_jobs(*a, **k):
         t = time.perf_counter()
@@ -112,7 +119,7 @@ def post_processing(mos, canons, cfg) -> dict:
         for c in canons:
             shutil.rmtree(Path(c).parent.parent / "sim", ignore_errors=True)
 
-    simulation.simulate_jobs, engine._finish = timed_jobs, timed_finish
+    simulation.simulate_jobs, engine._finish, simulation.save_result = timed_jobs, timed_finish, timed_save
     try:
         bcfg = replace(BuildConfig(), simulate=cfg)
         items = [(m.provenance.sequence_id, str(c), "train") for m, c in zip(mos, canons)]
@@ -132,13 +139,14 @@ def post_processing(mos, canons, cfg) -> dict:
         split = simulation.finish_results(handles, bcfg)
         finish_task = time.perf_counter() - t
     finally:
-        simulation.simulate_jobs, engine._finish = real_jobs, real_finish
+        simulation.simulate_jobs, engine._finish, simulation.save_result = real_jobs, real_finish, real_save
     assert all(o.quarantine is None for o in outs + split)
     assert staged_bytes() == want, "the split path staged other bytes"
     n = len(items)
     return {"worlds": n, "load_and_stage_s_per_world": (total - backend_one) / n,
             "finish_s_per_world": finish_s / n, "gpu_task_post_s_per_world": gpu_task / n,
-            "cpu_finish_task_s_per_world": finish_task / n, "split_bytes_identical": True}
+            "cpu_finish_task_s_per_world": finish_task / n, "result_write_s_per_world": spent["write"] / n,
+            "split_bytes_identical": True}
 
 
 def _pool_cpu(prep_pool) -> float:
@@ -296,11 +304,14 @@ def main() -> None:
         print(f"after the backend, per (motion, pass): engine._finish {po['finish_s_per_world'] * 1e3:.1f} ms "
               f"(in the backend); one task (simulate_parts): load + stage + metrics row "
               f"{po['load_and_stage_s_per_world'] * 1e3:.1f} ms; split: GPU task (simulate_results: load + write "
-              f"the result) {po['gpu_task_post_s_per_world'] * 1e3:.1f} ms, CPU finish task (finish_results) "
+              f"the result) {po['gpu_task_post_s_per_world'] * 1e3:.1f} ms (the write "
+              f"{po['result_write_s_per_world'] * 1e3:.1f} ms), CPU finish task (finish_results) "
               f"{po['cpu_finish_task_s_per_world'] * 1e3:.1f} ms (staged bytes identical)")
-        print(f"GPU task after the loop, × {w} worlds: {before_post * w:.0f} core-s in one task → "
-              f"{after_post * w:.0f} core-s split (+ {po['cpu_finish_task_s_per_world'] * w:.0f} core-s in CPU "
-              f"finish tasks)")
+        loop_after = (po["finish_s_per_world"] + po["result_write_s_per_world"]) * w
+        out["gpu_task_post_core_s_per_batch"]["split_after_loop_only"] = loop_after
+        print(f"GPU task outside the backend, × {w} worlds: {before_post * w:.0f} core-s in one task → "
+              f"{after_post * w:.0f} core-s split, of which after the loop (engine._finish + the result write) "
+              f"{loop_after:.0f} core-s (+ {po['cpu_finish_task_s_per_world'] * w:.0f} core-s in CPU finish tasks)")
     print(json.dumps(out))
     if args.json:
         with open(args.json, "w") as fh:
