@@ -290,8 +290,8 @@ def main() -> None:
               f"{r['before_core_s_per_batch']:20.0f} {after_b}")
     for r in out["rows"]:
         if "pool_wall_s_per_world" in r:
-            print(f"{r['passes']} pass(es), pool of {r['pool_workers']} processes: {r['pool_wall_s_per_world'] * 1e3:.1f} "
-                  f"ms/world wall ({r['pool_wall_s_per_world'] * args.worlds:.0f} s per batch), this process "
+            print(f"{r['passes']} pass(es), pool of {r['pool_workers']} processes: "
+                  f"{r['pool_wall_s_per_world'] * 1e3:.1f} ms/world wall ({r['pool_wall_s_per_world'] * args.worlds:.0f} s per batch), this process "
                   f"{r['pool_main_cpu_s_per_world'] * 1e3:.1f} ms/world CPU, the pool "
                   f"{r['pool_workers_cpu_s_per_world'] * 1e3:.1f} ms/world CPU")
     if "post" in out:

@@ -5,6 +5,10 @@ all of them as one batch stores: to float32 rounding, as MuJoCo Warp's results o
 device change in the last bits with the world count below 4 worlds (1, 2, 3 differ; 4, 6, 9 are
 identical), whatever the other worlds hold (docs/simulation.md, "GPU batches in the build").
 
+Also: the build's split of a batch into the batch task (``simulate_results``) and CPU finish
+tasks (``finish_results``) stages the very bytes one ``simulate_parts`` task stages for the same
+batch.
+
 Marked ``warp`` (the first MuJoCo Warp step in a fresh kernel cache compiles its kernels); two
 short motions (0.6–0.7 s), serial executor, no Prefect: the two builds take ≈ 21 s in a warm
 process on this 2-core machine, 60–85 s for the whole test under other jobs' load (warm kernel
