@@ -287,7 +287,7 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
                                   steps_per_frame(cfg.canonical.fps_hz, cfg.simulate.control_hz))
     all_passes = tuple(range(cfg.simulate.passes)) if cfg.simulate is not None else ()
 
-    gpu_futures = []  # batched backends: simulate_results tasks, whose parts go on to finish tasks
+    gpu_futures = []  # batched backends: simulate_results tasks (kept to the end: their ids mark them)
 
     def submit_batches(batches: list[WorldBatch]) -> None:
         for b in batches:
@@ -327,33 +327,39 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     t_process = time.perf_counter() - t0
     # a batched backend's batch task only simulates and writes its results; each finished batch's
     # parts go on to CPU finish tasks (staging, metrics rows) right away, so that the GPU worker's
-    # host is free for the next batch
-    for fut in executor.as_completed(gpu_futures):
-        for group in finish_groups(fut.result(), FINISH_WORLDS_PER_TASK):
-            ffut = executor.submit(finish_results, group, cfg)
-            sim_futures.append(ffut)
-            sim_parts[id(ffut)] = [h.passes for h in group]
+    # host is free for the next batch. Finished simulations are recorded as they come in; when a
+    # batch task ends, the wait restarts with its finish tasks added.
     n_done = 0
     sim_seconds = 0.0
-    for fut in executor.as_completed(sim_futures):
-        parts = sim_parts.get(id(fut))
-        for i, so in enumerate(fut.result()):
-            have = got.setdefault(so.origin, [])
-            have.append((parts[i] if parts is not None else all_passes, so))
-            if sum(len(p) for p, _ in have) < len(all_passes):
-                continue  # more passes of this motion are in other batches
-            so = merge_parts(got.pop(so.origin))
-            n_done += 1
-            sim_seconds += so.seconds
-            o = waiting.pop(so.origin)
-            done = pending[(o.source, o.path)]
-            done.append(so)
-            if so.quarantine is not None:
-                say(f"[quarantine] {so.quarantine.path} ({so.quarantine.stage}): {so.quarantine.reason}")
-            if len(done) == len(o.to_simulate):
-                file_cache.save_entry(by_key[(o.source, o.path)].entry, out, {"file": o, "sims": _by_id(done)})
-                del pending[(o.source, o.path)]
-        say(f"[simulate] {n_done}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
+    gpu_ids = {id(f) for f in gpu_futures}
+    todo = {id(f): f for f in (*sim_futures, *gpu_futures)}
+    while todo:
+        for fut in executor.as_completed(list(todo.values())):
+            del todo[id(fut)]
+            if id(fut) in gpu_ids:
+                for group in finish_groups(fut.result(), FINISH_WORLDS_PER_TASK):
+                    ffut = executor.submit(finish_results, group, cfg)
+                    todo[id(ffut)] = ffut
+                    sim_parts[id(ffut)] = [h.passes for h in group]
+                break  # wait again, with its finish tasks
+            parts = sim_parts.pop(id(fut), None)
+            for i, so in enumerate(fut.result()):
+                have = got.setdefault(so.origin, [])
+                have.append((parts[i] if parts is not None else all_passes, so))
+                if sum(len(p) for p, _ in have) < len(all_passes):
+                    continue  # more passes of this motion are in other batches
+                so = merge_parts(got.pop(so.origin))
+                n_done += 1
+                sim_seconds += so.seconds
+                o = waiting.pop(so.origin)
+                done = pending[(o.source, o.path)]
+                done.append(so)
+                if so.quarantine is not None:
+                    say(f"[quarantine] {so.quarantine.path} ({so.quarantine.stage}): {so.quarantine.reason}")
+                if len(done) == len(o.to_simulate):
+                    file_cache.save_entry(by_key[(o.source, o.path)].entry, out, {"file": o, "sims": _by_id(done)})
+                    del pending[(o.source, o.path)]
+            say(f"[simulate] {n_done}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
     t_simulate = time.perf_counter() - t0 - t_process
     return t_process, t_simulate, stage_seconds, sim_seconds
 
