@@ -15,8 +15,10 @@ them per subject; ``humanoid_build_s`` is one cold build):
   backend did before the dynamics pass moved out of it);
 * ``after``: it loads the staged dynamics pass (file read + key check) and prepares the rest;
 * ``cpu_task``: what the per-file task now spends per motion (dynamics pass + key + file write);
-* ``post``: what the simulate task still does per (motion, pass) after the control loop, on the
-  GPU worker's host too (``engine._finish``, staging the pass and its metrics row).
+* ``post``: what the simulate task does per (motion, pass) after the control loop, on the GPU
+  worker's host: ``engine._finish`` (in the backend), and staging the pass with its metrics row in
+  one task (``simulate_parts``) or, split, only writing its result (``simulate_results``) while
+  CPU finish tasks stage it (``finish_results``, timed too).
 
 Per (motion, pass) seconds, and what a ``--worlds`` batch implies in host-core-seconds against
 the GPU time the batch should take at ``--target`` s of motion per GPU-second::
@@ -67,18 +69,33 @@ def _best(fn, repeat: int) -> float:
 
 
 def post_processing(mos, canons, cfg) -> dict:
-    """Per (motion, pass) host seconds of the simulate task around the backend's control loop:
-    ``simulate_parts`` (load the hand-over files, stage each pass with its metrics row) minus the
-    backend call, and the backend's own ``engine._finish`` (result arrays and metrics: both backends
-    run it on the host). CPU engine, pass 0, dynamics pass staged."""
+    """Per (motion, pass) host seconds around the backend's control loop, CPU engine, pass 0,
+    dynamics pass staged; the backend's own ``engine._finish`` (result arrays and metrics: both
+    backends run it on the host) is timed apart:
+
+    * one task (``simulate_parts``: what the GPU task did before the split, and the CPU backend's
+      task still does): load the hand-over files, stage each pass with its metrics row;
+    * the split (``simulate_results`` on the GPU worker: load the canonical files and dynamics
+      passes, write each result file; then ``finish_results`` on CPU workers: load the result and
+      hand-over files, stage each pass with its metrics row, delete the result file).
+
+    Staged bytes of both paths are compared (they must be identical)."""
+    import shutil
     from dataclasses import replace
 
     import pipeline.dataset.simulation as simulation
     import pipeline.simulate.engine as engine
     from pipeline.process import BuildConfig
 
-    spent = {"backend": 0.0, "finish": 0.0}
-    real_jobs, real_finish = simulation.simulate_jobs, engine._finish
+    spent = {"backend": 0.0, "finish": 0.0, "write": 0.0}
+    real_jobs, real_finish, real_save = simulation.simulate_jobs, engine._finish, simulation.save_result
+
+    def timed_save(*a, **k):
+        t = time.perf_counter()
+        try:
+            return real_save(*a, **k)
+        finally:
+            spent["write"] += time.perf_counter() - t
 
     def timed_jobs(*a, **k):
         t = time.perf_counter()
@@ -94,19 +111,56 @@ def post_processing(mos, canons, cfg) -> dict:
         finally:
             spent["finish"] += time.perf_counter() - t
 
-    simulation.simulate_jobs, engine._finish = timed_jobs, timed_finish
+    def staged_bytes():
+        return {str(q): q.read_bytes() for c in canons for q in sorted((Path(c).parent.parent / "sim").rglob("*"))
+                if q.is_file()}
+
+    def clear():
+        for c in canons:
+            shutil.rmtree(Path(c).parent.parent / "sim", ignore_errors=True)
+
+    simulation.simulate_jobs, engine._finish, simulation.save_result = timed_jobs, timed_finish, timed_save
     try:
         bcfg = replace(BuildConfig(), simulate=cfg)
         items = [(m.provenance.sequence_id, str(c), "train") for m, c in zip(mos, canons)]
+        parts = [(it, (0,)) for it in items]
+        clear()
         t = time.perf_counter()
-        outs = simulation.simulate_parts([(it, (0,)) for it in items], bcfg)
+        outs = simulation.simulate_parts(parts, bcfg)
         total = time.perf_counter() - t
+        backend_one, finish_s = spent["backend"], spent["finish"]
+        want = staged_bytes()
+        clear()
+        spent["backend"] = 0.0
+        t = time.perf_counter()
+        handles = simulation.simulate_results(parts, bcfg)
+        gpu_task = time.perf_counter() - t - spent["backend"]
+        t = time.perf_counter()
+        split = simulation.finish_results(handles, bcfg)
+        finish_task = time.perf_counter() - t
     finally:
-        simulation.simulate_jobs, engine._finish = real_jobs, real_finish
-    assert all(o.quarantine is None for o in outs)
+        simulation.simulate_jobs, engine._finish, simulation.save_result = real_jobs, real_finish, real_save
+    assert all(o.quarantine is None for o in outs + split)
+    assert staged_bytes() == want, "the split path staged other bytes"
     n = len(items)
-    return {"worlds": n, "load_and_stage_s_per_world": (total - spent["backend"]) / n,
-            "finish_s_per_world": spent["finish"] / n}
+    return {"worlds": n, "load_and_stage_s_per_world": (total - backend_one) / n,
+            "finish_s_per_world": finish_s / n, "gpu_task_post_s_per_world": gpu_task / n,
+            "cpu_finish_task_s_per_world": finish_task / n, "result_write_s_per_world": spent["write"] / n,
+            "split_bytes_identical": True}
+
+
+def _pool_cpu(prep_pool) -> float:
+    """CPU seconds (user + system) the pool's processes have used so far."""
+    pool = prep_pool._POOL
+    if pool is None:
+        return 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in list(pool._processes):
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def main() -> None:
@@ -121,6 +175,8 @@ def main() -> None:
     ap.add_argument("--post-motions", type=int, default=4,
                     help="motions simulated (CPU engine, pass 0) to time the simulate task's per-pass work after "
                          "the backend (0: skip)")
+    ap.add_argument("--pool", type=int, default=1, help="also time the prepared batch with the process pool "
+                    "(prep_pool, the machine's cores; 0: skip)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -169,6 +225,20 @@ def main() -> None:
                     prep = prepare_sequence(m, cfg, p, like=first, dynamics=dyn)
                     first = first or prep
 
+        def pooled(passes: int):
+            """``after`` as the batched backend does it for a large batch: the reference kinematics of
+            every motion in the process pool (``prep_pool``), the rest in this process."""
+            from pipeline.simulate.prep_pool import reference_kinematics_many
+
+            dyns = [staged_dynamics(m, c, cfg) for m, c in zip(loaded, canons)]
+            kins = reference_kinematics_many([(m, d.motion) for m, d in zip(loaded, dyns)], cfg, min_motions=1)
+            assert kins is not None  # an iterator: the preparation below overlaps the pool's work
+            for m, dyn, kin in zip(loaded, dyns, kins):
+                first = None
+                for p in range(passes):
+                    prep = prepare_sequence(m, cfg, p, like=first, dynamics=dyn, reference=kin)
+                    first = first or prep
+
         t = time.perf_counter()
         for m, c in zip(loaded, canons):
             staged_dynamics(m, c, cfg)
@@ -181,6 +251,15 @@ def main() -> None:
         row = {"passes": passes, "before_s_per_world": _best(lambda: before(passes), args.repeat) / n}
         if staged:
             row["after_s_per_world"] = _best(lambda: after(passes), args.repeat) / n
+            if args.pool:
+                from pipeline.simulate import prep_pool
+
+                pooled(passes)  # start the pool (spawned processes import the pipeline once)
+                w0, c0 = _pool_cpu(prep_pool), time.process_time()
+                row["pool_wall_s_per_world"] = _best(lambda: pooled(passes), args.repeat) / n
+                row["pool_main_cpu_s_per_world"] = (time.process_time() - c0) / (args.repeat * n)
+                row["pool_workers_cpu_s_per_world"] = (_pool_cpu(prep_pool) - w0) / (args.repeat * n)
+                row["pool_workers"] = prep_pool.pool_workers()
         for k in ("before", "after"):
             if f"{k}_s_per_world" in row:
                 row[f"{k}_core_s_per_batch"] = row[f"{k}_s_per_world"] * args.worlds
@@ -209,12 +288,30 @@ def main() -> None:
         after_b = f"{r['after_core_s_per_batch']:19.0f}" if "after_core_s_per_batch" in r else f"{'-':>19}"
         print(f"{r['passes']:>6} {r['before_s_per_world'] * 1e3:16.1f} {after_ms} "
               f"{r['before_core_s_per_batch']:20.0f} {after_b}")
+    for r in out["rows"]:
+        if "pool_wall_s_per_world" in r:
+            print(f"{r['passes']} pass(es), pool of {r['pool_workers']} processes: "
+                  f"{r['pool_wall_s_per_world'] * 1e3:.1f} ms/world wall ({r['pool_wall_s_per_world'] * args.worlds:.0f} s per batch), this process "
+                  f"{r['pool_main_cpu_s_per_world'] * 1e3:.1f} ms/world CPU, the pool "
+                  f"{r['pool_workers_cpu_s_per_world'] * 1e3:.1f} ms/world CPU")
     if "post" in out:
         po = out["post"]
+        w = args.worlds
+        before_post = po["finish_s_per_world"] + po["load_and_stage_s_per_world"]
+        after_post = po["finish_s_per_world"] + po["gpu_task_post_s_per_world"]
+        out["gpu_task_post_core_s_per_batch"] = {"one_task": before_post * w, "split": after_post * w}
+        out["cpu_finish_core_s_per_batch"] = po["cpu_finish_task_s_per_world"] * w
         print(f"after the backend, per (motion, pass): engine._finish {po['finish_s_per_world'] * 1e3:.1f} ms "
-              f"(in the backend), load + stage + metrics row {po['load_and_stage_s_per_world'] * 1e3:.1f} ms "
-              f"(simulate_parts); × {args.worlds} worlds: "
-              f"{(po['finish_s_per_world'] + po['load_and_stage_s_per_world']) * args.worlds:.0f} core-s")
+              f"(in the backend); one task (simulate_parts): load + stage + metrics row "
+              f"{po['load_and_stage_s_per_world'] * 1e3:.1f} ms; split: GPU task (simulate_results: load + write "
+              f"the result) {po['gpu_task_post_s_per_world'] * 1e3:.1f} ms (the write "
+              f"{po['result_write_s_per_world'] * 1e3:.1f} ms), CPU finish task (finish_results) "
+              f"{po['cpu_finish_task_s_per_world'] * 1e3:.1f} ms (staged bytes identical)")
+        loop_after = (po["finish_s_per_world"] + po["result_write_s_per_world"]) * w
+        out["gpu_task_post_core_s_per_batch"]["split_after_loop_only"] = loop_after
+        print(f"GPU task outside the backend, × {w} worlds: {before_post * w:.0f} core-s in one task → "
+              f"{after_post * w:.0f} core-s split, of which after the loop (engine._finish + the result write) "
+              f"{loop_after:.0f} core-s (+ {po['cpu_finish_task_s_per_world'] * w:.0f} core-s in CPU finish tasks)")
     print(json.dumps(out))
     if args.json:
         with open(args.json, "w") as fh:

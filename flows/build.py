@@ -23,7 +23,7 @@ from pipeline.dataset import assembly
 from pipeline.dataset.build import build_dataset, report_task
 from pipeline.dataset.executor import SerialExecutor
 from pipeline.dataset.files import process_files
-from pipeline.dataset.simulation import simulate_motions, simulate_parts
+from pipeline.dataset.simulation import finish_results, simulate_motions, simulate_results
 from pipeline.process import BuildConfig
 from pipeline.quality import Thresholds
 from pipeline.simulate.batching import GpuBatching
@@ -34,7 +34,8 @@ _NO_RETRY = {"cache_policy": NO_CACHE, "retries": 0}
 TASKS: dict[Callable, object] = {
     process_files: task(process_files, name="ingest-files", **_NO_RETRY),
     simulate_motions: task(simulate_motions, name="simulate", **_NO_RETRY),
-    simulate_parts: task(simulate_parts, name="simulate-batch", **_NO_RETRY),
+    simulate_results: task(simulate_results, name="simulate-batch", **_NO_RETRY),
+    finish_results: task(finish_results, name="simulate-finish", **_NO_RETRY),
     assembly.write_regions: task(assembly.write_regions, name="write-regions", cache_policy=NO_CACHE, retries=1),
     assembly.store_stats: task(assembly.store_stats, name="stats", **_NO_RETRY),
     report_task: task(report_task, name="report", **_NO_RETRY),

@@ -193,6 +193,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.nthreads < 1 or (args.nworkers is not None and args.nworkers < 1):
         raise ValueError("--nworkers and --nthreads must be at least 1")
     prefect_environment()  # values already in the environment (PREFECT_API_URL, PREFECT_HOME, ...) win
+    if args.gpu:  # the batched backend's host preparation uses a process pool (pipeline.simulate.prep_pool)
+        os.environ.setdefault("DASK_DISTRIBUTED__WORKER__DAEMON", "False")
     argv = worker_argv(args.scheduler, gpu=args.gpu, nworkers=args.nworkers, nthreads=args.nthreads,
                        memory_limit=args.memory_limit, local_directory=args.local_directory, name=args.name,
                        host=args.host, dashboard=args.dashboard)

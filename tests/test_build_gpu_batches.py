@@ -5,6 +5,10 @@ all of them as one batch stores: to float32 rounding, as MuJoCo Warp's results o
 device change in the last bits with the world count below 4 worlds (1, 2, 3 differ; 4, 6, 9 are
 identical), whatever the other worlds hold (docs/simulation.md, "GPU batches in the build").
 
+Also: the build's split of a batch into the batch task (``simulate_results``) and CPU finish
+tasks (``finish_results``) stages the very bytes one ``simulate_parts`` task stages for the same
+batch.
+
 Marked ``warp`` (the first MuJoCo Warp step in a fresh kernel cache compiles its kernels); two
 short motions (0.6–0.7 s), serial executor, no Prefect: the two builds take ≈ 21 s in a warm
 process on this 2-core machine, 60–85 s for the whole test under other jobs' load (warm kernel
@@ -68,6 +72,8 @@ def test_gpu_batches_across_processing_batches_equal_one_batch(tmp_path, capsys)
     for s in (small, one):
         assert s["subsets"]["torque"]["sequences"] == 2 * PASSES
         assert s.get("simulations_failed", 0) == 0
+    for root in (tmp_path / "small", tmp_path / "one"):  # the finish tasks deleted every result file
+        assert not list(root.rglob("sim-results/*.npz"))
     for subset in ("ground_reaction", "torque"):
         a = xr.open_zarr(tmp_path / "small" / f"{subset}.zarr")
         b = xr.open_zarr(tmp_path / "one" / f"{subset}.zarr")
@@ -83,3 +89,25 @@ def test_gpu_batches_across_processing_batches_equal_one_batch(tmp_path, capsys)
             scale = float(np.nanmax(np.abs(y))) if np.isfinite(y).any() else 0.0
             # observed: ≤ 2e-5 of the variable's scale (GRF 0.008 N of 736 N, positions 6e-7 m)
             assert np.nanmax(np.abs(x - y), initial=0.0) <= 2e-4 * scale + 1e-6, name
+
+
+def test_split_batch_task_stages_the_same_bytes_on_warp_cpu(tmp_path):
+    """The build's batched path (``simulate_results`` then CPU ``finish_results``) stages the very
+    bytes and metrics rows that one ``simulate_parts`` task did for the same batch of worlds (here
+    2 motions × 2 passes on Warp's CPU device)."""
+    from test_sim_finish import assert_same, clear_sim, corpus, staged_bytes
+
+    from pipeline.dataset.simulation import finish_results, simulate_parts, simulate_results
+
+    cfg = BuildConfig()
+    cfg = replace(cfg, sim_backend="warp-cpu", simulate=replace(cfg.simulate, passes=2))
+    items = corpus(tmp_path, cfg.simulate)
+    parts = [(items[0], (0, 1)), (items[1], (0, 1))]
+    one = simulate_parts(parts, cfg, 4)
+    want = staged_bytes(tmp_path)
+    assert want and all(o.quarantine is None for o in one)
+    clear_sim(tmp_path)
+    split = finish_results(simulate_results(parts, cfg, 4), cfg)
+    assert staged_bytes(tmp_path) == want
+    assert_same(split, one)
+    assert not list(tmp_path.glob("entry*/sim-results/*"))

@@ -40,12 +40,16 @@ from . import placement as placement_rule
 from .executor import Executor, SerialExecutor, release_memory
 from .files import ModifyHook, batch_jobs, process_files
 from .records import FileJob, FileOutcome, SimOutcome
-from .simulation import merge_parts, simulate_motions, simulate_parts
+from .simulation import finish_groups, finish_results, merge_parts, simulate_motions, simulate_results
 from .summary import SUMMARY_FILE, FileTotals, add_seconds, summarize
 
 
 CPU_SIM_MOTIONS_PER_TASK = 16
 """Motions per simulate task on CPU workers (a file batch holds up to 128 files)."""
+
+FINISH_WORLDS_PER_TASK = 32
+"""(motion, pass) results per finish task of a batched backend (``simulation.finish_results``, CPU
+workers): ≈ 10 ms each, so a task takes ≈ 0.3 s and a 4096-world batch spreads over 128 tasks."""
 
 
 def say(msg: str) -> None:
@@ -273,7 +277,10 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     CPU backend in tasks of ``CPU_SIM_MOTIONS_PER_TASK`` motions, on a batched backend through the
     ``GpuBatchPlanner`` (``sim_batching``), which accumulates them across processing batches into
     batches of worlds (the last, partial one sent when processing ends; a motion's passes may span
-    batches: ``simulation.merge_parts`` joins them). Every file's cache entry is completed as soon
+    batches: ``simulation.merge_parts`` joins them). A batch task (``simulation.simulate_results``, on a
+    GPU worker) only runs the batch and writes its results; as each batch task ends, its parts go to
+    CPU finish tasks of ≈ ``FINISH_WORLDS_PER_TASK`` passes (``finish_results``: staging and
+    metrics rows, no GPU resource). Every file's cache entry is completed as soon
     as its outcome (and its simulations) are in; the driver keeps a file's outcome only while its
     simulations are pending.
 
@@ -291,7 +298,7 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     stage_seconds: dict[str, float] = {}
     got: dict[str, list] = {}  # canonical motion file → [(passes, SimOutcome)] of its parts so far
     sim_futures = []
-    sim_parts: dict[int, list] = {}  # id(future) → its (item, passes) parts, for batched backends
+    sim_parts: dict[int, list] = {}  # id(finish future) → the passes of its parts, for batched backends
     n_done = n_sim = n_quarantined = 0
     resources = {"GPU": 1} if cfg.sim_backend in GPU_BACKENDS else None
     planner = None
@@ -300,12 +307,12 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
                                   steps_per_frame(cfg.canonical.fps_hz, cfg.simulate.control_hz))
     all_passes = tuple(range(cfg.simulate.passes)) if cfg.simulate is not None else ()
 
+    gpu_futures = []  # batched backends: simulate_results tasks (kept to the end: their ids mark them)
+
     def submit_batches(batches: list[WorldBatch]) -> None:
         for b in batches:
             parts = [(p.item, p.passes) for p in b.parts]
-            fut = executor.submit(simulate_parts, parts, cfg, b.worlds, resources=resources)
-            sim_futures.append(fut)
-            sim_parts[id(fut)] = parts
+            gpu_futures.append(executor.submit(simulate_results, parts, cfg, b.worlds, resources=resources))
             say(f"[simulate] batch of {b.worlds} worlds ({len(b.parts)} motion(s), {b.max_frames} frames longest, "
                 f"≈ {b.memory_bytes(planner.steps_per_frame) / 2**20:.0f} MiB) sent")
 
@@ -338,27 +345,41 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     if planner is not None:
         submit_batches(planner.flush())  # the last, partial batch
     t_process = time.perf_counter() - t0
+    # a batched backend's batch task only simulates and writes its results; each finished batch's
+    # parts go on to CPU finish tasks (staging, metrics rows) right away, so that the GPU worker's
+    # host is free for the next batch. Finished simulations are recorded as they come in; when a
+    # batch task ends, the wait restarts with its finish tasks added.
     n_done = 0
     sim_seconds = 0.0
-    for fut in executor.as_completed(sim_futures):
-        parts = sim_parts.get(id(fut))
-        for i, so in enumerate(fut.result()):
-            have = got.setdefault(so.origin, [])
-            have.append((parts[i][1] if parts is not None else all_passes, so))
-            if sum(len(p) for p, _ in have) < len(all_passes):
-                continue  # more passes of this motion are in other batches
-            so = merge_parts(got.pop(so.origin))
-            n_done += 1
-            sim_seconds += so.seconds
-            o = waiting.pop(so.origin)
-            done = pending[(o.source, o.path)]
-            done.append(so)
-            if so.quarantine is not None:
-                say(f"[quarantine] {so.quarantine.path} ({so.quarantine.stage}): {so.quarantine.reason}")
-            if len(done) == len(o.to_simulate):
-                file_cache.save_entry(by_key[(o.source, o.path)].entry, out, {"file": o, "sims": _by_id(done)})
-                del pending[(o.source, o.path)]
-        say(f"[simulate] {n_done}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
+    gpu_ids = {id(f) for f in gpu_futures}
+    todo = {id(f): f for f in (*sim_futures, *gpu_futures)}
+    while todo:
+        for fut in executor.as_completed(list(todo.values())):
+            del todo[id(fut)]
+            if id(fut) in gpu_ids:
+                for group in finish_groups(fut.result(), FINISH_WORLDS_PER_TASK):
+                    ffut = executor.submit(finish_results, group, cfg)
+                    todo[id(ffut)] = ffut
+                    sim_parts[id(ffut)] = [h.passes for h in group]
+                break  # wait again, with its finish tasks
+            parts = sim_parts.pop(id(fut), None)
+            for i, so in enumerate(fut.result()):
+                have = got.setdefault(so.origin, [])
+                have.append((parts[i] if parts is not None else all_passes, so))
+                if sum(len(p) for p, _ in have) < len(all_passes):
+                    continue  # more passes of this motion are in other batches
+                so = merge_parts(got.pop(so.origin))
+                n_done += 1
+                sim_seconds += so.seconds
+                o = waiting.pop(so.origin)
+                done = pending[(o.source, o.path)]
+                done.append(so)
+                if so.quarantine is not None:
+                    say(f"[quarantine] {so.quarantine.path} ({so.quarantine.stage}): {so.quarantine.reason}")
+                if len(done) == len(o.to_simulate):
+                    file_cache.save_entry(by_key[(o.source, o.path)].entry, out, {"file": o, "sims": _by_id(done)})
+                    del pending[(o.source, o.path)]
+            say(f"[simulate] {n_done}/{n_sim} motions imitated ({cfg.simulate.passes} pass(es) each)")
     t_simulate = time.perf_counter() - t0 - t_process
     return t_process, t_simulate, stage_seconds, sim_seconds
 

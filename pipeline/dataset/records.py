@@ -61,3 +61,19 @@ class SimOutcome:
     quarantine: QuarantineEntry | None = None
     seconds: float = 0.0
     frames: int = 0
+
+
+@dataclass(frozen=True)
+class SimResults:
+    """What a batched (GPU) simulate task sends back for one part (some passes of one motion):
+    where each pass's ``SimulationResult`` was written (``simulation.result_file``), or why the
+    motion failed; the driver hands these to CPU finish tasks (``simulation.finish_results``)."""
+
+    item: tuple[str, str, str]
+    """(sequence id, canonical motion file, split)."""
+    passes: tuple[int, ...]
+    files: tuple[str, ...] = ()
+    """One result file per pass, in ``passes`` order; empty when ``error`` is set."""
+    error: str | None = None
+    seconds: float = 0.0
+    """This part's share of the simulate task's wall time."""

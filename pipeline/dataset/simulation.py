@@ -12,11 +12,25 @@ from pipeline.process import BuildConfig, simulated_key, simulated_payload
 from pipeline.quality.metrics import inputs_from_payload, metrics_row
 from pipeline.records import CanonicalMotion, QuarantineEntry
 from pipeline.simulate import simulate_jobs
-from pipeline.simulate.engine import SimConfig, dynamics_config_key, dynamics_key, motion_dynamics
+from pipeline.simulate.engine import (
+    SimConfig,
+    SimulationResult,
+    dynamics_config_key,
+    dynamics_key,
+    motion_dynamics,
+)
 from pipeline.store import stage_sequence
-from pipeline.store.canonical_io import load_canonical, load_dynamics, load_extras, save_dynamics
+from pipeline.store.canonical_io import (
+    load_canonical,
+    load_dynamics,
+    load_extras,
+    load_result,
+    save_dynamics,
+    save_result,
+)
+from pipeline.store.staging import safe_key
 
-from .records import SimOutcome
+from .records import SimOutcome, SimResults
 
 VALIDATION_EXTRAS = ("plate_grf_n", "id_joint_torque_nm")
 """Hand-over extras the simulated passes' metrics use (quality providers ``sim_vs_plate``/``sim_vs_id``)."""
@@ -64,7 +78,9 @@ def simulate_parts(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cf
                    max_worlds: int | None = None) -> list[SimOutcome]:
     """Imitate (item, passes) parts: the given passes of each (sequence id, canonical motion file,
     split); one ``SimOutcome`` per part, holding its passes only (``merge_parts`` joins the parts
-    of one motion).
+    of one motion). Everything in one task: the CPU backend's simulate tasks (``simulate_motions``);
+    the build splits a batched backend's work into ``simulate_results`` (the batch, on the GPU
+    worker) and ``finish_results`` (staging, on CPU workers), with the same staged bytes and rows.
 
     A motion's dynamics pass is the one the per-file task staged beside its canonical file
     (``stage_dynamics``) when there is a valid one, else the backend computes it.
@@ -78,21 +94,62 @@ def simulate_parts(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cf
     beside every pass (``source_tau_opensim``).
     """
     t0 = time.perf_counter()
-    motions, failed, measured, source_tau, dyns = {}, {}, {}, {}, {}
+    motions, failed, dyns = _load_motions(parts, cfg)
+    measured, source_tau = {}, {}
+    for path in motions:
+        _load_validation(path, measured, source_tau, failed)
+    jobs, results = _run_jobs(parts, motions, dyns, failed, cfg, max_worlds)
+    staged: dict[tuple, list] = {}
+    rows: dict[tuple, list] = {}
+    for ((key, path, split), p), result in zip(jobs, results):
+        if result is None or path in failed:
+            continue
+        try:
+            s, r = _stage_pass(key, path, split, p, motions[path], result, measured.get(path, {}),
+                               source_tau.get(path), cfg)
+            staged.setdefault((path, p), []).append(s)
+            rows.setdefault((path, p), []).append(r)
+        except Exception as exc:
+            failed[path] = _error(exc)
+    elapsed = time.perf_counter() - t0
+    n_worlds = max(1, sum(max(1, len(passes)) for _, passes in parts))
+    return [_outcome(item, passes, failed, motions, staged, rows, elapsed * max(1, len(passes)) / n_worlds)
+            for item, passes in parts]
+
+
+def _load_motions(parts, cfg: BuildConfig) -> tuple[dict, dict, dict]:
+    """(canonical motions, load errors, staged dynamics passes) by canonical motion file: what the
+    backend needs. An unreadable hand-over file quarantines its motion only."""
+    motions, failed, dyns = {}, {}, {}
     for (key, path, split), _ in parts:
         if path in motions or path in failed:
             continue
         try:
             motions[path] = load_canonical(Path(path))
-            extras = load_extras(Path(path))
-            measured[path] = {k: extras[k] for k in VALIDATION_EXTRAS if k in extras}
-            source_tau[path] = SourceTorques.from_extras(extras)
         except Exception as exc:  # an unreadable hand-over file: quarantine this motion only
             failed[path] = _error(exc)
             continue
         # the dynamics pass the per-file task staged (None: the backend computes it, same result)
         dyns[path] = staged_dynamics(motions[path], Path(path), cfg.simulate)
-    jobs = [(item, p) for item, passes in parts if item[1] in motions for p in passes]
+    return motions, failed, dyns
+
+
+def _load_validation(path: str, measured: dict, source_tau: dict, failed: dict) -> None:
+    """The hand-over extras the staging of ``path``'s passes uses (measured forces, the source's
+    own ID) into ``measured``/``source_tau``; an unreadable file marks the motion failed."""
+    try:
+        extras = load_extras(Path(path))
+        measured[path] = {k: extras[k] for k in VALIDATION_EXTRAS if k in extras}
+        source_tau[path] = SourceTorques.from_extras(extras)
+    except Exception as exc:
+        failed[path] = _error(exc)
+
+
+def _run_jobs(parts, motions: dict, dyns: dict, failed: dict, cfg: BuildConfig, max_worlds: int | None):
+    """The (item, pass) jobs of the loaded motions and their ``SimulationResult``s (``None`` for a
+    motion that failed): one backend call, then one by one if it fails (failing motions go to
+    ``failed``)."""
+    jobs = [(item, p) for item, passes in parts if item[1] in motions and item[1] not in failed for p in passes]
     try:
         results = simulate_jobs([(motions[item[1]], p) for item, p in jobs], cfg.simulate, cfg.sim_backend,
                                 max_worlds, dynamics=[dyns[item[1]] for item, _ in jobs])
@@ -109,41 +166,137 @@ def simulate_parts(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cf
             except Exception as exc:
                 failed[path] = _error(exc)
                 results.append(None)
-    staged: dict[tuple, list] = {}
-    rows: dict[tuple, list] = {}
-    for ((key, path, split), p), result in zip(jobs, results):
+    return jobs, results
+
+
+def _stage_pass(key: str, path: str, split: str, p: int, motion: CanonicalMotion, result: SimulationResult,
+                measured: dict, source_tau, cfg: BuildConfig):
+    """Stage one simulated pass (ground_reaction + torque subsets) beside its file's other staged
+    sequences; returns (its ``StagedSequence``, its quality-metrics row)."""
+    frame, window, values = simulated_payload(motion, result, split, cfg.windows, source_tau)
+    sim_key = simulated_key(key, p)
+    extras = {"residual_wrench": result.residual_wrench, **measured}
+    if result.dyn_root_correction_m is not None:
+        extras["dyn_root_correction_m"] = result.dyn_root_correction_m
+    if result.swing_penetration_m is not None:
+        extras["swing_penetration_m"] = result.swing_penetration_m
+    arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
+    row = metrics_row(arrays, meta)
+    staged = stage_sequence(Path(path).parent.parent / "sim", sim_key, frame, window, values,
+                            subsets=("ground_reaction", "torque"))
+    return staged, row
+
+
+def _outcome(item, passes, failed: dict, motions: dict, staged: dict, rows: dict, seconds: float) -> SimOutcome:
+    key, path, _ = item
+    if path in failed:
+        return SimOutcome(key, path, quarantine=QuarantineEntry(path=key, stage="simulate", reason=failed[path]),
+                          seconds=seconds)
+    return SimOutcome(key, path, tuple(s for p in passes for s in staged.get((path, p), [])),
+                      tuple(r for p in passes for r in rows.get((path, p), [])), None, seconds,
+                      motions[path].n_frames * len(passes))
+
+
+def result_file(path: str, key: str, p: int) -> Path:
+    """Where the batched simulate task writes pass ``p`` of sequence ``key`` (canonical motion file
+    ``path``) for a finish task: the file's cache entry, ``sim-results/`` (an internal staging
+    file, deleted once the pass is staged)."""
+    return Path(path).parent.parent / "sim-results" / f"{safe_key(simulated_key(key, p))}.npz"
+
+
+def simulate_results(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cfg: BuildConfig,
+                     max_worlds: int | None = None) -> list[SimResults]:
+    """The batched (GPU) simulate task: ``simulate_parts``' backend call only. Each (motion, pass)
+    ``SimulationResult`` is written to ``result_file`` (``canonical_io.save_result``); one small
+    ``SimResults`` handle per part, for ``finish_results`` on a CPU worker (the staging, metrics rows
+    and hand-over extras: ≈ 10 ms per pass that would otherwise keep the GPU host busy). A motion
+    that cannot be loaded or simulated is reported failed (quarantined alone, as in
+    ``simulate_parts``)."""
+    t0 = time.perf_counter()
+    motions, failed, dyns = _load_motions(parts, cfg)
+    jobs, results = _run_jobs(parts, motions, dyns, failed, cfg, max_worlds)
+    files: dict[tuple[str, int], str] = {}
+    for ((key, path, _), p), result in zip(jobs, results):
         if result is None or path in failed:
             continue
-        motion = motions[path]
         try:
-            frame, window, values = simulated_payload(motion, result, split, cfg.windows, source_tau.get(path))
-            sim_key = simulated_key(key, p)
-            extras = {"residual_wrench": result.residual_wrench, **measured.get(path, {})}
-            if result.dyn_root_correction_m is not None:
-                extras["dyn_root_correction_m"] = result.dyn_root_correction_m
-            if result.swing_penetration_m is not None:
-                extras["swing_penetration_m"] = result.swing_penetration_m
-            arrays, meta = inputs_from_payload(frame, window, values, motion.fps_hz, extras, seq_id=sim_key)
-            rows.setdefault((path, p), []).append(metrics_row(arrays, meta))
-            staged.setdefault((path, p), []).append(stage_sequence(
-                Path(path).parent.parent / "sim", sim_key, frame, window, values,
-                subsets=("ground_reaction", "torque"),
-            ))
+            files[(path, p)] = str(save_result(result, result_file(path, key, p)))
         except Exception as exc:
             failed[path] = _error(exc)
     elapsed = time.perf_counter() - t0
     n_worlds = max(1, sum(max(1, len(passes)) for _, passes in parts))
     out = []
-    for (key, path, _), passes in parts:
+    for item, passes in parts:
         share = elapsed * max(1, len(passes)) / n_worlds
+        path = item[1]
         if path in failed:
-            out.append(SimOutcome(key, path, quarantine=QuarantineEntry(path=key, stage="simulate", reason=failed[path]),
-                                  seconds=share))
+            for p in passes:  # passes written before the motion failed
+                if (path, p) in files:
+                    Path(files[(path, p)]).unlink(missing_ok=True)
+            out.append(SimResults(item, tuple(passes), (), failed[path], share))
         else:
-            out.append(SimOutcome(key, path, tuple(s for p in passes for s in staged.get((path, p), [])),
-                                  tuple(r for p in passes for r in rows.get((path, p), [])), None, share,
-                                  motions[path].n_frames * len(passes)))
+            out.append(SimResults(item, tuple(passes), tuple(files[(path, p)] for p in passes), None, share))
     return out
+
+
+def finish_results(handles: list[SimResults], cfg: BuildConfig) -> list[SimOutcome]:
+    """The CPU finish task of a batched simulate task's parts (``simulate_results``): load each
+    pass's result, stage it with its metrics row exactly as ``simulate_parts`` does, delete the
+    result file; one ``SimOutcome`` per handle (its seconds: the simulate task's share plus this
+    task's). A motion whose pass cannot be staged is quarantined alone (its remaining passes are
+    skipped); a handle that reports a failure becomes its quarantine entry."""
+    t0 = time.perf_counter()
+    motions, failed = {}, {}
+    measured, source_tau = {}, {}
+    staged: dict[tuple, list] = {}
+    rows: dict[tuple, list] = {}
+    for h in handles:
+        key, path, split = h.item
+        try:
+            if h.error is not None:
+                failed.setdefault(path, h.error)
+                continue
+            if path not in motions and path not in failed:
+                try:
+                    motions[path] = load_canonical(Path(path))
+                except Exception as exc:
+                    failed[path] = _error(exc)
+                    continue
+                _load_validation(path, measured, source_tau, failed)
+            for p, f in zip(h.passes, h.files):
+                if path in failed:
+                    break
+                try:
+                    s, r = _stage_pass(key, path, split, p, motions[path], load_result(Path(f)),
+                                       measured.get(path, {}), source_tau.get(path), cfg)
+                    staged.setdefault((path, p), []).append(s)
+                    rows.setdefault((path, p), []).append(r)
+                except Exception as exc:
+                    failed[path] = _error(exc)
+        finally:
+            for f in h.files:
+                Path(f).unlink(missing_ok=True)
+    elapsed = time.perf_counter() - t0
+    n_worlds = max(1, sum(max(1, len(h.passes)) for h in handles))
+    return [_outcome(h.item, h.passes, failed, motions, staged, rows,
+                     h.seconds + elapsed * max(1, len(h.passes)) / n_worlds) for h in handles]
+
+
+def finish_groups(handles: list[SimResults], worlds: int) -> list[list[SimResults]]:
+    """``handles`` in order, grouped into finish tasks of about ``worlds`` passes each (a part is
+    never split; a failed one counts as one)."""
+    groups: list[list[SimResults]] = []
+    cur: list[SimResults] = []
+    n = 0
+    for h in handles:
+        cur.append(h)
+        n += max(1, len(h.files))
+        if n >= worlds:
+            groups.append(cur)
+            cur, n = [], 0
+    if cur:
+        groups.append(cur)
+    return groups
 
 
 def merge_parts(parts: list[tuple[tuple[int, ...], SimOutcome]]) -> SimOutcome:

@@ -340,9 +340,39 @@ def dynamics_key(motion: CanonicalMotion, cfg: SimConfig) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class ReferenceKinematics:
+    """The pure-numpy bulk of a motion's pass-independent preparation (``reference_kinematics``):
+    the reference at the control rate and its forward kinematics (≈ 70 % of
+    ``prepare_sequence``'s host time once the dynamics pass is staged). Small inputs, no MuJoCo
+    objects: a batched backend computes it for many motions in a process pool
+    (``pipeline.simulate.prep_pool``) and hands it to ``prepare_sequence(reference=...)``."""
+
+    ref: Reference
+    ref_pos: np.ndarray
+    """(K, 24, 3) reference joint positions, world, m."""
+    ref_glob: np.ndarray | None
+    """(K, 24, 3, 3) reference global rotations; ``None`` where the stance gates do not need them
+    (with a dynamics pass, or without stance gates)."""
+
+
+def reference_kinematics(motion: CanonicalMotion, cfg: SimConfig, dyn_motion: CanonicalMotion | None = None,
+                         skel: sk.Skeleton | None = None) -> ReferenceKinematics:
+    """The reference ``prepare_sequence`` tracks (``dyn_motion``: the dynamics pass's corrected
+    motion, when there is one) and its forward kinematics on ``motion``'s skeleton (``skel``:
+    ``skeleton_from_motion(motion)``, computed here without it)."""
+    skel = skel if skel is not None else skeleton_from_motion(motion)
+    ref = build_reference(dyn_motion if dyn_motion is not None else motion, cfg.control_hz)
+    ref_glob, ref_pos = sk.forward_kinematics(rot.quat_to_rotmat(ref.qpos[:, 3:].reshape(-1, 24, 4)), ref.qpos[:, :3],
+                                              skel.offsets_m)  # (K, 24, 3)
+    need_glob = dyn_motion is None and np.isfinite(cfg.contact.stance_gate_height_m)
+    return ReferenceKinematics(ref, ref_pos, ref_glob if need_glob else None)
+
+
 def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
                      humanoid: Humanoid | None = None, like: PreparedSequence | None = None,
-                     dynamics: DynamicsResult | None = None) -> PreparedSequence:
+                     dynamics: DynamicsResult | None = None,
+                     reference: ReferenceKinematics | None = None) -> PreparedSequence:
     """Humanoid, dynamics pass, reference, contact gates/plan, swing clearance and the initial
     state of one (motion, pass): everything before the control loop (``PreparedSequence``).
 
@@ -350,7 +380,9 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
     depend on the pass (skeleton, humanoid, dynamics pass, reference, plan, gates, swing clearance)
     is reused instead of recomputed; only the pass's gains, damping and initial state are new.
     ``dynamics``: ``motion_dynamics(motion, cfg)`` computed beforehand (the build's per-file task
-    stages it); without it (and ``like``) the dynamics pass is computed here."""
+    stages it); without it (and ``like``) the dynamics pass is computed here. ``reference``:
+    ``reference_kinematics(motion, cfg, dyn.motion)`` computed beforehand (elsewhere: a process
+    pool), same result; ignored with ``like``."""
     if like is not None:
         skel, hum = like.skel, like.hum
     else:
@@ -382,7 +414,7 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
             like.ref, like.rq, like.rv, like.ra, like.ref_pos, like.gate, like.plan, like.swing, like.swing_geoms)
     else:
         ref, rq, rv, ra, ref_pos, gate, plan, swing, swing_geoms = _tracking_targets(
-            motion, cfg, skel, hum, dyn, ctrl._plannable, m)
+            motion, cfg, skel, hum, dyn, ctrl._plannable, m, reference)
 
     # initial state: reference at t0 (+ pass perturbation)
     q0 = ref.qpos[0].copy()
@@ -411,15 +443,17 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
 
 
 def _tracking_targets(motion: CanonicalMotion, cfg: SimConfig, skel: sk.Skeleton, hum: Humanoid,
-                      dyn: DynamicsResult | None, plannable: np.ndarray, m: mujoco.MjModel) -> tuple:
+                      dyn: DynamicsResult | None, plannable: np.ndarray, m: mujoco.MjModel,
+                      kin: ReferenceKinematics | None = None) -> tuple:
     """The pass-independent part of ``prepare_sequence`` after the dynamics pass: reference (and its
-    MuJoCo layouts, joint positions), contact gates, plan and swing clearance."""
-    ref = build_reference(dyn.motion if dyn is not None else motion, cfg.control_hz)
+    MuJoCo layouts, joint positions), contact gates, plan and swing clearance. ``kin``: the
+    reference and its kinematics computed beforehand (``reference_kinematics``)."""
+    if kin is None:
+        kin = reference_kinematics(motion, cfg, dyn.motion if dyn is not None else None, skel)
+    ref, ref_pos, ref_glob = kin.ref, kin.ref_pos, kin.ref_glob
     spf = ref.steps_per_frame
     n = motion.n_frames
     body_ids_all = hum.body_ids
-    ref_glob, ref_pos = sk.forward_kinematics(rot.quat_to_rotmat(ref.qpos[:, 3:].reshape(-1, 24, 4)), ref.qpos[:, :3],
-                                              skel.offsets_m)  # (K, 24, 3)
     gate = None
     plan = None
     if dyn is not None:

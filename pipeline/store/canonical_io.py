@@ -122,3 +122,54 @@ def load_dynamics(path: Path, motion: CanonicalMotion, key: str):
         return None
     return DynamicsResult(motion=replace(motion, **pose), cutoff_hz=meta["cutoff_hz"], metrics=meta["metrics"],
                           **arrays)
+
+
+_RESULT_SCALARS = ("sequence_id", "pass_index", "fps_hz", "mass_kg")
+
+
+def save_result(result, path: Path) -> Path:
+    """Write a ``SimulationResult`` (one simulated pass) to ``path`` atomically, as an ``.npz`` of
+    two entries (no pickles): every array (the optional ones when present) packed into one byte
+    buffer, and a JSON string with the scalars, the metrics dict and the buffer's layout (one zip
+    entry per array costs more than the copy). The batched simulate task hands its passes to the
+    build's CPU finish tasks this way (``pipeline.dataset.simulation``)."""
+    from pipeline.simulate.engine import SimulationResult
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: getattr(result, k) for k in _RESULT_SCALARS}
+    meta["metrics"] = result.metrics
+    layout, chunks, offset = [], [], 0
+    for f in fields(SimulationResult):
+        v = getattr(result, f.name)
+        if f.name in meta or v is None:
+            continue
+        a = np.ascontiguousarray(v)
+        layout.append([f.name, a.dtype.str, list(a.shape), offset])
+        pad = -a.nbytes % 8  # every array starts 8-byte aligned
+        chunks += [a.reshape(-1).view(np.uint8), np.zeros(pad, np.uint8)]
+        offset += a.nbytes + pad
+    meta["layout"] = layout
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
+                 data=np.concatenate(chunks) if chunks else np.zeros(0, np.uint8))
+    os.replace(tmp, path)
+    return path
+
+
+def load_result(path: Path):
+    """The ``SimulationResult`` ``save_result`` wrote to ``path`` (arrays read-only, as the
+    simulator returns them); raises when it is missing or unreadable."""
+    from pipeline.simulate.engine import SimulationResult
+
+    with np.load(Path(path), allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode("utf-8"))
+        data = z["data"]
+    arrays = {}
+    for name, dtype, shape, offset in meta.pop("layout"):
+        dt = np.dtype(dtype)
+        a = np.frombuffer(data, dt, int(np.prod(shape, dtype=np.int64)), offset).reshape(shape)
+        a.setflags(write=False)
+        arrays[name] = a
+    return SimulationResult(**meta, **arrays)

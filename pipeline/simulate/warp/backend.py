@@ -171,13 +171,24 @@ class MjWarpBackend(Backend):
         dynamics pass, reference, plan: ``prepare_sequence(like=...)``). ``dynamics``: per job, its
         motion's dynamics pass computed beforehand (the build's per-file task) or ``None``."""
         from pipeline.simulate.engine import prepare_sequence
+        from pipeline.simulate.prep_pool import reference_kinematics_many
 
         dyns = list(dynamics) if dynamics is not None else [None] * len(jobs)
         if len(dyns) != len(jobs):
             raise ValueError(f"{len(dyns)} dynamics passes for {len(jobs)} jobs")
+        # the reference kinematics of each motion (once for all its passes), in a process pool for a
+        # large batch (prep_pool); motions whose dynamics pass is still to compute prepare it here
+        pooled: dict[int, int] = {}
+        for i, ((m, _), dyn) in enumerate(zip(jobs, dyns)):
+            if id(m) not in pooled and (dyn is not None or cfg.dynamics is None):
+                pooled[id(m)] = i
+        kins = reference_kinematics_many(
+            [(jobs[i][0], None if dyns[i] is None else dyns[i].motion) for i in pooled.values()], cfg)
         preps, first = [], {}
         for (m, p), dyn in zip(jobs, dyns):  # the passes of one motion share its pass-independent part
-            preps.append(prepare_sequence(m, cfg, p, like=first.get(id(m)), dynamics=dyn))
+            like = first.get(id(m))
+            kin = next(kins) if kins is not None and like is None and id(m) in pooled else None  # in job order
+            preps.append(prepare_sequence(m, cfg, p, like=like, dynamics=dyn, reference=kin))
             first.setdefault(id(m), preps[-1])
         results: list = [None] * len(preps)
         self.last_stats = []
