@@ -41,20 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def motions(n: int, duration_s: float):
-    import numpy as np
-
-    from pipeline.simulate.synthetic import demo_motion
-
-    rng = np.random.default_rng(0)
-    out = []
-    for i in range(n):
-        kind = "run" if i % 4 == 3 else "walk"
-        speed = float(rng.uniform(2.5, 3.2) if kind == "run" else rng.uniform(0.8, 1.5))
-        dur = duration_s * float(rng.uniform(0.9, 1.1))
-        out.append(demo_motion(kind, speed, duration_s=dur, subject=i % 8, seed=i // 8))
-    return out
+from gpu_sim_bench import motions  # the same synthetic mix of walks and runs (benchmarks/ is on sys.path)
 
 
 def _best(fn, repeat: int) -> float:
