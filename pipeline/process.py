@@ -112,13 +112,14 @@ def process_motion(raw: RawMotion, cfg: BuildConfig, seconds: dict | None = None
         # the marker IK fitted the anthropometric skeleton: canonicalize on the same one
         motion = canonicalize(raw, dataclasses.replace(cfg.canonical, smpl_model_dir=None))
         measured = _measured(raw.measured, motion, cfg)
-        if getattr(measured, "has_grf", False):
+        has_grf = getattr(measured, "has_grf", False)  # KIT's side-car has joint fits, no forces
+        if has_grf:
             # frames whose plates cannot have measured the whole load become unknown (docstring of
             # pipeline.lab.completeness)
             measured = mask_incomplete(measured, motion)
         if hasattr(raw.measured, "source_torques"):
             source_tau = raw.measured.source_torques(motion)
-        if measured.has_grf and measured.mass_kg != motion.mass_kg:
+        if has_grf and measured.mass_kg != motion.mass_kg:
             # no stated mass (or only a model's): the plates' fit (pipeline.lab.body_mass)
             motion = dataclasses.replace(motion, mass_kg=measured.mass_kg)
     else:
