@@ -36,6 +36,12 @@ Two steps, run on a ``CanonicalMotion`` before simulation (docs/simulation.md, "
    and rising faster than ``contact_lift_speed_mps``: a take-off foot may not push on from
    centimetres up, a push-off the simulated foot, already in the air, cannot deliver); forces
    elsewhere are zero (flight phases have none).
+3. **Contact refinement** (``contact_refinements`` times, default once): the correction may lift a
+   loaded corner off the floor — the demo jump's take-off pushed 0.5 BW through toes the corrected
+   pelvis had raised to 3 cm while they rose at 1 m/s, and the simulated humanoid, whose feet had
+   left, jumped 9 cm too low and landed a frame early at 7 BW. Corners carrying more than
+   ``refine_load_bw`` while the correction put them above ``refine_height_m`` and rising faster than
+   ``contact_lift_speed_mps`` (``lifted_loaded_corners``) are dropped and the program solved again.
 
 Output: the corrected motion (pelvis translation + δp, joints unchanged), the planned per-foot
 contact forces and how far the motion moved (``DynamicsResult.metrics``).
@@ -84,6 +90,9 @@ class DynamicsConfig:
     use_measured: bool = False
     measured_tol_bw: float = 0.02
     optimize: bool = True
+    contact_refinements: int = 1
+    refine_height_m: float = 0.02
+    refine_load_bw: float = 0.02
 
 
 @dataclass(frozen=True)
@@ -222,119 +231,127 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
     # candidate corners and stance feet from the conditioned reference
     cv = np.gradient(corners, axis=0) * fps
     hspeed = np.linalg.norm(cv[..., :2], axis=-1)
-    leaving = (corners[..., 2] > cfg.contact_lift_height_m) & (cv[..., 2] > cfg.contact_lift_speed_mps)
-    cand = (corners[..., 2] < cfg.contact_height_m) & (hspeed < cfg.contact_speed_mps) & ~leaving  # (n, 12)
+    cand = _candidates(corners, cv, hspeed, cfg)  # (n, 12)
     low = np.stack([corners[:, :6, 2].min(1), corners[:, 6:, 2].min(1)], 1)  # (n, 2)
     low_arg = np.stack([corners[:, :6, 2].argmin(1), 6 + corners[:, 6:, 2].argmin(1)], 1)
     foot_speed = np.stack([hspeed[np.arange(n), low_arg[:, 0]], hspeed[np.arange(n), low_arg[:, 1]]], 1)
     stance = (low < cfg.stance_height_m) & (foot_speed < cfg.stance_speed_mps)
 
     E = _edges(cfg.mu)  # (4, 3)
-    # unknowns: δp (n*3) then β for each (t, c) candidate (4 each)
-    tc = np.argwhere(cand)  # (k, 2) rows (t, c)
-    k = tc.shape[0]
-    nd = 3 * n
-    nb = 4 * k
-    col_beta = nd + 4 * np.arange(k)
-    rows, cols, vals, rhs = [], [], [], []
-    r = 0
+    for attempt in range(cfg.contact_refinements + 1):
+        # unknowns: δp (n*3) then β for each (t, c) candidate (4 each)
+        tc = np.argwhere(cand)  # (k, 2) rows (t, c)
+        k = tc.shape[0]
+        nd = 3 * n
+        nb = 4 * k
+        col_beta = nd + 4 * np.arange(k)
+        rows, cols, vals, rhs = [], [], [], []
+        r = 0
 
-    def add(rr, cc, vv):
-        rows.append(np.asarray(rr, int).ravel())
-        cols.append(np.asarray(cc, int).ravel())
-        vals.append(np.asarray(vv, float).ravel())
+        def add(rr, cc, vv):
+            rows.append(np.asarray(rr, int).ravel())
+            cols.append(np.asarray(cc, int).ravel())
+            vals.append(np.asarray(vv, float).ravel())
 
-    # Newton rows at every frame: Σ f − m δp̈ = m (c̈ − g); second differences are central, and
-    # at the first/last frame those of their neighbour (one-sided), so no frame is left free
-    centre = np.clip(np.arange(n), 1, n - 2)
-    acc = (com[centre + 1] - 2 * com[centre] + com[centre - 1]) * fps * fps
-    sN = 1.0 / (cfg.newton_tol_bw * bw)
-    g = np.array([0.0, 0.0, -GRAVITY_MPS2])
-    newton_row = {}
-    for t in range(n):
-        c0 = centre[t]
-        for ax in range(3):
-            newton_row[(t, ax)] = r
-            for tt, w in ((c0 - 1, 1.0), (c0, -2.0), (c0 + 1, 1.0)):
-                add([r], [3 * tt + ax], [-mass * w * fps * fps * sN])
-            rhs.append(mass * (acc[t, ax] - g[ax]) * sN)
-            r += 1
-    # Euler rows at every frame: Σ (r − c) × f − L̇ = 0 (L̇ central, one-sided at the ends)
-    Ldot = np.gradient(L, axis=0) * fps
-    sE = 1.0 / cfg.euler_tol_nm
-    euler_row = {}
-    for t in range(n):
-        for ax in range(3):
-            euler_row[(t, ax)] = r
-            rhs.append(Ldot[t, ax] * sE)
-            r += 1
-    # contributions of each candidate's β to Newton and Euler rows
-    for i, (t, c) in enumerate(tc):
-        arm = corners[t, c] - com[t]
-        mom = np.cross(arm[None, :], E)  # (4, 3) moment of each unit edge
-        for ax in range(3):
-            add([newton_row[(t, ax)]] * 4, col_beta[i] + np.arange(4), E[:, ax] * sN)
-            add([euler_row[(t, ax)]] * 4, col_beta[i] + np.arange(4), mom[:, ax] * sE)
-    # stance feet on the floor: low_t + δp_z,t = 0
-    sF = 1.0 / cfg.floor_tol_m
-    for t, f in np.argwhere(stance):
-        add([r], [3 * t + 2], [sF])
-        rhs.append(-low[t, f] * sF)
-        r += 1
-    # small, smooth corrections
-    sC = 1.0 / cfg.correction_tol_m
-    for j in range(nd):
-        add([r], [j], [sC])
-        rhs.append(0.0)
-        r += 1
-    for t in range(1, n - 1):
-        # the first/last interior stencils also pin the sequence's ends, held tighter
-        tol = cfg.correction_acc_end_tol_mps2 if t in (1, n - 2) else cfg.correction_acc_tol_mps2
-        sA = 1.0 / (tol / (fps * fps))
-        for ax in range(3):
-            add([r, r, r], [3 * (t - 1) + ax, 3 * t + ax, 3 * (t + 1) + ax], [sA, -2 * sA, sA])
-            rhs.append(0.0)
-            r += 1
-    sR = 1.0 / (cfg.correction_rate_tol_mps / fps)
-    for t in range(n - 1):
-        for ax in range(3):
-            add([r, r], [3 * t + ax, 3 * (t + 1) + ax], [-sR, sR])
-            rhs.append(0.0)
-            r += 1
-    # measured per-foot forces as targets (lab data)
-    if cfg.use_measured and measured_grf_n is not None:
-        sM = 1.0 / (cfg.measured_tol_bw * bw)
-        meas = np.asarray(measured_grf_n, float)
+        # Newton rows at every frame: Σ f − m δp̈ = m (c̈ − g); second differences are central, and
+        # at the first/last frame those of their neighbour (one-sided), so no frame is left free
+        centre = np.clip(np.arange(n), 1, n - 2)
+        acc = (com[centre + 1] - 2 * com[centre] + com[centre - 1]) * fps * fps
+        sN = 1.0 / (cfg.newton_tol_bw * bw)
+        g = np.array([0.0, 0.0, -GRAVITY_MPS2])
+        newton_row = {}
         for t in range(n):
-            for f in range(2):
-                if not np.isfinite(meas[t, f]).all():
-                    continue
-                idx = [i for i in np.flatnonzero(tc[:, 0] == t) if (tc[i, 1] >= 6) == bool(f)]
-                for ax in range(3):
-                    for i in idx:
-                        add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sM)
-                    rhs.append(meas[t, f, ax] * sM)
-                    r += 1
-    # tangential (friction) forces only where needed: without these rows the program is
-    # degenerate in f (a horizontal force makes a moment about the COM as cheaply as moving the
-    # centre of pressure) and the solver's tie-break would put spurious horizontal accelerations
-    # into δp
-    sT = 1.0 / (cfg.tangential_tol_bw * bw)
-    for i in range(k):
-        for ax in range(2):
-            add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sT)
+            c0 = centre[t]
+            for ax in range(3):
+                newton_row[(t, ax)] = r
+                for tt, w in ((c0 - 1, 1.0), (c0, -2.0), (c0 + 1, 1.0)):
+                    add([r], [3 * tt + ax], [-mass * w * fps * fps * sN])
+                rhs.append(mass * (acc[t, ax] - g[ax]) * sN)
+                r += 1
+        # Euler rows at every frame: Σ (r − c) × f − L̇ = 0 (L̇ central, one-sided at the ends)
+        Ldot = np.gradient(L, axis=0) * fps
+        sE = 1.0 / cfg.euler_tol_nm
+        euler_row = {}
+        for t in range(n):
+            for ax in range(3):
+                euler_row[(t, ax)] = r
+                rhs.append(Ldot[t, ax] * sE)
+                r += 1
+        # contributions of each candidate's β to Newton and Euler rows
+        for i, (t, c) in enumerate(tc):
+            arm = corners[t, c] - com[t]
+            mom = np.cross(arm[None, :], E)  # (4, 3) moment of each unit edge
+            for ax in range(3):
+                add([newton_row[(t, ax)]] * 4, col_beta[i] + np.arange(4), E[:, ax] * sN)
+                add([euler_row[(t, ax)]] * 4, col_beta[i] + np.arange(4), mom[:, ax] * sE)
+        # stance feet on the floor: low_t + δp_z,t = 0
+        sF = 1.0 / cfg.floor_tol_m
+        for t, f in np.argwhere(stance):
+            add([r], [3 * t + 2], [sF])
+            rhs.append(-low[t, f] * sF)
+            r += 1
+        # small, smooth corrections
+        sC = 1.0 / cfg.correction_tol_m
+        for j in range(nd):
+            add([r], [j], [sC])
             rhs.append(0.0)
             r += 1
-    # ridge on the forces
-    sB = 1.0 / (cfg.force_ridge_bw * bw)
-    for j in range(nb):
-        add([r], [nd + j], [sB])
-        rhs.append(0.0)
-        r += 1
-    A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, nd + nb))
-    x, cost = solve_nonneg_lsq(A, np.asarray(rhs), nd)
-    dp = x[:nd].reshape(n, 3)
-    beta = x[nd:].reshape(k, 4)
+        for t in range(1, n - 1):
+            # the first/last interior stencils also pin the sequence's ends, held tighter
+            tol = cfg.correction_acc_end_tol_mps2 if t in (1, n - 2) else cfg.correction_acc_tol_mps2
+            sA = 1.0 / (tol / (fps * fps))
+            for ax in range(3):
+                add([r, r, r], [3 * (t - 1) + ax, 3 * t + ax, 3 * (t + 1) + ax], [sA, -2 * sA, sA])
+                rhs.append(0.0)
+                r += 1
+        sR = 1.0 / (cfg.correction_rate_tol_mps / fps)
+        for t in range(n - 1):
+            for ax in range(3):
+                add([r, r], [3 * t + ax, 3 * (t + 1) + ax], [-sR, sR])
+                rhs.append(0.0)
+                r += 1
+        # measured per-foot forces as targets (lab data)
+        if cfg.use_measured and measured_grf_n is not None:
+            sM = 1.0 / (cfg.measured_tol_bw * bw)
+            meas = np.asarray(measured_grf_n, float)
+            for t in range(n):
+                for f in range(2):
+                    if not np.isfinite(meas[t, f]).all():
+                        continue
+                    idx = [i for i in np.flatnonzero(tc[:, 0] == t) if (tc[i, 1] >= 6) == bool(f)]
+                    for ax in range(3):
+                        for i in idx:
+                            add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sM)
+                        rhs.append(meas[t, f, ax] * sM)
+                        r += 1
+        # tangential (friction) forces only where needed: without these rows the program is
+        # degenerate in f (a horizontal force makes a moment about the COM as cheaply as moving the
+        # centre of pressure) and the solver's tie-break would put spurious horizontal accelerations
+        # into δp
+        sT = 1.0 / (cfg.tangential_tol_bw * bw)
+        for i in range(k):
+            for ax in range(2):
+                add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sT)
+                rhs.append(0.0)
+                r += 1
+        # ridge on the forces
+        sB = 1.0 / (cfg.force_ridge_bw * bw)
+        for j in range(nb):
+            add([r], [nd + j], [sB])
+            rhs.append(0.0)
+            r += 1
+        A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, nd + nb))
+        x, cost = solve_nonneg_lsq(A, np.asarray(rhs), nd)
+        dp = x[:nd].reshape(n, 3)
+        beta = x[nd:].reshape(k, 4)
+        if attempt == cfg.contact_refinements:
+            break
+        load = np.zeros((n, 12, 3))
+        load[tc[:, 0], tc[:, 1]] = beta @ E
+        off = cand & lifted_loaded_corners(corners, cv, load, dp, fps, bw, cfg)
+        if not off.any():
+            break
+        cand = cand & ~off
     corner_f = np.zeros((n, 12, 3))
     corner_f[tc[:, 0], tc[:, 1]] = beta @ E
     foot_f = np.stack([corner_f[:, :6].sum(1), corner_f[:, 6:].sum(1)], 1)
@@ -345,6 +362,30 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
     corrected = with_pose(mo, np.asarray(mo.root_pos_m, float) + dp, np.asarray(mo.joint_rot_aa_rad, float))
     return DynamicsResult(corrected, fc, dp, foot_f, corner_f, newton, euler,
                           _metrics(dp, newton, euler, bw, fc, cost))
+
+
+def _candidates(corners: np.ndarray, corner_vel: np.ndarray, hspeed: np.ndarray, cfg: DynamicsConfig) -> np.ndarray:
+    """(N, 12) bool: sole corners that may carry floor force — within ``contact_height_m`` of the
+    floor, slower than ``contact_speed_mps`` horizontally, and not leaving it (higher than
+    ``contact_lift_height_m`` and rising faster than ``contact_lift_speed_mps``).
+    ``corners`` (N, 12, 3) m and ``corner_vel`` (N, 12, 3) m/s, world; ``hspeed`` (N, 12) m/s."""
+    z = corners[..., 2]
+    leaving = (z > cfg.contact_lift_height_m) & (corner_vel[..., 2] > cfg.contact_lift_speed_mps)
+    return (z < cfg.contact_height_m) & (hspeed < cfg.contact_speed_mps) & ~leaving
+
+
+def lifted_loaded_corners(corners: np.ndarray, corner_vel: np.ndarray, corner_force_n: np.ndarray,
+                          root_correction_m: np.ndarray, fps: float, body_weight_n: float,
+                          cfg: DynamicsConfig) -> np.ndarray:
+    """(N, 12) bool: corners that carry more than ``refine_load_bw`` of planned vertical force
+    although the pelvis correction lifted them above ``refine_height_m`` while rising faster
+    than ``contact_lift_speed_mps`` — a push the simulated foot, already off the floor, cannot
+    deliver. ``corners``/``corner_vel`` (N, 12, 3) of the conditioned reference (m, m/s),
+    ``corner_force_n`` (N, 12, 3) N, ``root_correction_m`` (N, 3) m."""
+    z = corners[..., 2] + root_correction_m[:, None, 2]
+    vz = corner_vel[..., 2] + (np.gradient(root_correction_m[:, 2]) * fps)[:, None]
+    return ((corner_force_n[..., 2] > cfg.refine_load_bw * body_weight_n) & (z > cfg.refine_height_m)
+            & (vz > cfg.contact_lift_speed_mps))
 
 
 def solve_nonneg_lsq(A: sparse.spmatrix, b: np.ndarray, n_free: int) -> tuple[np.ndarray, float]:

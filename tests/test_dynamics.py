@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dynamics import GRAVITY_MPS2, DynamicsConfig, centroidal_state, condition, cutoff_for, dynamics_pass
+from pipeline.dynamics import (GRAVITY_MPS2, DynamicsConfig, centroidal_state, condition, cutoff_for, dynamics_pass,
+                               lifted_loaded_corners)
 from pipeline.simulate import SimConfig, simulate
 from pipeline.simulate.humanoid import build_humanoid, skeleton_from_motion
 from pipeline.simulate.synthetic import demo_motion
@@ -97,6 +98,41 @@ def test_a_rising_foot_carries_no_planned_force():
     assert np.abs(r.corner_force_n[leaving]).max() == 0.0
     # the take-off impulse still lifts the body: the plan explains the motion (Newton residual small)
     assert r.metrics["dyn_newton_residual_rms_bw"] < 0.05, r.metrics
+
+
+def test_lifted_loaded_corners_needs_load_height_and_rise():
+    cfg = DynamicsConfig()
+    n, fps, bw = 5, 30.0, 700.0
+    corners = np.zeros((n, 12, 3))
+    vel = np.zeros((n, 12, 3))
+    vel[:, 0, 2] = 1.0  # corner 0 rises at 1 m/s, corner 1 stays
+    force = np.zeros((n, 12, 3))
+    force[:, :2, 2] = 0.1 * bw
+    lift = np.zeros((n, 3))
+    assert not lifted_loaded_corners(corners, vel, force, lift, fps, bw, cfg).any()  # on the floor
+    lift[:, 2] = 0.03  # the correction raises the body 3 cm
+    off = lifted_loaded_corners(corners, vel, force, lift, fps, bw, cfg)
+    assert off[:, 0].all() and not off[:, 1:].any()  # only the loaded corner that rises
+    force[:, 0, 2] = 0.01 * bw  # below refine_load_bw
+    assert not lifted_loaded_corners(corners, vel, force, lift, fps, bw, cfg).any()
+
+
+def test_refinement_drops_loaded_corners_the_correction_lifted():
+    """The correction raising a still-loaded take-off corner off the floor is a push the simulated
+    foot cannot deliver: the refinement solves again without it."""
+    jump = demo_motion("jump", duration_s=4.0)
+    hum = _humanoid(jump)
+    bw = hum.mass_kg * GRAVITY_MPS2
+    raw_cfg = DynamicsConfig(contact_refinements=0)
+    raw = dynamics_pass(jump, hum, raw_cfg)
+    _, _, corners = centroidal_state(condition(jump, raw.cutoff_hz), hum)
+    vel = np.gradient(corners, axis=0) * jump.fps_hz
+    lifted = lifted_loaded_corners(corners, vel, raw.corner_force_n, raw.root_correction_m, jump.fps_hz, bw, raw_cfg)
+    assert lifted.sum() >= 2, "the unrefined plan pushes through lifted take-off corners"
+    refined = dynamics_pass(jump, hum, DynamicsConfig())
+    assert np.abs(refined.corner_force_n[lifted]).max() == 0.0
+    assert refined.metrics["dyn_newton_residual_rms_bw"] < 0.05, refined.metrics
+    assert not np.allclose(refined.root_correction_m, raw.root_correction_m)
 
 
 def test_simulation_with_the_dynamics_pass_records_how_far_it_moved(walk):
