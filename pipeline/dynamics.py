@@ -1,6 +1,6 @@
 """Dynamics pass: make a kinematic reference dynamically consistent before it is tracked (pure).
 
-Two steps, run on a ``CanonicalMotion`` before simulation (docs/simulation.md, "Dynamics pass"):
+Three steps, run on a ``CanonicalMotion`` before simulation (docs/simulation.md, "Dynamics pass"):
 
 1. **Conditioning.** Zero-phase low-pass filtering (2nd-order Butterworth run forward and
    backward: 4th-order magnitude, no lag) of the pelvis position and of every joint quaternion
@@ -344,16 +344,14 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
         x, cost = solve_nonneg_lsq(A, np.asarray(rhs), nd)
         dp = x[:nd].reshape(n, 3)
         beta = x[nd:].reshape(k, 4)
+        corner_f = np.zeros((n, 12, 3))
+        corner_f[tc[:, 0], tc[:, 1]] = beta @ E
         if attempt == cfg.contact_refinements:
             break
-        load = np.zeros((n, 12, 3))
-        load[tc[:, 0], tc[:, 1]] = beta @ E
-        off = cand & lifted_loaded_corners(corners, cv, load, dp, fps, bw, cfg)
+        off = cand & lifted_loaded_corners(corners, cv, corner_f, dp, fps, bw, cfg)
         if not off.any():
             break
         cand = cand & ~off
-    corner_f = np.zeros((n, 12, 3))
-    corner_f[tc[:, 0], tc[:, 1]] = beta @ E
     foot_f = np.stack([corner_f[:, :6].sum(1), corner_f[:, 6:].sum(1)], 1)
     # residuals of the solved program, in physical units
     ddp = (dp[centre + 1] - 2 * dp[centre] + dp[centre - 1]) * fps * fps
