@@ -142,7 +142,7 @@ def small_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     raises or returns as it always did."""
     if _SOLVE1 is not None:
         x = _SOLVE1(a, b, signature="dd->d")
-        if math.isfinite(x.sum()):
+        if math.isfinite(x.dot(x)):  # (an overflow to inf only costs the fallback)
             return x
     return np.linalg.solve(a, b)
 
