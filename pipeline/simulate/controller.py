@@ -150,7 +150,8 @@ def small_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _nnls(A: np.ndarray, b: np.ndarray, maxiter: int) -> np.ndarray:
     """``scipy.optimize.nnls(A, b, maxiter=maxiter)[0]``, bit for bit (same routine, its checks
     done here only where they can fail: non-finite input goes through ``nnls`` itself)."""
-    if _NNLS is None or not (np.isfinite(A).all() and np.isfinite(b).all()):
+    a = A.reshape(-1)
+    if _NNLS is None or not math.isfinite(a.dot(a) + b.dot(b)):  # (an overflow only costs the fallback)
         return nnls(A, b, maxiter=maxiter)[0]
     x, _, info = _NNLS(A, b, maxiter)
     if info == 3:
@@ -389,7 +390,7 @@ class TrackingController:
         else:
             residual = np.zeros(6)
         shortfall = demand - residual
-        if (shortfall != 0.0).any():
+        if np.count_nonzero(shortfall):
             # The root cannot get the wrench a* needs: keep the joint accelerations a*_j and let the
             # root accelerate as the available wrench allows, Δa_r = −M_rr⁻¹ s; the joint torques
             # then change by M_jr Δa_r (consistent floating-base inverse dynamics).
@@ -407,7 +408,7 @@ class TrackingController:
             jt = (joint - passive).reshape(N_BALL, 3)
             norm = np.sqrt(np.add.reduce(jt * jt, axis=1))  # np.linalg.norm(jt, axis=1)
             over = norm > self._limit
-            if over.any():
+            if np.count_nonzero(over):
                 jt[over] *= (self._limit[over] / norm[over])[:, None]
             joint = jt.reshape(-1) + passive
         return joint, residual

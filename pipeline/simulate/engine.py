@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import mujoco
@@ -530,8 +531,9 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     # same element-wise operations as tick by tick)
     a_ff_all = 0.5 * (ra[:-1] + ra[1:])
     plan_mid = None if plan is None else 0.5 * (plan[:-1] + plan[1:])
-    loaded = None if plan is None else plan[..., 2] > cfg.plan_gate_n  # (K, 2)
-    ref_ankle = ref_pos[:, [7, 8]]
+    loaded = None if plan is None else (plan[..., 2] > cfg.plan_gate_n)[:, None]  # (K, W=1, 2)
+    ref_ankle = ref_pos[:, None, [7, 8]]  # (K, 1, 2, 3)
+    ankle_rows = ankle_bodies[None]  # xpos[ankle_rows]: (1, 2, 3)
     spring_ref = rq[:, spring_q]
     if swing_geoms is not None:  # ticks whose swing clearance differs from the previous tick's
         swing_change = np.ones(total_steps, dtype=bool)
@@ -548,13 +550,13 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         # fall / divergence check against the reference at t_k
         if k < total_steps:
             if flight_anchor is not None:
-                anchor = flight_anchor.update(loaded[k][None], xpos[ankle_bodies][None], ref_ankle[k][None])[0]
+                anchor = flight_anchor.update(loaded[k], xpos[ankle_rows], ref_ankle[k])[0]
             reset_now = abs(qpos[2] - rq[k, 2]) > cfg.reset_root_height_err_m
             if not reset_now:
                 x = xpos[body_ids] - ref_pos[k] - anchor
                 s = np.sqrt(np.add.reduce(x * x, axis=-1))  # np.linalg.norm(x, axis=-1)
                 err = float(np.add.reduce(s)) / s.shape[0]  # .mean()
-                reset_now = err > cfg.reset_mpjpe_m or not np.isfinite(qpos[2])
+                reset_now = err > cfg.reset_mpjpe_m or not math.isfinite(qpos[2])
             if reset_now:
                 _set_state(m, d, rq[k], rv[k])
                 reset[k // spf] = True
