@@ -509,9 +509,11 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     qpos_rec = np.empty((n + 1, m.nq))
     com_rec = np.empty((n + 1, 3))
     comv_rec = np.empty((n + 1, 3))
-    tau_sum = np.zeros((n, 69))
-    res_sum = np.zeros((n, 6))
-    dem_sum = np.zeros((n, 6))
+    # per control tick: joint torque, applied residual and residual demand (force world, torque
+    # rotated to world at the tick), summed per frame after the loop in tick order
+    tau_tick = np.empty((n * spf, 69))
+    res_tick = np.empty((n * spf, 6))
+    dem_tick = np.empty((n * spf, 6))
     f_sum = np.zeros((n, 24, 3))
     mo_sum = np.zeros((n, 24, 3))  # moment about the world origin of each body's floor forces
     reset = np.zeros(n, dtype=bool)
@@ -520,7 +522,7 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     buf = np.zeros((n, spf * nsub, nsens))
     damp = np.zeros((n, spf * nsub, m.nv - 6))
     buf_steps = buf.reshape(-1, nsens)  # row k·nsub + s: physics step s of control tick k
-    damp_steps = damp.reshape(-1, m.nv - 6)
+    damp_steps = list(damp.reshape(-1, m.nv - 6))  # row views (np.add writes into them)
     total_steps = n * spf
     anchor = np.zeros(3)  # horizontal shift of the tracked reference after flights, world, m
     flight_anchor = None if plan is None else FlightAnchor(
@@ -535,6 +537,7 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     ref_ankle = ref_pos[:, None, [7, 8]]  # (K, 1, 2, 3)
     ankle_rows = ankle_bodies[None]  # xpos[ankle_rows]: (1, 2, 3)
     spring_ref = rq[:, spring_q]
+    pelvis_z_ref = rq[:, 2].tolist()
     if swing_geoms is not None:  # ticks whose swing clearance differs from the previous tick's
         swing_change = np.ones(total_steps, dtype=bool)
         swing_change[1:] = (swing[1:] != swing[:-1]).any(axis=1)
@@ -551,12 +554,13 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         if k < total_steps:
             if flight_anchor is not None:
                 anchor = flight_anchor.update(loaded[k], xpos[ankle_rows], ref_ankle[k])[0]
-            reset_now = abs(qpos[2] - rq[k, 2]) > cfg.reset_root_height_err_m
+            pelvis_z = float(qpos[2])
+            reset_now = abs(pelvis_z - pelvis_z_ref[k]) > cfg.reset_root_height_err_m
             if not reset_now:
                 x = xpos[body_ids] - ref_pos[k] - anchor
                 s = np.sqrt(np.add.reduce(x * x, axis=-1))  # np.linalg.norm(x, axis=-1)
                 err = float(np.add.reduce(s)) / s.shape[0]  # .mean()
-                reset_now = err > cfg.reset_mpjpe_m or not math.isfinite(qpos[2])
+                reset_now = err > cfg.reset_mpjpe_m or not math.isfinite(pelvis_z)
             if reset_now:
                 _set_state(m, d, rq[k], rv[k])
                 reset[k // spf] = True
@@ -576,14 +580,14 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         tau, residual = ctrl.compute(d, q_ref, rv[k], a_ff_all[k], None if gate is None else gate[k],
                                      None if plan is None else plan_mid[k], cfg.plan_target_weight)
         i = k // spf
-        tau_sum[i] += tau
-        res_sum[i, :3] += residual[:3]
+        tau_tick[k] = tau
         # pelvis-frame generalized torque → world (orientation at the tick; held over the tick)
         Rr = xmat[root_body].reshape(3, 3)
-        res_sum[i, 3:] += Rr @ residual[3:]
+        res_tick[k] = residual
+        res_tick[k, 3:] = Rr @ residual[3:]
         dem = ctrl.last_residual_demand
-        dem_sum[i, :3] += dem[:3]
-        dem_sum[i, 3:] += Rr @ dem[3:]
+        dem_tick[k] = dem
+        dem_tick[k, 3:] = Rr @ dem[3:]
         qfrc_applied[6:] = tau
         if spring_q.size:
             qpos_spring[spring_q] = spring_ref[k]
@@ -610,6 +614,13 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
                 flight_anchor.reset(np.array([0]), xpos[ankle_bodies][None])
                 anchor = flight_anchor.anchor[0]
 
+    tau_sum = np.zeros((n, 69))
+    res_sum = np.zeros((n, 6))
+    dem_sum = np.zeros((n, 6))
+    for s in range(spf):  # 0 + tick 0 + tick 1 + …: the order of the per-tick accumulation it replaces
+        tau_sum += tau_tick[s::spf]
+        res_sum += res_tick[s::spf]
+        dem_sum += dem_tick[s::spf]
     tau_sum += damp.sum(axis=1) / nsub
     sd = buf.reshape(n, spf * nsub, 24, 10)
     F = sd[..., 1:4]
