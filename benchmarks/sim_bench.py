@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     print("== speed (one core; the dynamics pass staged as the build does, its cost on its own line) ==")
     for kind, speed in (("stand", 0.0), ("walk", 1.2)):
         mo = demo_motion(kind, speed, duration_s=args.seconds)
+        motion_dynamics(mo, cfg)  # warm (humanoid cache, solver import)
         t0 = time.perf_counter()
         dyn = motion_dynamics(mo, cfg)
         t_dyn = time.perf_counter() - t0
