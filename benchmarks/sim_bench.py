@@ -7,9 +7,11 @@ Prints, in one run and on one core:
    the ``mj_step`` calls of the imitation itself (same states, same contacts), for a standing and
    a walking motion;
 2. the full imitation loop's rate (controller at ``SimConfig().control_hz`` — 120 Hz, 4 physics
-   steps of 1/480 s per tick — + recording),
+   steps of 1/480 s per tick — + recording, with the per-sequence preparation and finish; the
+   motion's dynamics pass computed beforehand, as the build's per-file task stages it),
    in physics steps per second, and its ratio to (1);
-3. seconds of motion simulated per wall-clock second per core;
+3. seconds of motion simulated per wall-clock second per core, and the dynamics pass's time as a
+   ratio to the imitation's;
 4. success / MPJPE / residual distributions over a generated demo corpus
    (``pipeline.demo.generate_corpus(tmp, n_subjects)`` → AMASS reader → canonicalize → simulate).
 """
@@ -29,14 +31,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.canonical import CanonicalConfig, canonicalize  # noqa: E402
 from pipeline.demo import generate_corpus  # noqa: E402
-from pipeline.simulate import SimConfig, simulate  # noqa: E402
+from pipeline.simulate import SimConfig, motion_dynamics, simulate, simulate_jobs  # noqa: E402
 from pipeline.simulate.synthetic import demo_motion  # noqa: E402
 from pipeline.sources.amass import read_amass  # noqa: E402
 
 
-def timed_run(motion, cfg: SimConfig) -> tuple[float, float, int]:
-    """(wall seconds of the imitation, seconds spent inside ``mj_step``, physics steps)."""
-    simulate([motion], cfg)  # warm the model cache
+def timed_run(motion, cfg: SimConfig, dynamics=None) -> tuple[float, float, int]:
+    """(wall seconds of the imitation, seconds spent inside ``mj_step``, physics steps).
+
+    ``dynamics``: the motion's dynamics pass computed beforehand (``motion_dynamics``), as the build
+    stages it: the imitation then does not include it. Without it a configuration with a dynamics
+    pass computes it inside the timed imitation."""
+    def run():
+        if dynamics is None:
+            return simulate([motion], cfg)
+        return simulate_jobs([(motion, 0)], cfg, dynamics=[dynamics])
+
+    run()  # warm the model cache
     step_time = [0.0]
     real_step = mujoco.mj_step
 
@@ -48,7 +59,7 @@ def timed_run(motion, cfg: SimConfig) -> tuple[float, float, int]:
     mujoco.mj_step = timed_step
     try:
         t0 = time.perf_counter()
-        simulate([motion], cfg)
+        run()
         dt = time.perf_counter() - t0
     finally:
         mujoco.mj_step = real_step
@@ -64,15 +75,20 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = SimConfig()
 
-    print("== speed (one core) ==")
+    print("== speed (one core; the dynamics pass staged as the build does, its cost on its own line) ==")
     for kind, speed in (("stand", 0.0), ("walk", 1.2)):
         mo = demo_motion(kind, speed, duration_s=args.seconds)
-        dt, t_step, steps = timed_run(mo, cfg)
+        motion_dynamics(mo, cfg)  # warm (humanoid cache, solver import)
+        t0 = time.perf_counter()
+        dyn = motion_dynamics(mo, cfg)
+        t_dyn = time.perf_counter() - t0
+        dt, t_step, steps = timed_run(mo, cfg, dynamics=dyn)
         raw, loop = steps / t_step, steps / dt
         print(f"  [{kind}] raw mj_step rate (same humanoid, same states, contacts): {raw:8.0f} steps/s")
         print(f"  [{kind}] imitation loop (controller + recording):                {loop:8.0f} physics steps/s")
         print(f"  [{kind}] ratio loop / raw:                                         {loop / raw:8.2f}  (goal >= 0.5)")
         print(f"  [{kind}] motion simulated per wall second per core:                {mo.n_frames / mo.fps_hz / dt:8.2f} s/s")
+        print(f"  [{kind}] dynamics pass (once per motion) / imitation time:        {t_dyn / dt:8.2f}")
 
     if args.speed_only:
         return

@@ -78,3 +78,29 @@ def test_the_demo_jump_reanchors_and_a_walk_does_not():
     assert off.metrics["reanchor_max_m"] == 0.0
     walk = simulate([demo_motion("walk", 1.2, duration_s=2.0, fps_hz=30.0)], SimConfig())[0]
     assert walk.metrics["reanchor_max_m"] == 0.0
+
+
+def test_single_world_fast_path_equals_the_batched_rules():
+    """``update`` with one world takes a scalar path; a two-world anchor (the general code) fed the
+    same ticks in both worlds gives the same anchors, bit for bit, through flights, landings on
+    sliding and resting feet, and resets."""
+    rng = np.random.default_rng(3)
+    one = FlightAnchor(1, min_flight_ticks=6, control_hz=HZ)
+    two = FlightAnchor(2, min_flight_ticks=6, control_hz=HZ)
+    ankle = REF[0].copy()
+    phase = 0
+    for t in range(3000):
+        phase = (phase + 1) % 40
+        loaded = np.array([phase < 12 or rng.random() < 0.1, 18 < phase < 26])  # flights of up to 14 ticks
+        # feet that move, then rest (0–4 ticks still) — both sides of the 0.2 m/s rule
+        if rng.random() < 0.5:
+            ankle = ankle + rng.normal(0.0, 0.004, size=(2, 3))
+        ref = REF[0] + rng.normal(0.0, 0.02, size=(2, 3))
+        a1 = one.update(loaded[None], ankle[None], ref[None])
+        a2 = two.update(np.stack([loaded, loaded]), np.stack([ankle, ankle]), np.stack([ref, ref]))
+        assert np.array_equal(a1[0], a2[0]) and np.array_equal(a2[0], a2[1]), t
+        if rng.random() < 0.003:
+            one.reset(np.array([0]), ankle[None])
+            two.reset(np.array([0, 1]), np.stack([ankle, ankle]))
+    assert np.array_equal(one.max_shift[0], two.max_shift[0]) and one.max_shift[0] > 0.0
+    assert np.array_equal(one._airborne[0], two._airborne[0]) and one._landed[0] == two._landed[0]

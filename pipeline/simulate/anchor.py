@@ -58,6 +58,20 @@ class FlightAnchor:
         self._prev = np.array(ankle_pos, dtype=float, copy=True)
         if self.min_flight <= 0:
             return self.anchor
+        if self.anchor.shape[0] == 1:
+            # one world (the CPU engine, every control tick): the rules below on scalars, leaving
+            # only a landing after a long flight to the general code (numpy calls on (1, 2) arrays
+            # cost more than the rest of this update)
+            if not (loaded[0, 0] or loaded[0, 1]):
+                self._airborne[0] += 1
+                self._landed[0] = False
+                return self.anchor
+            if self._airborne[0] < self.min_flight:
+                self._airborne[0] = 0
+                self._landed[0] = True
+                return self.anchor
+            if self._landed[0]:
+                return self.anchor
         any_loaded = loaded.any(axis=1)
         air = ~any_loaded
         self._airborne[air] += 1

@@ -110,6 +110,55 @@ def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
 
 
+try:  # the gufunc behind np.linalg.solve(a, b) for a vector b: the same LAPACK call without the wrapper's checks
+    from numpy.linalg import _umath_linalg as _np_linalg
+
+    _SOLVE1 = _np_linalg.solve1
+except (ImportError, AttributeError):  # pragma: no cover - a numpy without it: the public function
+    _SOLVE1 = None
+try:  # the routine behind scipy.optimize.nnls, without its argument checks
+    from scipy.optimize._slsqplib import nnls as _NNLS
+except ImportError:  # pragma: no cover
+    _NNLS = None
+
+_SCALED_EYE: dict[tuple[int, float], np.ndarray] = {}
+
+
+def _scaled_eye(n: int, s: float) -> np.ndarray:
+    """``s * np.eye(n)`` (read-only, cached: the per-tick systems reuse a few sizes)."""
+    key = (n, s)
+    e = _SCALED_EYE.get(key)
+    if e is None:
+        e = s * np.eye(n)
+        e.setflags(write=False)
+        _SCALED_EYE[key] = e
+    return e
+
+
+def small_solve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.linalg.solve(a, b)`` for one float64 square system and a vector ``b``, bit for bit: the same
+    LAPACK gufunc called directly (the wrapper's checks cost ≈ 4× the 6×6 solve itself). A result
+    that is not finite (singular ``a``, NaN input) is recomputed by ``np.linalg.solve``, which then
+    raises or returns as it always did."""
+    if _SOLVE1 is not None:
+        x = _SOLVE1(a, b, signature="dd->d")
+        if math.isfinite(x.dot(x)):  # (an overflow to inf only costs the fallback)
+            return x
+    return np.linalg.solve(a, b)
+
+
+def _nnls(A: np.ndarray, b: np.ndarray, maxiter: int) -> np.ndarray:
+    """``scipy.optimize.nnls(A, b, maxiter=maxiter)[0]``, bit for bit (same routine, its checks
+    done here only where they can fail: non-finite input goes through ``nnls`` itself)."""
+    a = A.reshape(-1)
+    if _NNLS is None or not math.isfinite(a.dot(a) + b.dot(b)):  # (an overflow only costs the fallback)
+        return nnls(A, b, maxiter=maxiter)[0]
+    x, _, info = _NNLS(A, b, maxiter)
+    if info == 3:
+        raise RuntimeError("Maximum number of iterations reached.")
+    return x
+
+
 def solve_force_plan(A: np.ndarray, b: np.ndarray, reg: float) -> np.ndarray:
     """``argmin_{β ≥ 0} ||A β − b||² + reg ||β||²`` for a (6, n) ``A``.
 
@@ -118,13 +167,16 @@ def solve_force_plan(A: np.ndarray, b: np.ndarray, reg: float) -> np.ndarray:
     bounded problem is solved by NNLS on the augmented system ``[A; √reg I] β ≈ [b; 0]``. Quiet
     stance mostly takes the first branch, which is ~10× cheaper.
     """
-    n = A.shape[1]
-    beta = A.T @ np.linalg.solve(A @ A.T + reg * np.eye(A.shape[0]), b)
+    m, n = A.shape
+    beta = A.T @ small_solve(A @ A.T + _scaled_eye(m, reg), b)
     if beta.min() >= 0.0:
         return beta
-    A_aug = np.vstack([A, math.sqrt(reg) * np.eye(n)])
-    b_aug = np.concatenate([b, np.zeros(n)])
-    return nnls(A_aug, b_aug, maxiter=20 * n)[0]
+    A_aug = np.empty((m + n, n))  # nnls works in float64
+    A_aug[:m] = A
+    A_aug[m:] = _scaled_eye(n, math.sqrt(reg))
+    b_aug = np.zeros(m + n)
+    b_aug[:m] = b
+    return _nnls(A_aug, b_aug, 20 * n)
 
 
 def quat_log_error(q: np.ndarray, q_ref: np.ndarray) -> np.ndarray:
@@ -199,6 +251,22 @@ class TrackingController:
         self._right_bodies = humanoid.body_ids[[JOINT_NAMES.index("right_ankle"), JOINT_NAMES.index("right_foot")]]
         self._plannable = np.ones(self.m.nbody, dtype=bool)
         self._plannable[[humanoid.body_ids[JOINT_NAMES.index(n)] for n in qp.exclude_bodies]] = False
+        # per-tick constants (``compute`` runs at 120 Hz on tiny arrays: its numpy call overhead is
+        # what it costs, so what does not change is computed once)
+        self._is_right = np.zeros(self.m.nbody, dtype=bool)
+        self._is_right[self._right_bodies] = True
+        self._w_col = self._w[:, None]
+        self._root_body = int(humanoid.body_ids[0])
+        self._edges_t = np.ascontiguousarray(self._edges.T)  # (3, 4)
+        self._edges_tiled: np.ndarray = np.tile(self._edges.T, 8)  # grown on demand (``_tiled_edges``)
+
+    def _tiled_edges(self, k: int) -> np.ndarray:
+        """``np.tile(self._edges.T, k)`` (3, 4k), a read-only view of a cached tiling."""
+        t = self._edges_tiled
+        if t.shape[1] < 4 * k:
+            t = self._edges_tiled = np.tile(self._edges.T, max(k, 2 * t.shape[1] // 4))
+            t.setflags(write=False)
+        return t[:, :4 * k]
 
     def joint_damping(self, d: mujoco.MjData) -> np.ndarray:
         """Per-dof damping ``b = 2ζω·M_ii`` (N·m·s/rad) of the ball dofs from the current mass
@@ -243,66 +311,74 @@ class TrackingController:
         shared between the feet (not only the per-tick ridge), the root demand sets the total.
         """
         m = self.m
-        d.qacc[:] = self.desired_acceleration(d, q_ref, v_ref, a_ref)
+        # a* straight into d.qacc (``desired_acceleration``, the same operations)
+        e = self._err
+        mujoco.mj_differentiatePos(m, e, 1.0, d.qpos, q_ref)
+        qacc = d.qacc
+        np.add(a_ref + self._kp * e, self._kd * (v_ref - d.qvel), out=qacc)
         tau = self._tau
         mujoco.mj_rne(m, d, 1, tau)
-        tau += m.dof_armature * d.qacc  # mj_rne leaves out the armature that mj_crb adds to M
+        tau += m.dof_armature * qacc  # mj_rne leaves out the armature that mj_crb adds to M
         demand = tau[:6]
         mujoco.mj_collision(m, d)
-        ncon = d.ncon
-        if ncon:
+        if d.ncon:
             con = d.contact
             geom = con.geom
             floor_first = geom[:, 0] == self._floor
             other = np.where(floor_first, geom[:, 1], geom[:, 0])
             keep = (floor_first | (geom[:, 1] == self._floor)) & (con.dist < self.qp.contact_dist_m)
-            keep &= (self._plannable if plannable is None else plannable)[m.geom_bodyid[other]]
+            geom_body = m.geom_bodyid
+            keep &= (self._plannable if plannable is None else plannable)[geom_body[other]]
             pts = con.pos[keep]
-            bodies = m.geom_bodyid[other[keep]]
+            bodies = geom_body[other[keep]]
         else:
             pts = np.zeros((0, 3))
             bodies = np.zeros(0, dtype=int)
-        active = np.arange(pts.shape[0])
+        nc = pts.shape[0]
         qfrc_c = self._qfrc_c
-        qfrc_c[:] = 0.0
-        forces = np.zeros((active.size, 3))
-        if active.size:
+        qfrc_c.fill(0.0)
+        if nc:
             root = d.qpos[:3]
-            R = d.xmat[self.h.body_ids[0]].reshape(3, 3)
-            r = pts[active] - root  # (k, 3)
-            k4 = 4 * active.size
-            # columns: for each active corner and each pyramid edge: [edge; Rᵀ (r × edge)];
-            # (r × e)ᵀ R = rᵀ [e]ₓ R with [e]ₓ the (fixed) skew matrices of the 4 edges
-            Aw = np.empty((6, k4))
-            Aw[:3] = np.tile(self._edges.T, active.size)
-            Aw[3:] = np.einsum("kb,jbc->ckj", r, self._edge_skew @ R).reshape(3, k4)
-            Aw *= self._w[:, None]
-            bw = demand * self._w
-            right = np.isin(bodies[active], self._right_bodies)
+            R = d.xmat[self._root_body].reshape(3, 3)
+            r = pts - root  # (k, 3)
+            k4 = 4 * nc
+            right = self._is_right[bodies]
+            n_right = int(np.count_nonzero(right))
             ft = None if foot_target is None else np.asarray(foot_target, float)
-            if ft is not None and target_weight > 0.0 and right.any() and (~right).any() \
-                    and ft[:, 2].sum() > 0.0:
+            plan_rows = False
+            if ft is not None and target_weight > 0.0 and 0 < n_right < nc:
+                fz_total = ft[:, 2].sum()
+                plan_rows = fz_total > 0.0
+            # columns: for each corner and each pyramid edge: [edge; Rᵀ (r × edge)];
+            # (r × e)ᵀ R = rᵀ [e]ₓ R with [e]ₓ the (fixed) skew matrices of the 4 edges
+            Aw = np.empty((9 if plan_rows else 6, k4))
+            bw = np.zeros(Aw.shape[0])
+            edges = self._tiled_edges(nc)
+            Aw[:3] = edges
+            Aw[3:6] = np.einsum("kb,jbc->ckj", r, self._edge_skew @ R).reshape(3, k4)
+            Aw[:6] *= self._w_col
+            np.multiply(demand, self._w, out=bw[:6])
+            if plan_rows:
                 # the plan sets how the load is shared between the feet, the demand sets the total:
                 # Σ_left f − s Σ_all f = 0 with s the plan's left share of the vertical force
-                share = ft[0, 2] / ft[:, 2].sum()
+                share = ft[0, 2] / fz_total
                 coef = np.where(right, -share, 1.0 - share)  # per contact
-                rows = (np.repeat(coef, 4)[None, :] * np.tile(self._edges.T, active.size)) * target_weight
-                Aw = np.vstack([Aw, rows])
-                bw = np.concatenate([bw, np.zeros(3)])
+                np.multiply(np.repeat(coef, 4)[None, :] * edges, target_weight, out=Aw[6:])
             beta = solve_force_plan(Aw, bw, self.qp.regularization)
-            beta = beta.reshape(active.size, 4)
-            f = beta @ self._edges  # (k, 3) world
-            forces[active] = f
-            for i, c in enumerate(active):
-                mujoco.mj_applyFT(m, d, f[i], self._zero3, pts[c], int(bodies[c]), qfrc_c)
+            f = beta.reshape(nc, 4) @ self._edges  # (k, 3) world
+            zero3 = self._zero3
+            for c in range(nc):
+                mujoco.mj_applyFT(m, d, f[c], zero3, pts[c], int(bodies[c]), qfrc_c)
+            forces = f
+        else:
+            forces = np.zeros((0, 3))
         self.last_contact_force = forces
         self.last_contact_pos = pts
         joint = tau[6:] - qfrc_c[6:]
         if self.implicit_damping:
-            joint = joint + self.damping[6:] * v_ref[6:]  # damper adds b (v_ref − v) in total
+            joint += self.damping[6:] * v_ref[6:]  # damper adds b (v_ref − v) in total
         demand = tau[:6] - qfrc_c[:6]
-        self.last_residual_demand = demand.copy()
-        residual = np.zeros(6)
+        self.last_residual_demand = demand
         if self.residual:
             residual = demand.copy()
             fn = math.sqrt(residual[0] ** 2 + residual[1] ** 2 + residual[2] ** 2)
@@ -311,15 +387,17 @@ class TrackingController:
             tn = math.sqrt(residual[3] ** 2 + residual[4] ** 2 + residual[5] ** 2)
             if tn > self.residual_torque_max:
                 residual[3:] *= self.residual_torque_max / tn
+        else:
+            residual = np.zeros(6)
         shortfall = demand - residual
-        if np.any(shortfall != 0.0):
+        if np.count_nonzero(shortfall):
             # The root cannot get the wrench a* needs: keep the joint accelerations a*_j and let the
             # root accelerate as the available wrench allows, Δa_r = −M_rr⁻¹ s; the joint torques
             # then change by M_jr Δa_r (consistent floating-base inverse dynamics).
             mujoco.mj_crb(m, d)
             M = self._M
             mujoco.mj_fullM(m, d, M)
-            da = -np.linalg.solve(M[:6, :6], shortfall)
+            da = -small_solve(M[:6, :6], shortfall)
             joint = joint + M[6:, :6] @ da
         if self.torque_limits:
             # the limit applies to the net joint torque the actuator and damper produce together
@@ -328,9 +406,9 @@ class TrackingController:
             # hip's b·v_ref alone reaches the limit) while their net torque is moderate
             passive = self.damping[6:] * d.qvel[6:] if self.implicit_damping else 0.0
             jt = (joint - passive).reshape(N_BALL, 3)
-            norm = np.linalg.norm(jt, axis=1)
+            norm = np.sqrt(np.add.reduce(jt * jt, axis=1))  # np.linalg.norm(jt, axis=1)
             over = norm > self._limit
-            if over.any():
+            if np.count_nonzero(over):
                 jt[over] *= (self._limit[over] / norm[over])[:, None]
             joint = jt.reshape(-1) + passive
-        return joint.copy(), residual
+        return joint, residual

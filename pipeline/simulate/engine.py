@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import mujoco
@@ -508,9 +509,11 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     qpos_rec = np.empty((n + 1, m.nq))
     com_rec = np.empty((n + 1, 3))
     comv_rec = np.empty((n + 1, 3))
-    tau_sum = np.zeros((n, 69))
-    res_sum = np.zeros((n, 6))
-    dem_sum = np.zeros((n, 6))
+    # per control tick: joint torque, applied residual and residual demand (force world, torque
+    # rotated to world at the tick), summed per frame after the loop in tick order
+    tau_tick = np.empty((n * spf, 69))
+    res_tick = np.empty((n * spf, 6))
+    dem_tick = np.empty((n * spf, 6))
     f_sum = np.zeros((n, 24, 3))
     mo_sum = np.zeros((n, 24, 3))  # moment about the world origin of each body's floor forces
     reset = np.zeros(n, dtype=bool)
@@ -518,66 +521,89 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     # reduced to interval means after the loop (cheaper than per tick)
     buf = np.zeros((n, spf * nsub, nsens))
     damp = np.zeros((n, spf * nsub, m.nv - 6))
+    buf_steps = buf.reshape(-1, nsens)  # row k·nsub + s: physics step s of control tick k
+    damp_steps = list(damp.reshape(-1, m.nv - 6))  # row views (np.add writes into them)
     total_steps = n * spf
     anchor = np.zeros(3)  # horizontal shift of the tracked reference after flights, world, m
     flight_anchor = None if plan is None else FlightAnchor(
         1, int(round(cfg.reanchor_after_flight_s * cfg.control_hz)), cfg.control_hz)
     ankle_bodies = body_ids[[7, 8]]
     q_ref = np.empty(m.nq)
+    # the per-tick inputs that do not depend on the simulated state, for all ticks at once (the
+    # same element-wise operations as tick by tick)
+    a_ff_all = 0.5 * (ra[:-1] + ra[1:])
+    plan_mid = None if plan is None else 0.5 * (plan[:-1] + plan[1:])
+    loaded = None if plan is None else (plan[..., 2] > cfg.plan_gate_n)[:, None]  # (K, W=1, 2)
+    ref_ankle = ref_pos[:, None, [7, 8]]  # (K, 1, 2, 3)
+    ankle_rows = ankle_bodies[None]  # xpos[ankle_rows]: (1, 2, 3)
+    spring_ref = rq[:, spring_q]
+    pelvis_z_ref = rq[:, 2].tolist()
+    if swing_geoms is not None:  # ticks whose swing clearance differs from the previous tick's
+        swing_change = np.ones(total_steps, dtype=bool)
+        swing_change[1:] = (swing[1:] != swing[:-1]).any(axis=1)
+    # MjData/MjModel arrays are views of buffers MuJoCo allocates once (its resets included)
+    qpos, xpos, xmat = d.qpos, d.xpos, d.xmat
+    subtree_com, subtree_linvel, qfrc_applied = d.subtree_com, d.subtree_linvel, d.qfrc_applied
+    sensordata, damper, spring = d.sensordata, d.qfrc_damper[6:], d.qfrc_spring[6:]
+    qpos_spring, geom_contype, geom_conaffinity = m.qpos_spring, m.geom_contype, m.geom_conaffinity
     for k in range(total_steps + 1):
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
         mujoco.mj_comVel(m, d)
         # fall / divergence check against the reference at t_k
-        if flight_anchor is not None and k < total_steps:
-            anchor = flight_anchor.update((plan[k, :, 2] > cfg.plan_gate_n)[None], d.xpos[ankle_bodies][None],
-                                          ref_pos[k, [7, 8]][None])[0]
-        err = np.linalg.norm(d.xpos[body_ids] - ref_pos[k] - anchor, axis=-1).mean()
-        if k < total_steps and (abs(d.qpos[2] - rq[k, 2]) > cfg.reset_root_height_err_m
-                                or err > cfg.reset_mpjpe_m or not np.isfinite(d.qpos[2])):
-            _set_state(m, d, rq[k], rv[k])
-            reset[k // spf] = True
+        if k < total_steps:
             if flight_anchor is not None:
-                flight_anchor.reset(np.array([0]), d.xpos[ankle_bodies][None])
-                anchor = flight_anchor.anchor[0]
+                anchor = flight_anchor.update(loaded[k], xpos[ankle_rows], ref_ankle[k])[0]
+            pelvis_z = float(qpos[2])
+            reset_now = abs(pelvis_z - pelvis_z_ref[k]) > cfg.reset_root_height_err_m
+            if not reset_now:
+                x = xpos[body_ids] - ref_pos[k] - anchor
+                s = np.sqrt(np.add.reduce(x * x, axis=-1))  # np.linalg.norm(x, axis=-1)
+                err = float(np.add.reduce(s)) / s.shape[0]  # .mean()
+                reset_now = err > cfg.reset_mpjpe_m or not math.isfinite(pelvis_z)
+            if reset_now:
+                _set_state(m, d, rq[k], rv[k])
+                reset[k // spf] = True
+                if flight_anchor is not None:
+                    flight_anchor.reset(np.array([0]), xpos[ankle_bodies][None])
+                    anchor = flight_anchor.anchor[0]
         if k % spf == 0:
             i = k // spf
-            qpos_rec[i] = d.qpos
-            com_rec[i] = d.subtree_com[0]
+            qpos_rec[i] = qpos
+            com_rec[i] = subtree_com[0]
             mujoco.mj_subtreeVel(m, d)
-            comv_rec[i] = d.subtree_linvel[0]
+            comv_rec[i] = subtree_linvel[0]
         if k == total_steps:
             break
-        a_ff = 0.5 * (ra[k] + ra[k + 1])
         q_ref[:] = rq[k]
         q_ref[:3] += anchor
-        tau, residual = ctrl.compute(d, q_ref, rv[k], a_ff, None if gate is None else gate[k],
-                                     None if plan is None else 0.5 * (plan[k] + plan[k + 1]), cfg.plan_target_weight)
+        tau, residual = ctrl.compute(d, q_ref, rv[k], a_ff_all[k], None if gate is None else gate[k],
+                                     None if plan is None else plan_mid[k], cfg.plan_target_weight)
         i = k // spf
-        tau_sum[i] += tau
-        res_sum[i, :3] += residual[:3]
+        tau_tick[k] = tau
         # pelvis-frame generalized torque → world (orientation at the tick; held over the tick)
-        Rr = d.xmat[root_body].reshape(3, 3)
-        res_sum[i, 3:] += Rr @ residual[3:]
+        Rr = xmat[root_body].reshape(3, 3)
+        res_tick[k] = residual
+        res_tick[k, 3:] = Rr @ residual[3:]
         dem = ctrl.last_residual_demand
-        dem_sum[i, :3] += dem[:3]
-        dem_sum[i, 3:] += Rr @ dem[3:]
-        d.qfrc_applied[6:] = tau
+        dem_tick[k] = dem
+        dem_tick[k, 3:] = Rr @ dem[3:]
+        qfrc_applied[6:] = tau
         if spring_q.size:
-            m.qpos_spring[spring_q] = rq[k, spring_q]
-        d.qfrc_applied[:6] = residual
-        if swing_geoms is not None:
+            qpos_spring[spring_q] = spring_ref[k]
+        qfrc_applied[:6] = residual
+        if swing_geoms is not None and swing_change[k]:
             for f in range(2):
                 on = 0 if swing[k, f] else 1
-                m.geom_contype[swing_geoms[f]] = 2 * on
-                m.geom_conaffinity[swing_geoms[f]] = on
+                geom_contype[swing_geoms[f]] = 2 * on
+                geom_conaffinity[swing_geoms[f]] = on
         t_before = d.time
-        s0 = (k % spf) * nsub
-        for s in range(s0, s0 + nsub):
-            mujoco.mj_step(m, d)
-            buf[i, s] = d.sensordata
-            damp[i, s] = d.qfrc_damper[6:]
-            damp[i, s] += d.qfrc_spring[6:]
+        j = k * nsub
+        for _ in range(nsub):
+            mujoco.mj_step(m, d)  # (looked up on the module: benchmarks/sim_bench.py times it)
+            buf_steps[j] = sensordata
+            np.add(damper, spring, out=damp_steps[j])
+            j += 1
         if d.time < t_before + 0.5 * nsub * cfg.physics_dt_s:
             # MuJoCo detected a diverging acceleration and reset the data itself (time → 0): flag
             # the interval and restart from the reference at the next tick
@@ -585,9 +611,16 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
             _set_state(m, d, rq[k + 1], rv[k + 1])
             d.time = t_before + nsub * cfg.physics_dt_s
             if flight_anchor is not None:
-                flight_anchor.reset(np.array([0]), d.xpos[ankle_bodies][None])
+                flight_anchor.reset(np.array([0]), xpos[ankle_bodies][None])
                 anchor = flight_anchor.anchor[0]
 
+    tau_sum = np.zeros((n, 69))
+    res_sum = np.zeros((n, 6))
+    dem_sum = np.zeros((n, 6))
+    for s in range(spf):  # 0 + tick 0 + tick 1 + …: the order of the per-tick accumulation it replaces
+        tau_sum += tau_tick[s::spf]
+        res_sum += res_tick[s::spf]
+        dem_sum += dem_tick[s::spf]
     tau_sum += damp.sum(axis=1) / nsub
     sd = buf.reshape(n, spf * nsub, 24, 10)
     F = sd[..., 1:4]
