@@ -87,9 +87,15 @@ def test_batch_inputs_are_what_the_batch_pads_per_world(preps, tmp_path):
         assert pk.subjects[pk.subject[w]] == model_bytes(p.hum.model)
         assert set(np.flatnonzero(pk.spring_mask[w])) == set(p.spring_q)
     assert not pk.has_plan[pk.motion[2]] and pk.has_plan[pk.motion[0]]
-    one = pk.take([2, 0])  # a subset in another order keeps only its motions, trimmed
-    assert list(one.motion) == [1, 0] and one.seq_id.shape == (2,)
-    np.testing.assert_array_equal(one.batch_inputs(kmax)["rq"], got["rq"][[2, 0]])
+    assert isinstance(pk.rq, tuple) and pk.rq[0] is back[0].rq  # concatenated without copying the references
+    again = load_packed(save_packed(pk, tmp_path / "all.npz")).batch_inputs(kmax)  # written joined
+    for f, v in got.items():
+        np.testing.assert_array_equal(again[f], v, err_msg=f)
+    one = pk.take([2, 0])  # a subset in another order shares the motion arrays
+    assert list(one.motion) == [pk.motion[2], pk.motion[0]] and one.rq is pk.rq
+    for f, v in one.batch_inputs(kmax - 7).items():  # and cut to a shorter batch
+        want = got[f][[2, 0]] if v.ndim == 1 else got[f][[2, 0], : v.shape[1]]
+        np.testing.assert_array_equal(v, want, err_msg=f)
 
 
 def test_initial_model_and_data_are_the_preparations(preps):

@@ -40,12 +40,39 @@ _INTERVAL = ("gate", "swing")
 _STATES = ("qpos", "com", "comv")
 
 
-def pad_ticks(a: np.ndarray, k: int) -> np.ndarray:
-    """Rows 0..k−1 of ``a`` along axis 1, its last row repeated past its end ((M, K, ...) arrays;
-    per motion the same as padding each motion's own rows, as those were padded the same way)."""
-    if a.shape[1] >= k:
-        return a[:, :k]
-    return np.concatenate([a, np.repeat(a[:, -1:], k - a.shape[1], 1)], 1)
+def gather_ticks(a: np.ndarray | tuple[np.ndarray, ...], rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k, ...): motion ``rows[i]``'s rows 0..k−1 along axis 1, its last row repeated
+    past its end (what padding each motion's own rows gives, as those were padded the same way),
+    in one copy. ``a``: the (M, K, ...) motion array, or a tuple of such blocks of possibly
+    different K (``concat_packed``), motion indices running on through the blocks."""
+    blocks = a if isinstance(a, tuple) else (a,)
+    starts = np.cumsum([0] + [b.shape[0] for b in blocks])
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((rows.shape[0], k) + blocks[0].shape[2:], blocks[0].dtype)
+    order = np.argsort(rows, kind="stable")
+    cuts = np.flatnonzero(np.diff(rows[order])) + 1
+    for group in np.split(order, cuts) if rows.size else ():
+        j = int(rows[group[0]])
+        b = int(np.searchsorted(starts, j, side="right")) - 1
+        src = blocks[b][j - starts[b]]
+        n = min(k, src.shape[0])
+        out[group, :n] = src[:n]
+        if n < k:
+            out[group, n:] = src[n - 1]
+    return out
+
+
+def _ticks(a) -> int:
+    """K of a motion array or of the longest of its blocks."""
+    return max(b.shape[1] for b in a) if isinstance(a, tuple) else a.shape[1]
+
+
+def _joined(a) -> np.ndarray:
+    """A motion array from its blocks (padded to the longest), for writing."""
+    if not isinstance(a, tuple):
+        return a
+    k = _ticks(a)
+    return np.concatenate([gather_ticks(b, np.arange(b.shape[0]), k) for b in a])
 
 
 def _pad(a: np.ndarray, k: int) -> np.ndarray:
@@ -94,7 +121,8 @@ class PackedWorlds:
     qpos/qvel/qacc (MuJoCo layout); ``ref_pos`` (M, K, 24, 3) reference joint positions, m;
     ``gate`` (M, K−1, nbody) bool plannable bodies per interval; ``plan`` (M, K, 2, 3) planned
     foot forces, N (zeros without a plan); ``swing`` (M, K−1, 2) bool cleared feet (False
-    without). Rows past a motion's end repeat its last row.
+    without). Rows past a motion's end repeat its last row. After ``concat_packed`` each of these
+    is a tuple of the parts' arrays (motion indices running on through them), not copied.
 
     Per world (W): ``motion``, ``subject`` (indices), ``pass_index``; ``kp``, ``kd``, ``damping``
     (controller), ``dof_damping`` (model) (W, nv); ``limit`` (W, 23) joint torque limits, N·m;
@@ -158,18 +186,18 @@ class PackedWorlds:
 
     @property
     def nbytes(self) -> int:
-        return sum(int(getattr(self, f).nbytes) for f in MOTION_FIELDS + WORLD_FIELDS) + sum(map(len, self.subjects))
+        size = 0
+        for f in MOTION_FIELDS + WORLD_FIELDS:
+            v = getattr(self, f)
+            size += sum(int(b.nbytes) for b in v) if isinstance(v, tuple) else int(v.nbytes)
+        return size + sum(map(len, self.subjects))
 
     def take(self, idx) -> PackedWorlds:
-        """The worlds ``idx`` (in that order), with only the motions they use."""
+        """The worlds ``idx`` (in that order); the motion arrays are shared, not copied (the
+        references are ≈ 1.4 MB per 4 s motion: a batch's host work is mostly copying them)."""
         idx = np.asarray(idx, dtype=np.int64)
-        used, inv = np.unique(self.motion[idx], return_inverse=True)
-        out = {f: getattr(self, f)[used] for f in MOTION_FIELDS}
+        out = {f: getattr(self, f) for f in MOTION_FIELDS}
         out.update({f: getattr(self, f)[idx] for f in WORLD_FIELDS})
-        out["motion"] = inv.astype(np.int64)
-        ticks = int((out["n_frames"] * out["spf"]).max(initial=0))
-        for f in MOTION_TIME_FIELDS:  # trimmed to the motions kept (the rows past were padding)
-            out[f] = out[f][:, : ticks + (0 if f in _INTERVAL else 1)]
         return PackedWorlds(**out, subjects=self.subjects)
 
     def subject_model(self, w: int) -> mujoco.MjModel:
@@ -181,7 +209,7 @@ class PackedWorlds:
         ``rv``, ``ra``, ``ref_pos``, ``plan`` (W, kmax + 1, ...), ``gate``, ``swing`` (W, kmax, ...),
         ``has_plan`` (W,) (what the batch loop indexes per world)."""
         m = self.motion
-        out = {f: pad_ticks(getattr(self, f), kmax + (0 if f in _INTERVAL else 1))[m] for f in MOTION_TIME_FIELDS}
+        out = {f: gather_ticks(getattr(self, f), m, kmax + (0 if f in _INTERVAL else 1)) for f in MOTION_TIME_FIELDS}
         out["has_plan"] = self.has_plan[m]
         return out
 
@@ -260,20 +288,20 @@ def pack_prepared(preps: list) -> PackedWorlds:
 
 
 def concat_packed(parts: list[PackedWorlds]) -> PackedWorlds:
-    """The worlds of ``parts`` in order, as one ``PackedWorlds`` (motions padded to the longest;
-    subjects deduplicated by content)."""
+    """The worlds of ``parts`` in order, as one ``PackedWorlds``: the per-motion reference arrays
+    are kept as the parts' blocks (no copy; ``gather_ticks`` reads them), the rest concatenated,
+    subjects deduplicated by content."""
     if len(parts) == 1:
         return parts[0]
-    k = max(p.rq.shape[1] for p in parts)
     subj: dict[bytes, int] = {}
     remap = [np.array([subj.setdefault(b, len(subj)) for b in p.subjects] or [0], dtype=np.int64) for p in parts]
     out = {}
     for f in MOTION_FIELDS:
+        vals = [getattr(p, f) for p in parts]
         if f in MOTION_TIME_FIELDS:
-            kk = k - (1 if f in _INTERVAL else 0)
-            out[f] = np.concatenate([pad_ticks(getattr(p, f), kk) for p in parts])
+            out[f] = tuple(b for v in vals for b in (v if isinstance(v, tuple) else (v,)))
         else:
-            out[f] = np.concatenate([getattr(p, f) for p in parts])
+            out[f] = np.concatenate(vals)
     for f in WORLD_FIELDS:
         out[f] = np.concatenate([getattr(p, f) for p in parts])
     offsets = np.cumsum([0] + [p.seq_id.shape[0] for p in parts[:-1]])
@@ -286,7 +314,7 @@ def save_packed(p: PackedWorlds, path: Path) -> Path:
     """Write ``p`` to ``path`` (``canonical_io.save_bundle``: no pickles)."""
     from pipeline.store.canonical_io import save_bundle
 
-    arrays = {f: getattr(p, f) for f in MOTION_FIELDS + WORLD_FIELDS}
+    arrays = {f: _joined(getattr(p, f)) for f in MOTION_FIELDS + WORLD_FIELDS}
     arrays["subject_bytes"] = np.frombuffer(b"".join(p.subjects), np.uint8)
     arrays["subject_sizes"] = np.array([len(b) for b in p.subjects], dtype=np.int64)
     return save_bundle(path, arrays, {"format": 1})
