@@ -197,3 +197,30 @@ def test_a_motion_that_cannot_be_prepared_is_quarantined_alone(built, tmp_path):
     assert outs[0].quarantine is not None and outs[0].quarantine.path == "ghost" and not outs[0].staged
     assert all(o.quarantine is None and len(o.staged) == 2 for o in outs[1:])
     assert not list(root.glob("entry*/sim-prep/*")) and not list(root.glob("entry*/sim-raw/*"))
+
+
+@pytest.mark.warp
+@pytest.mark.timeout(1500)
+def test_a_batch_that_raises_is_retried_world_by_world(built, monkeypatch):
+    """The GPU task's batch raises: its worlds run one at a time and only the motion whose world
+    still fails is quarantined."""
+    from test_sim_finish import clear_sim
+
+    from pipeline.simulate.warp.backend import MjWarpBackend
+
+    root, cfg, items = built
+    real = MjWarpBackend.run_packed
+    bad = items[1][0]
+
+    def flaky(self, packed, sim):
+        if packed.worlds > 1 or packed.seq_id[packed.motion[0]] == bad:
+            raise RuntimeError("device lost")
+        return real(self, packed, sim)
+
+    monkeypatch.setattr(MjWarpBackend, "run_packed", flaky)
+    clear_sim(root)
+    _, simulated, outs = _three_tasks([(items[0], (0, 1)), (items[1], (0, 1))], cfg, 2)
+    assert simulated[1].errors and "device lost" in simulated[1].errors[0][1] and simulated[1].file is None
+    assert outs[0].quarantine is None and len(outs[0].staged) == 2
+    assert outs[1].quarantine is not None and "device lost" in outs[1].quarantine.reason
+    assert not list(root.glob("entry*/sim-prep/*")) and not list(root.glob("entry*/sim-raw/*"))

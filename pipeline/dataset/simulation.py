@@ -351,21 +351,17 @@ def simulate_prepared(chunks: list[PreparedChunk], cfg: BuildConfig, max_worlds:
 
     t0 = time.perf_counter()
     failed: dict[str, str] = {}
-    packs, spans, start = [], [], 0
+    packs, spans, paths = [], [], []  # paths: each world's canonical motion file
     for c in chunks:
-        pk = None
+        a = len(paths)
         if c.file is not None:
             try:
-                pk = load_packed(Path(c.file))
+                packs.append(load_packed(Path(c.file)))
+                paths += [c.parts[i][0][1] for i, _ in c.jobs]
             except Exception as exc:  # an unreadable staging file fails its chunk's motions only
                 for (_, path, _), _ in c.parts:
                     failed.setdefault(path, _error(exc))
-        n = pk.worlds if pk is not None else 0
-        spans.append((start, start + n))
-        start += n
-        if pk is not None:
-            packs.append(pk)
-    paths = [c.parts[i][0][1] for c, pk_ok in zip(chunks, spans) for i, _ in (c.jobs if pk_ok[1] > pk_ok[0] else ())]
+        spans.append((a, len(paths)))
     rec = None
     if packs:
         packed = concat_packed(packs)
@@ -382,15 +378,17 @@ def simulate_prepared(chunks: list[PreparedChunk], cfg: BuildConfig, max_worlds:
                 except Exception as exc:
                     failed[paths[w]] = _error(exc)
             rec = place_recordings(done, packed.worlds) if done else None
-    out = []
-    elapsed = time.perf_counter() - t0
-    total = max(1, start)
+    written = []
     for c, (a, b) in zip(chunks, spans):
         ok = [w for w in range(a, b) if paths[w] not in failed]
         file = None
         if ok and rec is not None:
             file = str(save_recordings(rec.take(ok), chunk_file(c.parts, "raw")))
-        jobs = tuple(c.jobs[w - a] for w in ok)
+        written.append((file, tuple(c.jobs[w - a] for w in ok)))
+    elapsed = time.perf_counter() - t0
+    total = max(1, len(paths))
+    out = []
+    for c, (a, b), (file, jobs) in zip(chunks, spans, written):
         errors = tuple((path, failed[path]) for path in dict.fromkeys(p for (_, p, _), _ in c.parts) if path in failed)
         out.append(SimulatedChunk(c, file, jobs, errors, elapsed * max(1, b - a) / total))
     return out
