@@ -74,6 +74,7 @@ def main() -> None:
 
     from pipeline.simulate import SimConfig
     from pipeline.simulate.engine import prepare_sequence
+    from pipeline.simulate.packed import pack_prepared
     from pipeline.simulate.warp.backend import WarpBatchSettings, simulate_batch
 
     cfg = SimConfig()
@@ -81,7 +82,7 @@ def main() -> None:
     sizes = [int(x) for x in args.worlds.split(",")]
     cpu = cpu_rate(motions(args.cpu_sequences, args.duration_s), cfg)
     # warm-up: compile / load the kernels
-    warm = [prepare_sequence(m, cfg) for m in motions(1, 0.2)]
+    warm = pack_prepared([prepare_sequence(m, cfg) for m in motions(1, 0.2)])
     t = time.perf_counter()
     simulate_batch(warm, cfg, WarpBatchSettings(**opts), args.device)
     warm_s = time.perf_counter() - t
@@ -89,7 +90,7 @@ def main() -> None:
     for w in sizes:
         mos = motions(w, args.duration_s)
         t = time.perf_counter()
-        preps = [prepare_sequence(m, cfg) for m in mos]
+        preps = pack_prepared([prepare_sequence(m, cfg) for m in mos])
         prep_s = time.perf_counter() - t
         _, st = simulate_batch(preps, cfg, WarpBatchSettings(max_worlds=w, **opts), args.device)
         sim_s = sum(m.n_frames / m.fps_hz for m in mos)

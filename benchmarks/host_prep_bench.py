@@ -25,7 +25,30 @@ the GPU time the batch should take at ``--target`` s of motion per GPU-second::
 
     python benchmarks/host_prep_bench.py --motions 16 --duration-s 4 --passes 1,3
 
-Runs on the CPU only (no Warp). Prints a table and one JSON line (``--json PATH`` writes it too).
+**The GPU task's own host work** (``--gpu-motions N``, default 64 motions over ``--subjects`` 8
+subjects; 0 skips it): the build's batched path on Warp's CPU device with the batch loop's device
+part stubbed out (``_device_loop``: uploads, control ticks, downloads; the recorded poses are the
+reference), so that what is timed is the host work of the task that holds the GPU worker, per
+(motion, pass), for each pass count of ``--gpu-passes``:
+
+* ``one task`` (``simulate_results``): the GPU task loads the motions and dynamics passes, prepares
+  every world, simulates, runs ``engine._finish`` and writes each result; CPU finish tasks stage
+  them (``finish_results``). For ≥ 64 motions the reference kinematics run in the process pool
+  (its CPU time is reported apart);
+* ``prepared``: CPU prepare tasks (``prepare_chunk``, 32 worlds each), the GPU task
+  (``simulate_prepared``: load the packed worlds, simulate, write the recordings), CPU finish tasks
+  (``finish_chunk``: results, staging);
+* with ``--baseline-ref REF`` (e.g. ``main``): ``one task`` again, measured with the tree of git
+  revision ``REF`` (``git archive``, run in a subprocess with that tree first on ``sys.path``) in
+  the same run, on the same files.
+
+All paths must stage the same bytes (checked). Scaled to ``--worlds`` worlds per batch (the
+measured per-world figure includes the batch's fixed costs, so it is an upper bound), against the
+GPU time of such a batch at ``--target``: the estimated seconds of motion per wall-second of one
+GPU worker, serial (host work, then the GPU) and with the host work overlapped. Needs the ``gpu``
+extra (Warp's CPU device); the first run compiles Warp's kernels.
+
+Prints tables and one JSON line (``--json PATH`` writes it too).
 """
 
 from __future__ import annotations
@@ -150,6 +173,191 @@ def _pool_cpu(prep_pool) -> float:
     return total
 
 
+def bench_motions(n: int, duration_s: float, subjects: int):
+    """``gpu_sim_bench.motions``' mix of walks and runs (lengths ± 10 %), over ``subjects`` subjects
+    (a subject's motions share its humanoid, as in a corpus)."""
+    import numpy as np
+
+    from pipeline.simulate.synthetic import demo_motion
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        kind = "run" if i % 4 == 3 else "walk"
+        speed = float(rng.uniform(2.5, 3.2) if kind == "run" else rng.uniform(0.8, 1.5))
+        dur = duration_s * float(rng.uniform(0.9, 1.1))
+        out.append(demo_motion(kind, speed, duration_s=dur, subject=i % max(1, subjects)))
+    return out
+
+
+def _stub_device_loop():
+    """Replace the batch loop's device part by writing the reference poses as the recorded states
+    (same stub for every tree: its ``_device_loop`` takes ``out``, ``rq`` and ``spf``)."""
+    import pipeline.simulate.warp.backend as wb
+
+    def stub(*args, out, rq, spf, **kw):
+        n = out["qpos_rec"].shape[1]
+        out["qpos_rec"][:] = rq[:, ::spf][:, :n]
+        return 0.0, False, 0
+
+    wb._device_loop = stub
+
+
+def _staged_digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for q in sorted(root.glob("e*/sim/**/*")):
+        if q.is_file():
+            h.update(str(q.relative_to(root)).encode())
+            h.update(q.read_bytes())
+    return h.hexdigest()
+
+
+def _clear(root: Path) -> None:
+    import shutil
+
+    for kind in ("sim", "sim-results", "sim-prep", "sim-raw"):
+        for d in root.glob(f"e*/{kind}"):
+            shutil.rmtree(d)
+
+
+def gpu_task_measure(spec: dict) -> dict:
+    """The GPU task's host CPU seconds (and its CPU tasks') per (motion, pass) for the paths this
+    tree has (module docstring), on the canonical files and staged dynamics passes under
+    ``spec["root"]`` (``e<i>/canonical/m.npz``); best of ``spec["repeat"]`` for the GPU task."""
+    import warnings
+    from dataclasses import replace
+
+    import numpy as np
+
+    import pipeline.dataset.simulation as simulation
+    from pipeline.process import BuildConfig
+    from pipeline.simulate import SimConfig, prep_pool
+    from pipeline.store.canonical_io import load_canonical
+
+    warnings.simplefilter("ignore")
+    _stub_device_loop()
+    root = Path(spec["root"])
+    canons = sorted(root.glob("e*/canonical/m.npz"), key=lambda q: int(q.parent.parent.name[1:]))
+    out = {"rows": []}
+    for passes in spec["passes"]:
+        cfg = replace(BuildConfig(), sim_backend="warp-cpu", simulate=SimConfig(passes=passes))
+        mos = [load_canonical(c) for c in canons]
+        out["dynamics_staged"] = all(simulation.staged_dynamics(m, c, cfg.simulate) is not None
+                                     for m, c in zip(mos, canons))
+        parts = [((m.provenance.sequence_id, str(c), "train"), tuple(range(passes))) for m, c in zip(mos, canons)]
+        worlds = len(parts) * passes
+        row = {"passes": passes, "worlds": worlds}
+
+        def gpu(fn, *a):
+            best = None
+            for _ in range(max(1, spec["repeat"])):
+                p0, c0, t0 = _pool_cpu(prep_pool), time.process_time(), time.perf_counter()
+                res = fn(*a)
+                got = (time.process_time() - c0, time.perf_counter() - t0, _pool_cpu(prep_pool) - p0)
+                best = got if best is None or got[0] < best[0] else best
+            return res, best
+
+        def cpu(fn, *a):
+            c0 = time.process_time()
+            return fn(*a), time.process_time() - c0
+
+        simulation.simulate_results(parts[:2], cfg, 64)  # warm: imports, Warp, code paths
+        _clear(root)
+        handles, (c, w, pc) = gpu(simulation.simulate_results, parts, cfg, worlds)
+        nbytes = sum(Path(f).stat().st_size for h in handles for f in h.files)
+        _, fc = cpu(simulation.finish_results, handles, cfg)
+        row["one_task"] = {"gpu_task_cpu_s": c / worlds, "gpu_task_wall_s": w / worlds, "pool_cpu_s": pc / worlds,
+                           "prepare_cpu_s": 0.0, "finish_cpu_s": fc / worlds, "staged_bytes": nbytes / worlds,
+                           "digest": _staged_digest(root)}
+        if hasattr(simulation, "simulate_prepared"):
+            from pipeline.dataset.build import PREPARE_WORLDS_PER_TASK
+
+            _clear(root)
+            groups = simulation.prepare_groups(parts, PREPARE_WORLDS_PER_TASK)
+            chunks, pcpu = cpu(lambda: [simulation.prepare_chunk(g, cfg) for g in groups])
+            simulation.simulate_prepared(chunks[:1], cfg, worlds)  # warm
+            sims, (c, w, pc) = gpu(simulation.simulate_prepared, chunks, cfg, worlds)
+            nbytes = sum(Path(x.file).stat().st_size for x in chunks) + sum(Path(x.file).stat().st_size for x in sims)
+            _, fc = cpu(lambda: [simulation.finish_chunk(x, cfg) for x in sims])
+            row["prepared"] = {"gpu_task_cpu_s": c / worlds, "gpu_task_wall_s": w / worlds, "pool_cpu_s": pc / worlds,
+                               "prepare_cpu_s": pcpu / worlds, "finish_cpu_s": fc / worlds,
+                               "staged_bytes": nbytes / worlds, "digest": _staged_digest(root)}
+        _clear(root)
+        out["rows"].append(row)
+    prep_pool.shutdown()
+    return out
+
+
+def gpu_task_section(args, out: dict) -> None:
+    """``gpu_task_measure`` in this tree and, with ``--baseline-ref``, in that revision's tree (a
+    subprocess), on the same files; adds ``out["gpu_task"]`` and prints the comparison."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pipeline.dataset.simulation import stage_dynamics
+    from pipeline.simulate import SimConfig
+    from pipeline.store.canonical_io import save_canonical
+
+    tmp = Path(tempfile.mkdtemp(prefix="host_prep_bench-gpu-"))
+    mos = bench_motions(args.gpu_motions, args.duration_s, args.subjects)
+    for i, m in enumerate(mos):
+        stage_dynamics(m, save_canonical(m, tmp / f"e{i}" / "canonical" / "m.npz"), SimConfig())
+    motion_s = sum(m.n_frames / m.fps_hz for m in mos) / len(mos)
+    spec = {"root": str(tmp), "passes": [int(x) for x in args.gpu_passes.split(",")], "repeat": args.gpu_repeat}
+    res = {"motions": len(mos), "subjects": args.subjects, "motion_s_mean": motion_s,
+           "load_avg_before": os.getloadavg()}
+    if args.baseline_ref:
+        repo = Path(__file__).resolve().parent.parent
+        tree = Path(tempfile.mkdtemp(prefix="host_prep_bench-baseline-"))
+        archive = subprocess.run(["git", "-C", str(repo), "archive", args.baseline_ref], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+        sj, oj = tree / "spec.json", tree / "out.json"
+        sj.write_text(json.dumps(spec))
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        subprocess.run([sys.executable, __file__, "--measure-gpu-task", str(sj), str(oj)], env=env, check=True)
+        res["baseline"] = json.loads(oj.read_text())
+        res["baseline_ref"] = args.baseline_ref
+        shutil.rmtree(tree, ignore_errors=True)
+    res["this_tree"] = gpu_task_measure(spec)
+    res["load_avg_after"] = os.getloadavg()
+    shutil.rmtree(tmp, ignore_errors=True)
+    out["gpu_task"] = res
+
+    w = args.worlds
+    batch_motion_s = w * motion_s
+    gpu_s = batch_motion_s / args.target
+    print(f"\nGPU task's host work, device loop stubbed (Warp's CPU device): {len(mos)} motions of {motion_s:.2f} s "
+          f"over {args.subjects} subjects; load average {res['load_avg_before'][0]:.2f} → "
+          f"{res['load_avg_after'][0]:.2f}; a {w}-world batch = {batch_motion_s:.0f} s of motion = {gpu_s:.1f} GPU-s "
+          f"at {args.target:.0f} s/s")
+    print(f"{'path':<28} {'passes':>6} {'GPU task ms/world':>18} {'wall ms':>8} {'core-s/batch':>13} {'pool core-s':>12} "
+          f"{'prepare core-s':>15} {'finish core-s':>14} {'MB/world':>9} {'s/s serial':>11} {'s/s overlap':>12}")
+    rows = []
+    if "baseline" in res:
+        rows += [(f"{args.baseline_ref}: one task", r, r["one_task"]) for r in res["baseline"]["rows"]]
+    rows += [("this tree: one task", r, r["one_task"]) for r in res["this_tree"]["rows"]]
+    rows += [("this tree: prepared", r, r["prepared"]) for r in res["this_tree"]["rows"] if "prepared" in r]
+    digests = {}
+    for name, r, f in rows:
+        host = f["gpu_task_cpu_s"] * w
+        f["gpu_task_core_s_per_batch"] = host
+        f["motion_s_per_wall_s_serial"] = batch_motion_s / (host + gpu_s)
+        f["motion_s_per_wall_s_overlapped"] = batch_motion_s / max(host, gpu_s)
+        digests.setdefault(r["passes"], set()).add(f["digest"])
+        print(f"{name:<28} {r['passes']:>6} {f['gpu_task_cpu_s'] * 1e3:>18.2f} {f['gpu_task_wall_s'] * 1e3:>8.2f} "
+              f"{host:>13.1f} "
+              f"{f['pool_cpu_s'] * w:>12.1f} {f['prepare_cpu_s'] * w:>15.1f} {f['finish_cpu_s'] * w:>14.1f} "
+              f"{f['staged_bytes'] / 1e6:>9.2f} {f['motion_s_per_wall_s_serial']:>11.0f} "
+              f"{f['motion_s_per_wall_s_overlapped']:>12.0f}")
+    res["staged_bytes_identical"] = all(len(d) == 1 for d in digests.values())
+    print("staged bytes identical across paths:", res["staged_bytes_identical"])
+    assert res["staged_bytes_identical"], "the paths staged different bytes"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--motions", type=int, default=16)
@@ -164,8 +372,29 @@ def main() -> None:
                          "the backend (0: skip)")
     ap.add_argument("--pool", type=int, default=1, help="also time the prepared batch with the process pool "
                     "(prep_pool, the machine's cores; 0: skip)")
+    ap.add_argument("--gpu-motions", type=int, default=64,
+                    help="motions of the GPU task's host-work section (0: skip it; needs the gpu extra)")
+    ap.add_argument("--subjects", type=int, default=8, help="distinct subjects of those motions")
+    ap.add_argument("--gpu-passes", default="1,3", help="comma-separated pass counts of that section")
+    ap.add_argument("--gpu-repeat", type=int, default=2, help="GPU task runs per path (best kept)")
+    ap.add_argument("--baseline-ref", default=None,
+                    help="git revision whose tree is measured as the baseline in the same run (e.g. main)")
+    ap.add_argument("--skip-prep", action="store_true", help="only the GPU task's section")
+    ap.add_argument("--measure-gpu-task", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.measure_gpu_task:  # the baseline's subprocess (gpu_task_section)
+        spec = json.loads(Path(args.measure_gpu_task[0]).read_text())
+        Path(args.measure_gpu_task[1]).write_text(json.dumps(gpu_task_measure(spec)))
+        return
+    if args.skip_prep:
+        out = {"load_avg": os.getloadavg(), "cpu_count": os.cpu_count()}
+        gpu_task_section(args, out)
+        print(json.dumps(out))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(out, fh, indent=2)
+        return
 
     from pipeline.simulate import SimConfig, build_humanoid, skeleton_from_motion
     from pipeline.simulate import humanoid as humanoid_mod
@@ -299,6 +528,8 @@ def main() -> None:
         print(f"GPU task outside the backend, × {w} worlds: {before_post * w:.0f} core-s in one task → "
               f"{after_post * w:.0f} core-s split, of which after the loop (engine._finish + the result write) "
               f"{loop_after:.0f} core-s (+ {po['cpu_finish_task_s_per_world'] * w:.0f} core-s in CPU finish tasks)")
+    if args.gpu_motions:
+        gpu_task_section(args, out)
     print(json.dumps(out))
     if args.json:
         with open(args.json, "w") as fh:

@@ -23,7 +23,7 @@ from pipeline.dataset import assembly
 from pipeline.dataset.build import build_dataset, report_task
 from pipeline.dataset.executor import SerialExecutor
 from pipeline.dataset.files import process_files
-from pipeline.dataset.simulation import finish_results, simulate_motions, simulate_results
+from pipeline.dataset.simulation import finish_chunk, prepare_chunk, simulate_motions, simulate_prepared
 from pipeline.process import BuildConfig
 from pipeline.quality import Thresholds
 from pipeline.simulate.batching import GpuBatching
@@ -34,8 +34,9 @@ _NO_RETRY = {"cache_policy": NO_CACHE, "retries": 0}
 TASKS: dict[Callable, object] = {
     process_files: task(process_files, name="ingest-files", **_NO_RETRY),
     simulate_motions: task(simulate_motions, name="simulate", **_NO_RETRY),
-    simulate_results: task(simulate_results, name="simulate-batch", **_NO_RETRY),
-    finish_results: task(finish_results, name="simulate-finish", **_NO_RETRY),
+    prepare_chunk: task(prepare_chunk, name="simulate-prepare", **_NO_RETRY),
+    simulate_prepared: task(simulate_prepared, name="simulate-batch", **_NO_RETRY),
+    finish_chunk: task(finish_chunk, name="simulate-finish", **_NO_RETRY),
     assembly.write_regions: task(assembly.write_regions, name="write-regions", cache_policy=NO_CACHE, retries=1),
     assembly.store_stats: task(assembly.store_stats, name="stats", **_NO_RETRY),
     report_task: task(report_task, name="report", **_NO_RETRY),
@@ -46,10 +47,15 @@ TASKS: dict[Callable, object] = {
 class PrefectExecutor:
     """``pipeline.dataset.executor.Executor`` on the flow's task runner (Dask)."""
 
-    def submit(self, fn: Callable, *args, resources: dict | None = None):
+    def submit(self, fn: Callable, *args, resources: dict | None = None, priority: int = 0):
+        """``fn``'s task, submitted with Dask annotations: ``resources`` restrict it to workers that
+        advertise them, ``priority`` runs it before queued tasks of lower priority. Futures in
+        ``args`` (or lists of them) become the task's upstream dependencies (Prefect resolves them to
+        their results; Dask runs the task once they are done)."""
         import dask
 
-        with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
+        notes = {k: v for k, v in (("resources", resources), ("priority", priority)) if v}
+        with dask.annotate(**notes) if notes else contextlib.nullcontext():
             return TASKS[fn].submit(*args)
 
     def as_completed(self, futures: Iterable):

@@ -155,7 +155,8 @@ def dask_task_runner(workers: int | None = None, address: str | None = None, api
     """A ``DaskTaskRunner``: an existing scheduler at ``address``, or a local process cluster.
 
     Local clusters use one thread per worker process (the stages are numpy/Python bound) and
-    ``min(cpu count, 4)`` workers unless ``workers`` is given; they inherit this process's
+    ``min(cpu count, 4)`` workers unless ``workers`` is given, each advertising ``CPU=1`` as a
+    ``dynaset worker`` does; they inherit this process's
     environment, ``PREFECT_API_URL`` included. On an existing cluster the workers were started
     elsewhere, so the runner sends them the flow's Prefect API URL (``api_url``, default the
     flow's own client's) when it connects (``flows.worker.PrefectAPIPlugin``) and checks that
@@ -181,5 +182,6 @@ def dask_task_runner(workers: int | None = None, address: str | None = None, api
             "processes": True,
             "dashboard_address": ":0",  # a free port: two clusters never clash on 8787
             "memory_limit": "auto",
+            "resources": {"CPU": 1},  # as `dynaset worker` (CPU tasks of a GPU build ask for it)
         },
     )

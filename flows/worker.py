@@ -2,7 +2,9 @@
 
 ``dynaset worker SCHEDULER`` runs ``dask worker`` (``distributed.cli.dask_worker``) with the
 settings a build needs: one thread per process (the stages are numpy/Python bound), ``GPU=1``
-with ``--gpu`` (simulate tasks carry ``resources={"GPU": 1}`` with ``--sim-backend gpu``), the
+with ``--gpu`` (simulate tasks carry ``resources={"GPU": 1}`` with ``--sim-backend gpu``) and
+``CPU=<threads>`` without (every other task of such a build asks for ``CPU``, so none occupies a GPU
+worker; ``pipeline.dataset.build.CPU_RESOURCES``), the
 Prefect environment of every dynaset process (``flows.runtime.prefect_environment``: analytics off,
 quiet logging, a per-user ``PREFECT_HOME``) and this module as ``--preload``, which makes sure such
 a worker never starts a temporary Prefect server of its own.
@@ -174,9 +176,9 @@ def worker_argv(scheduler: str, *, gpu: bool = False, nworkers: int | None = Non
     n = nworkers or (1 if gpu else default_workers())
     argv = ["-m", "distributed.cli.dask_worker", scheduler, "--nworkers", str(n), "--nthreads", str(nthreads),
             "--memory-limit", str(memory_limit), "--preload", "flows.worker"]
+    # GPU workers advertise only GPU: a build with a GPU backend sends them its GPU tasks and nothing else
+    argv += ["--resources", "GPU=1" if gpu else f"CPU={int(nthreads)}"]
     argv += ["--dashboard"] if dashboard else ["--no-dashboard"]
-    if gpu:
-        argv += ["--resources", "GPU=1"]
     if local_directory:
         argv += ["--local-directory", local_directory]
     if name:
@@ -207,13 +209,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def add_worker_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "worker", help="a Dask worker for builds on an existing cluster (docs/scaling.md)",
-        description="Run `dask worker` for dynaset builds: one thread per process, GPU=1 with --gpu, "
+        description="Run `dask worker` for dynaset builds: one thread per process, CPU=<nthreads> (GPU=1 "
+                    "with --gpu), "
                     "dynaset's Prefect defaults, never a temporary Prefect server (each flow sends "
                     "its Prefect API URL). See docs/scaling.md.")
     p.add_argument("scheduler", help="Dask scheduler address, e.g. tcp://scheduler:8786")
     p.add_argument("--gpu", action="store_true",
-                   help="advertise GPU=1 per worker process (runs --sim-backend gpu simulate tasks); "
-                        "default --nworkers 1")
+                   help="advertise GPU=1 per worker process instead of CPU=<nthreads>: with --sim-backend gpu "
+                        "the worker runs the GPU simulate tasks (simulate-batch) and nothing else; their host "
+                        "preparation and finishing run in CPU tasks on the other workers; default --nworkers 1")
     p.add_argument("--nworkers", type=int, default=None,
                    help="worker processes (default min(cpus, 4); 1 with --gpu)")
     p.add_argument("--nthreads", type=int, default=1, help="threads per process (default 1)")

@@ -37,8 +37,10 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dynamics-pass", action="store_true",
                    help="imitate the canonical motion as it is, without first making it dynamically "
                         "consistent (the previous engine; docs/simulation.md)")
-    p.add_argument("--sim-backend", choices=["cpu", "gpu", "warp-cpu", "isaacgym"], default="cpu",
-                   help="simulator backend: cpu (MuJoCo), gpu (MuJoCo Warp, batched, on CUDA GPU workers), "
+    from pipeline.simulate.backends import BACKENDS
+
+    p.add_argument("--sim-backend", choices=list(BACKENDS), default="cpu",
+                   help="simulator backend: cpu (MuJoCo), gpu or warp (MuJoCo Warp, batched, on CUDA GPU workers), "
                         "warp-cpu (the same code on Warp's CPU device: for checks, slow)")
     p.add_argument("--gpu-batch-worlds", type=int, default=None,
                    help="with --sim-backend gpu/warp-cpu: (motion, pass) sequences per GPU batch, accumulated "

@@ -70,9 +70,12 @@ def test_worker_command_line():
     assert cpu[:3] == ["-m", "distributed.cli.dask_worker", "tcp://s:8786"]
     opts = dict(zip(cpu[3::2], cpu[4::2]))
     assert opts["--nworkers"] == "3" and opts["--nthreads"] == "1" and opts["--memory-limit"] == "auto"
-    assert opts["--preload"] == "flows.worker" and "--resources" not in cpu
+    assert opts["--preload"] == "flows.worker" and opts["--resources"] == "CPU=1"
+    two = worker_argv("tcp://s:8786", nthreads=2)
+    assert two[two.index("--resources") + 1] == "CPU=2"
     gpu = worker_argv("tcp://s:8786", gpu=True, local_directory="/scratch")
     assert gpu[gpu.index("--resources") + 1] == "GPU=1" and gpu[gpu.index("--nworkers") + 1] == "1"
+    assert "CPU=1" not in gpu  # a GPU worker takes no CPU task of a GPU build
     assert gpu[gpu.index("--local-directory") + 1] == "/scratch"
 
 
@@ -256,3 +259,18 @@ def test_build_on_an_external_cluster_uses_one_prefect_api(tmp_path):
         _stop(procs)
         for f in files:
             f.close()
+
+
+def test_sim_backend_choices_are_the_registry():
+    """Every registered backend name (``warp`` included, the CUDA backend's other name) is a
+    ``--sim-backend`` choice, and a GPU backend's build restricts its other tasks to ``CPU`` workers."""
+    import argparse
+
+    from pipeline.cli import _add_build_options
+    from pipeline.simulate.backends import BACKENDS, GPU_BACKENDS
+
+    p = argparse.ArgumentParser()
+    _add_build_options(p)
+    action = next(a for a in p._actions if a.dest == "sim_backend")
+    assert list(action.choices) == list(BACKENDS) and "warp" in action.choices
+    assert p.parse_args(["--sim-backend", "warp"]).sim_backend == "warp" and "warp" in GPU_BACKENDS

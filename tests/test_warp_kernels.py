@@ -246,6 +246,7 @@ def test_device_controller_matches_host_controller(reset_mpjpe_m):
     import dataclasses
 
     from pipeline.simulate.engine import prepare_sequence
+    from pipeline.simulate.packed import finish_world, pack_prepared
     from pipeline.simulate.warp.backend import WarpBatchSettings, simulate_batch
 
     cfg = SimConfig()
@@ -255,7 +256,9 @@ def test_device_controller_matches_host_controller(reset_mpjpe_m):
     out = {}
     for flag in (False, True):
         preps = [prepare_sequence(mo, cfg) for mo in mos]
-        out[flag] = simulate_batch(preps, cfg, WarpBatchSettings(device_controller=flag), "cpu")
+        pk = pack_prepared(preps)
+        rec, st = simulate_batch(pk, cfg, WarpBatchSettings(device_controller=flag), "cpu")
+        out[flag] = [finish_world(rec, w, p.motion, cfg, p.hum, p.skel, p.dyn) for w, p in enumerate(preps)], st
     (host, hs), (dev, ds) = out[False], out[True]
     assert ds.overflow_worlds == hs.overflow_worlds == ()
     assert ds.force_plan_kkt_max < 1e-6 and ds.device_controller and not hs.device_controller

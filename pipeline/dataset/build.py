@@ -37,19 +37,31 @@ from .bookkeeping import ledger_rows, record_run, unchanged_rows
 from .config import DatasetConfig, processing_key
 from .discovery import RunPlan, discover, inputs_fingerprint, load_outcome, plan_run
 from . import placement as placement_rule
-from .executor import Executor, SerialExecutor, release_memory
+from .executor import Executor, SerialExecutor, WithResources, release_memory
 from .files import ModifyHook, batch_jobs, process_files
 from .records import FileJob, FileOutcome, SimOutcome
-from .simulation import finish_groups, finish_results, merge_parts, simulate_motions, simulate_results
+from .simulation import finish_chunk, merge_parts, prepare_chunk, prepare_groups, simulate_motions, simulate_prepared
 from .summary import SUMMARY_FILE, FileTotals, add_seconds, summarize
 
 
 CPU_SIM_MOTIONS_PER_TASK = 16
 """Motions per simulate task on CPU workers (a file batch holds up to 128 files)."""
 
-FINISH_WORLDS_PER_TASK = 32
-"""(motion, pass) results per finish task of a batched backend (``simulation.finish_results``, CPU
-workers): ≈ 10 ms each, so a task takes ≈ 0.3 s and a 4096-world batch spreads over 128 tasks."""
+PREPARE_WORLDS_PER_TASK = 32
+"""(motion, pass) worlds per simulate-prepare task of a batched backend (``simulation.prepare_chunk``,
+CPU workers; a motion's passes are never split): ≈ 10 ms each for a 4 s motion, so a task takes
+≈ 0.3 s and a 4096-world batch spreads over 128 tasks; the same chunk goes on to one finish task
+(``simulation.finish_chunk``, ≈ 10 ms per world)."""
+
+TASK_PRIORITY = {"prepare": 1, "finish": 1}
+"""Dask priorities of the batched backend's CPU tasks: ahead of the per-file tasks queued before them,
+so that the GPU gets its next batch and the staged recordings are consumed while files are still
+being processed."""
+
+CPU_RESOURCES = {"CPU": 1}
+"""What every non-GPU task of a build with a GPU backend asks for: `dynaset worker` advertises it on
+CPU workers and not on GPU workers (``--gpu``), so per-file, prepare, finish, write and statistics
+tasks never take a GPU worker's slot (docs/scaling.md)."""
 
 
 def say(msg: str) -> None:
@@ -110,6 +122,8 @@ def build_dataset(
     out.mkdir(parents=True, exist_ok=True)
     thresholds = thresholds or Thresholds.default()
     executor = executor or SerialExecutor()
+    if cfg.sim_backend in GPU_BACKENDS and cfg.simulate is not None and not isinstance(executor, SerialExecutor):
+        executor = WithResources(executor, CPU_RESOURCES)  # GPU workers run only the GPU tasks
     with LocalLocation(out).lock("build"):
         DatasetConfig(tuple(sources), cfg, thresholds).write(out)
         ledger = Ledger(out / LEDGER_FILE)
@@ -277,10 +291,15 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     CPU backend in tasks of ``CPU_SIM_MOTIONS_PER_TASK`` motions, on a batched backend through the
     ``GpuBatchPlanner`` (``sim_batching``), which accumulates them across processing batches into
     batches of worlds (the last, partial one sent when processing ends; a motion's passes may span
-    batches: ``simulation.merge_parts`` joins them). A batch task (``simulation.simulate_results``, on a
-    GPU worker) only runs the batch and writes its results; as each batch task ends, its parts go to
-    CPU finish tasks of ≈ ``FINISH_WORLDS_PER_TASK`` passes (``finish_results``: staging and
-    metrics rows, no GPU resource). Every file's cache entry is completed as soon
+    batches: ``simulation.merge_parts`` joins them). Each batch is three kinds of tasks: CPU prepare
+    tasks of ≈ ``PREPARE_WORLDS_PER_TASK`` worlds (``simulation.prepare_chunk``: host preparation,
+    packed inputs staged), submitted as soon as the batch is planned with a priority over the
+    queued per-file tasks; the GPU task (``simulation.simulate_prepared``), which Dask starts when
+    its prepare tasks are done (they are its arguments), so batch k + 1 is prepared while batch k
+    runs; and, as each GPU task ends, one CPU finish task per prepared chunk
+    (``simulation.finish_chunk``: results, staging, metrics rows). With a GPU backend every
+    non-GPU task asks for ``CPU_RESOURCES``, which GPU workers do not advertise. Every file's cache
+    entry is completed as soon
     as its outcome (and its simulations) are in; the driver keeps a file's outcome only while its
     simulations are pending.
 
@@ -307,12 +326,15 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
                                   steps_per_frame(cfg.canonical.fps_hz, cfg.simulate.control_hz))
     all_passes = tuple(range(cfg.simulate.passes)) if cfg.simulate is not None else ()
 
-    gpu_futures = []  # batched backends: simulate_results tasks (kept to the end: their ids mark them)
+    gpu_futures = []  # batched backends: simulate_prepared tasks (kept to the end: their ids mark them)
 
     def submit_batches(batches: list[WorldBatch]) -> None:
+        # per batch: CPU prepare tasks (priority: ahead of queued per-file tasks), then the GPU task,
+        # which Dask starts once they are done; preparing the next batch never waits for this one
         for b in batches:
-            parts = [(p.item, p.passes) for p in b.parts]
-            gpu_futures.append(executor.submit(simulate_results, parts, cfg, b.worlds, resources=resources))
+            groups = prepare_groups([(p.item, p.passes) for p in b.parts], PREPARE_WORLDS_PER_TASK)
+            preps = [executor.submit(prepare_chunk, g, cfg, priority=TASK_PRIORITY["prepare"]) for g in groups]
+            gpu_futures.append(executor.submit(simulate_prepared, preps, cfg, b.worlds, resources=resources))
             say(f"[simulate] batch of {b.worlds} worlds ({len(b.parts)} motion(s), {b.max_frames} frames longest, "
                 f"≈ {b.memory_bytes(planner.steps_per_frame) / 2**20:.0f} MiB) sent")
 
@@ -345,10 +367,10 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
     if planner is not None:
         submit_batches(planner.flush())  # the last, partial batch
     t_process = time.perf_counter() - t0
-    # a batched backend's batch task only simulates and writes its results; each finished batch's
-    # parts go on to CPU finish tasks (staging, metrics rows) right away, so that the GPU worker's
-    # host is free for the next batch. Finished simulations are recorded as they come in; when a
-    # batch task ends, the wait restarts with its finish tasks added.
+    # a batched backend's GPU task only simulates and writes its chunks' recordings; each finished
+    # batch's chunks go on to CPU finish tasks (results, staging, metrics rows) right away, so that
+    # the GPU worker's host is free for the next batch. Finished simulations are recorded as they
+    # come in; when a GPU task ends, the wait restarts with its finish tasks added.
     n_done = 0
     sim_seconds = 0.0
     gpu_ids = {id(f) for f in gpu_futures}
@@ -357,10 +379,10 @@ def _process(run: RunPlan, out: Path, cfg: BuildConfig, thresholds: Thresholds, 
         for fut in executor.as_completed(list(todo.values())):
             del todo[id(fut)]
             if id(fut) in gpu_ids:
-                for group in finish_groups(fut.result(), FINISH_WORLDS_PER_TASK):
-                    ffut = executor.submit(finish_results, group, cfg)
+                for chunk in fut.result():
+                    ffut = executor.submit(finish_chunk, chunk, cfg, priority=TASK_PRIORITY["finish"])
                     todo[id(ffut)] = ffut
-                    sim_parts[id(ffut)] = [h.passes for h in group]
+                    sim_parts[id(ffut)] = [passes for _, passes in chunk.prepared.parts]
                 break  # wait again, with its finish tasks
             parts = sim_parts.pop(id(fut), None)
             for i, so in enumerate(fut.result()):

@@ -17,8 +17,10 @@ class Future(Protocol):
 
 
 class Executor(Protocol):
-    def submit(self, fn: Callable, *args: Any, resources: dict | None = None) -> Future:
-        """Run ``fn(*args)`` (possibly elsewhere); ``resources``: e.g. ``{"GPU": 1}``."""
+    def submit(self, fn: Callable, *args: Any, resources: dict | None = None, priority: int = 0) -> Future:
+        """Run ``fn(*args)`` (possibly elsewhere); ``resources``: e.g. ``{"GPU": 1}``; ``priority``:
+        higher runs first among queued tasks. An argument may be a future of this executor, or a
+        list of them: ``fn`` then runs once they are done, with their results."""
 
     def as_completed(self, futures: Iterable[Future]) -> Iterator[Future]:
         """The futures in completion order."""
@@ -57,6 +59,33 @@ class _Done:
         return self._value
 
 
+def _resolved(arg: Any) -> Any:
+    """A future's result, or a list/tuple with its futures replaced by their results."""
+    if isinstance(arg, _Done):
+        return arg.result()
+    if isinstance(arg, (list, tuple)) and any(isinstance(a, _Done) for a in arg):
+        return type(arg)(a.result() if isinstance(a, _Done) else a for a in arg)
+    return arg
+
+
+class WithResources:
+    """An executor whose tasks without ``resources`` of their own get ``default`` (e.g.
+    ``{"CPU": 1}``: a build with GPU workers keeps its CPU tasks off them, ``pipeline.dataset.build``)."""
+
+    def __init__(self, executor: Executor, default: dict):
+        self.executor, self.default = executor, dict(default)
+
+    def submit(self, fn: Callable, *args: Any, resources: dict | None = None, priority: int = 0) -> Future:
+        return self.executor.submit(fn, *args, resources=self.default if resources is None else resources,
+                                    priority=priority)
+
+    def as_completed(self, futures: Iterable[Future]) -> Iterator[Future]:
+        return self.executor.as_completed(futures)
+
+    def wait(self, futures: Iterable[Future]) -> None:
+        self.executor.wait(futures)
+
+
 class SerialExecutor:
     """Runs each function when it is submitted, in this process; ``call(fn, *args)`` runs it
     (default: ``fn(*args)``; ``flows.build`` runs the function's Prefect task in the flow's process)."""
@@ -64,8 +93,9 @@ class SerialExecutor:
     def __init__(self, call: Callable[..., Any] | None = None):
         self._call = call
 
-    def submit(self, fn: Callable, *args: Any, resources: dict | None = None) -> _Done:
+    def submit(self, fn: Callable, *args: Any, resources: dict | None = None, priority: int = 0) -> _Done:
         try:
+            args = tuple(_resolved(a) for a in args)
             return _Done(self._call(fn, *args) if self._call is not None else fn(*args))
         except Exception as exc:  # kept for result(), as a task runner would
             return _Done(error=exc)

@@ -77,3 +77,36 @@ class SimResults:
     error: str | None = None
     seconds: float = 0.0
     """This part's share of the simulate task's wall time."""
+
+
+@dataclass(frozen=True)
+class PreparedChunk:
+    """What a simulate-prepare task (``simulation.prepare_chunk``, CPU worker) sends back for some
+    parts of one batch of worlds: the packed host inputs of their worlds
+    (``pipeline.simulate.packed``) in a staging file, and the motions it could not prepare."""
+
+    parts: tuple[tuple[tuple[str, str, str], tuple[int, ...]], ...]
+    """(item, passes) of every part given, in order: (sequence id, canonical motion file, split)."""
+    file: str | None
+    """The staged ``PackedWorlds`` (``None`` when no world could be prepared)."""
+    jobs: tuple[tuple[int, int], ...] = ()
+    """(part index, pass) of each packed world, in world order."""
+    errors: tuple[tuple[str, str], ...] = ()
+    """(canonical motion file, reason) of the motions that failed (their parts have no worlds)."""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SimulatedChunk:
+    """What the GPU task (``simulation.simulate_prepared``) sends back per prepared chunk, for its
+    simulate-finish task (``simulation.finish_chunk``): the chunk, the file holding its worlds'
+    recordings (``packed.WorldRecordings``, world order of the chunk minus failed motions), and
+    the motions the simulation failed for."""
+
+    prepared: PreparedChunk
+    file: str | None
+    jobs: tuple[tuple[int, int], ...] = ()
+    """(part index, pass) of each recorded world, in the file's order."""
+    errors: tuple[tuple[str, str], ...] = ()
+    seconds: float = 0.0
+    """This chunk's share of the GPU task's wall time."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.dynamics import DynamicsResult
 from pipeline.lab.measured import SourceTorques
@@ -30,7 +33,7 @@ from pipeline.store.canonical_io import (
 )
 from pipeline.store.staging import safe_key
 
-from .records import SimOutcome, SimResults
+from .records import PreparedChunk, SimOutcome, SimResults, SimulatedChunk
 
 VALIDATION_EXTRAS = ("plate_grf_n", "id_joint_torque_nm")
 """Hand-over extras the simulated passes' metrics use (quality providers ``sim_vs_plate``/``sim_vs_id``)."""
@@ -280,6 +283,195 @@ def finish_results(handles: list[SimResults], cfg: BuildConfig) -> list[SimOutco
     n_worlds = max(1, sum(max(1, len(h.passes)) for h in handles))
     return [_outcome(h.item, h.passes, failed, motions, staged, rows,
                      h.seconds + elapsed * max(1, len(h.passes)) / n_worlds) for h in handles]
+
+
+def chunk_file(parts, kind: str) -> Path:
+    """Where the batched path stages a chunk's files (``kind``: ``prep`` for its packed inputs,
+    ``raw`` for its worlds' recordings): the cache entry of its first part's canonical motion
+    file, ``sim-<kind>/<key>-<hash of the parts>.npz`` (internal staging files, deleted by the
+    finish task)."""
+    (key, path, _), _ = parts[0]
+    tag = hashlib.sha256(repr([(tuple(i), tuple(p)) for i, p in parts]).encode()).hexdigest()[:12]
+    return Path(path).parent.parent / f"sim-{kind}" / f"{safe_key(key)}-{tag}.npz"
+
+
+def prepare_chunk(parts: list[tuple[tuple[str, str, str], tuple[int, ...]]], cfg: BuildConfig) -> PreparedChunk:
+    """The simulate-prepare task (CPU worker) of some parts of one batch of worlds: load the motions
+    and their staged dynamics passes, prepare every (motion, pass) (``engine.prepare_sequence``,
+    the passes of a motion sharing its pass-independent part) and stage their packed host inputs
+    (``packed.pack_prepared`` → ``chunk_file(parts, "prep")``) for the GPU task
+    (``simulate_prepared``), which then only loads, uploads and simulates them. A dynamics pass the
+    per-file task did not stage is computed here and staged (the finish task reads it). A motion
+    that cannot be loaded or prepared is reported (``PreparedChunk.errors``) and left out; the
+    other worlds are unaffected."""
+    from pipeline.simulate.engine import prepare_sequence
+    from pipeline.simulate.packed import pack_prepared, save_packed
+
+    t0 = time.perf_counter()
+    sim = cfg.simulate
+    motions, failed, dyns = _load_motions(parts, cfg)
+    preps, jobs, first = [], [], {}
+    for i, ((_, path, _), passes) in enumerate(parts):
+        for p in passes:
+            if path in failed:
+                break
+            try:
+                prep = prepare_sequence(motions[path], sim, p, like=first.get(path), dynamics=dyns[path])
+            except Exception as exc:
+                failed[path] = _error(exc)
+                break
+            first.setdefault(path, prep)
+            preps.append(prep)
+            jobs.append((i, p))
+    keep = [j for j, (i, _) in enumerate(jobs) if parts[i][0][1] not in failed]
+    for path, prep in first.items():
+        if path not in failed and dyns.get(path) is None and prep.dyn is not None:
+            try:  # for the finish task; without it, it computes the dynamics pass again (same result)
+                save_dynamics(prep.dyn, dynamics_key(motions[path], sim), dynamics_file(Path(path), sim))
+            except Exception:
+                pass
+    file = None
+    if keep:
+        file = str(save_packed(pack_prepared([preps[j] for j in keep]), chunk_file(parts, "prep")))
+    return PreparedChunk(tuple((tuple(item), tuple(passes)) for item, passes in parts), file,
+                         tuple(jobs[j] for j in keep), tuple(failed.items()), time.perf_counter() - t0)
+
+
+def simulate_prepared(chunks: list[PreparedChunk], cfg: BuildConfig, max_worlds: int | None = None
+                      ) -> list[SimulatedChunk]:
+    """The GPU task of one batch of worlds: load the prepare tasks' packed inputs, simulate every
+    world as one batch (``MjWarpBackend.run_packed``: up to ``max_worlds`` worlds per device batch),
+    write each chunk's recordings (``packed.save_recordings`` → ``chunk_file(parts, "raw")``)
+    for its finish task (``finish_chunk``). No MuJoCo model or data per world, no motion files,
+    no result arrays: the host work is loading, concatenating, uploading, downloading and
+    writing. If the batch raises, its worlds are run one at a time and a motion whose world fails
+    is reported failed (its other worlds skipped), as ``simulate_parts`` does."""
+    from pipeline.simulate.backends import get_backend
+    from pipeline.simulate.packed import concat_packed, load_packed, place_recordings, save_recordings
+
+    t0 = time.perf_counter()
+    failed: dict[str, str] = {}
+    packs, spans, paths = [], [], []  # paths: each world's canonical motion file
+    for c in chunks:
+        a = len(paths)
+        if c.file is not None:
+            try:
+                packs.append(load_packed(Path(c.file)))
+                paths += [c.parts[i][0][1] for i, _ in c.jobs]
+            except Exception as exc:  # an unreadable staging file fails its chunk's motions only
+                for (_, path, _), _ in c.parts:
+                    failed.setdefault(path, _error(exc))
+        spans.append((a, len(paths)))
+    rec = None
+    if packs:
+        packed = concat_packed(packs)
+        backend = get_backend(cfg.sim_backend, max_worlds)
+        try:
+            rec = backend.run_packed(packed, cfg.simulate)
+        except Exception:  # one world at a time: only the failing motion is lost
+            done = []
+            for w in range(packed.worlds):
+                if paths[w] in failed:
+                    continue
+                try:
+                    done.append((np.array([w]), backend.run_packed(packed.take([w]), cfg.simulate)))
+                except Exception as exc:
+                    failed[paths[w]] = _error(exc)
+            rec = place_recordings(done, packed.worlds) if done else None
+    written = []
+    for c, (a, b) in zip(chunks, spans):
+        ok = [w for w in range(a, b) if paths[w] not in failed]
+        file = None
+        if ok and rec is not None:
+            file = str(save_recordings(rec.take(ok), chunk_file(c.parts, "raw")))
+        written.append((file, tuple(c.jobs[w - a] for w in ok)))
+    elapsed = time.perf_counter() - t0
+    total = max(1, len(paths))
+    out = []
+    for c, (a, b), (file, jobs) in zip(chunks, spans, written):
+        errors = tuple((path, failed[path]) for path in dict.fromkeys(p for (_, p, _), _ in c.parts) if path in failed)
+        out.append(SimulatedChunk(c, file, jobs, errors, elapsed * max(1, b - a) / total))
+    return out
+
+
+def finish_chunk(chunk: SimulatedChunk, cfg: BuildConfig) -> list[SimOutcome]:
+    """The simulate-finish task (CPU worker) of one chunk simulated by ``simulate_prepared``: each
+    world's ``SimulationResult`` from its recordings (``packed.finish_world``: ``engine._finish``
+    with the motion, humanoid and dynamics pass loaded here), staged with its metrics row exactly
+    as ``simulate_parts`` stages it; the chunk's staging files are deleted. One ``SimOutcome`` per
+    part of the chunk (its seconds: its share of the prepare, GPU and finish tasks); a motion that
+    failed anywhere, or whose pass cannot be finished or staged, is quarantined alone."""
+    from pipeline.simulate.engine import motion_dynamics
+    from pipeline.simulate.humanoid import build_humanoid, skeleton_from_motion
+    from pipeline.simulate.packed import finish_world, load_recordings
+
+    t0 = time.perf_counter()
+    prep = chunk.prepared
+    sim = cfg.simulate
+    failed = dict(prep.errors)
+    for path, reason in chunk.errors:
+        failed.setdefault(path, reason)
+    motions, subject, measured, source_tau = {}, {}, {}, {}
+    staged: dict[tuple, list] = {}
+    rows: dict[tuple, list] = {}
+    try:
+        rec = load_recordings(Path(chunk.file))[0] if chunk.file is not None else None
+        for w, (i, p) in enumerate(chunk.jobs):
+            key, path, split = prep.parts[i][0]
+            if path in failed:
+                continue
+            try:
+                if path not in motions:
+                    motion = motions[path] = load_canonical(Path(path))
+                    _load_validation(path, measured, source_tau, failed)
+                    skel = skeleton_from_motion(motion)
+                    hum = build_humanoid(skel, motion.mass_kg, motion.gender, sim.humanoid, sim.physics_dt_s)
+                    dyn = staged_dynamics(motion, Path(path), sim)
+                    if dyn is None and sim.dynamics is not None:
+                        dyn = motion_dynamics(motion, sim, hum)
+                    subject[path] = (hum, skel, dyn)
+                    if path in failed:
+                        continue
+                hum, skel, dyn = subject[path]
+                result = finish_world(rec, w, motions[path], sim, hum, skel, dyn)
+                s, r = _stage_pass(key, path, split, p, motions[path], result, measured.get(path, {}),
+                                   source_tau.get(path), cfg)
+                staged.setdefault((path, p), []).append(s)
+                rows.setdefault((path, p), []).append(r)
+            except Exception as exc:
+                failed[path] = _error(exc)
+    except Exception as exc:  # unreadable recordings: every motion of the chunk
+        for (_, path, _), _ in prep.parts:
+            failed.setdefault(path, _error(exc))
+    finally:
+        for f in (chunk.file, prep.file):
+            if f is not None:
+                Path(f).unlink(missing_ok=True)
+    for (_, path, _), _ in prep.parts:  # a part with no world left and no reason (not expected)
+        if path not in motions and path not in failed:
+            failed[path] = "no simulated world"
+    own = time.perf_counter() - t0
+    n_worlds = max(1, sum(max(1, len(passes)) for _, passes in prep.parts))
+    spent = prep.seconds + chunk.seconds + own
+    return [_outcome(item, passes, failed, motions, staged, rows, spent * max(1, len(passes)) / n_worlds)
+            for item, passes in prep.parts]
+
+
+def prepare_groups(parts: list, worlds: int) -> list[list]:
+    """``parts`` ((item, passes) pairs) in order, grouped into prepare chunks of about ``worlds``
+    worlds each (a part is never split)."""
+    groups: list[list] = []
+    cur: list = []
+    n = 0
+    for part in parts:
+        cur.append(part)
+        n += max(1, len(part[1]))
+        if n >= worlds:
+            groups.append(cur)
+            cur, n = [], 0
+    if cur:
+        groups.append(cur)
+    return groups
 
 
 def finish_groups(handles: list[SimResults], worlds: int) -> list[list[SimResults]]:

@@ -109,7 +109,8 @@ BATCHED_BACKENDS = frozenset({"gpu", "warp", "warp-cpu"})
 simulations into large batches (``pipeline.simulate.batching``)."""
 
 GPU_BACKENDS = frozenset({"gpu", "warp"})
-"""Backends that need a CUDA device: the build sends their simulate tasks to ``GPU=1`` workers."""
+"""Backends that need a CUDA device: the build sends their GPU tasks to ``GPU=1`` workers and every
+other task to ``CPU=1`` workers (``pipeline.dataset.build.CPU_RESOURCES``)."""
 
 
 def get_backend(name: str, max_worlds: int | None = None) -> Backend:

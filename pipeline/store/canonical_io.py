@@ -173,3 +173,43 @@ def load_result(path: Path):
         a.setflags(write=False)
         arrays[name] = a
     return SimulationResult(**meta, **arrays)
+
+
+def save_bundle(path: Path, arrays: Mapping[str, np.ndarray], meta: Mapping | None = None) -> Path:
+    """Write named arrays (numeric, boolean or fixed-width unicode) and a JSON-able ``meta`` dict to
+    ``path`` atomically, as ``save_result`` does: one ``.npz`` of two entries (no pickles), the
+    arrays packed 8-byte aligned into one buffer, their names, dtypes, shapes and offsets in the
+    JSON string. The batched simulate path's staging files (``pipeline.simulate.packed``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layout, chunks, offset = [], [], 0
+    for name, value in arrays.items():
+        a = np.ascontiguousarray(value)
+        if a.dtype == object or a.dtype.kind not in "biufU":
+            raise TypeError(f"array {name!r} must be numeric, boolean or unicode, got {a.dtype}")
+        layout.append([name, a.dtype.str, list(a.shape), offset])
+        pad = -a.nbytes % 8
+        chunks += [a.reshape(-1).view(np.uint8), np.zeros(pad, np.uint8)]
+        offset += a.nbytes + pad
+    head = {"meta": dict(meta or {}), "layout": layout}
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.frombuffer(json.dumps(head).encode("utf-8"), dtype=np.uint8),
+                 data=np.concatenate(chunks) if chunks else np.zeros(0, np.uint8))
+    os.replace(tmp, path)
+    return path
+
+
+def load_bundle(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """(arrays, meta) that ``save_bundle`` wrote to ``path``; the arrays are read-only views of one
+    buffer. Raises when the file is missing or unreadable."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        head = json.loads(bytes(z["meta"]).decode("utf-8"))
+        data = z["data"]
+    arrays = {}
+    for name, dtype, shape, offset in head["layout"]:
+        dt = np.dtype(dtype)
+        a = np.frombuffer(data, dt, int(np.prod(shape, dtype=np.int64)), offset).reshape(shape)
+        a.setflags(write=False)
+        arrays[name] = a
+    return arrays, head["meta"]

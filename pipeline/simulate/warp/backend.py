@@ -45,6 +45,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
 from pipeline.records import CanonicalMotion
@@ -127,13 +128,6 @@ def _subtree_matrix(parent: np.ndarray) -> np.ndarray:
     return sub
 
 
-def _pad(a: np.ndarray, k: int) -> np.ndarray:
-    """Rows 0..k−1 of ``a``, the last row repeated past its end."""
-    if a.shape[0] >= k:
-        return a[:k]
-    return np.concatenate([a, np.repeat(a[-1:], k - a.shape[0], 0)], 0)
-
-
 class MjWarpBackend(Backend):
     """MuJoCo Warp, a batch of sequences per device launch (module docstring).
 
@@ -169,136 +163,163 @@ class MjWarpBackend(Backend):
         (``batching.length_buckets``, ``max_worlds`` per batch), one control rate per batch. Jobs
         of the same motion object share its host preparation's pass-independent part (humanoid,
         dynamics pass, reference, plan: ``prepare_sequence(like=...)``). ``dynamics``: per job, its
-        motion's dynamics pass computed beforehand (the build's per-file task) or ``None``."""
-        from pipeline.simulate.engine import prepare_sequence
-        from pipeline.simulate.prep_pool import reference_kinematics_many
+        motion's dynamics pass computed beforehand (the build's per-file task) or ``None``.
 
-        dyns = list(dynamics) if dynamics is not None else [None] * len(jobs)
-        if len(dyns) != len(jobs):
-            raise ValueError(f"{len(dyns)} dynamics passes for {len(jobs)} jobs")
-        # the reference kinematics of each motion (once for all its passes), in a process pool for a
-        # large batch (prep_pool); motions whose dynamics pass is still to compute prepare it here
-        pooled: dict[int, int] = {}
-        for i, ((m, _), dyn) in enumerate(zip(jobs, dyns)):
-            if id(m) not in pooled and (dyn is not None or cfg.dynamics is None):
-                pooled[id(m)] = i
-        kins = reference_kinematics_many(
-            [(jobs[i][0], None if dyns[i] is None else dyns[i].motion) for i in pooled.values()], cfg)
-        preps, first = [], {}
-        for (m, p), dyn in zip(jobs, dyns):  # the passes of one motion share its pass-independent part
-            like = first.get(id(m))
-            kin = next(kins) if kins is not None and like is None and id(m) in pooled else None  # in job order
-            preps.append(prepare_sequence(m, cfg, p, like=like, dynamics=dyn, reference=kin))
-            first.setdefault(id(m), preps[-1])
-        results: list = [None] * len(preps)
+        In one process: prepare (``prepare_jobs``), pack (``packed.pack_prepared``), simulate
+        (``run_packed``), finish (``packed.finish_world``); the build runs the same steps in a CPU
+        prepare task, the GPU task and CPU finish tasks (``pipeline.dataset.simulation``)."""
+        from pipeline.simulate.packed import finish_world, pack_prepared
+
+        preps = prepare_jobs(jobs, cfg, dynamics)
+        packed = pack_prepared(preps)
+        rec = self.run_packed(packed, cfg)
+        return [finish_world(rec, w, p.motion, cfg, p.hum, p.skel, p.dyn) for w, p in enumerate(preps)]
+
+    def run_packed(self, packed, cfg):
+        """Simulate every world of ``packed`` (``packed.PackedWorlds``): one control rate per batch,
+        bucketed by length (``length_buckets``, ``max_worlds`` per batch, worlds in the order the
+        buckets give); worlds that overflowed are re-run once with doubled buffers. Returns
+        ``packed.WorldRecordings`` of all worlds, in ``packed``'s order; raises
+        ``SimulationOverflowError`` naming the worlds that overflowed twice."""
+        from pipeline.simulate.packed import place_recordings
+
         self.last_stats = []
         settings = self.settings
-        todo = list(range(len(preps)))
+        spf, frames = packed.world_spf, packed.world_frames
+        todo = list(range(packed.worlds))
+        done: list = []
         for _ in range(2):
             again: list[int] = []
-            rates = sorted({preps[i].steps_per_frame for i in todo})
-            groups = [[i for i in todo if preps[i].steps_per_frame == r] for r in rates]  # one rate per batch
+            rates = sorted({int(spf[i]) for i in todo})
+            groups = [[i for i in todo if spf[i] == r] for r in rates]  # one rate per batch
             batches = [[g[j] for j in b] for g in groups
-                       for b in length_buckets([preps[i].motion.n_frames for i in g], settings.max_worlds)]
+                       for b in length_buckets([int(frames[i]) for i in g], settings.max_worlds)]
             for idx in batches:
-                out, stats = simulate_batch([preps[i] for i in idx], cfg, settings, self.device)
+                rec, stats = simulate_batch(packed.take(idx), cfg, settings, self.device)
                 self.last_stats.append(stats)
-                for j, i in enumerate(idx):
-                    if j in stats.overflow_worlds:
-                        again.append(i)
-                    else:
-                        results[i] = out[j]
+                ok = [j for j in range(len(idx)) if j not in stats.overflow_worlds]
+                again += [idx[j] for j in stats.overflow_worlds]
+                if ok:
+                    done.append((np.asarray(idx)[ok], rec.take(ok)))
             todo = again
             if not todo:
                 break
             settings = settings.doubled()
         if todo:
-            ids = ", ".join(f"{preps[i].motion.provenance.sequence_id} (pass {preps[i].pass_index})" for i in todo)
+            ids = ", ".join(f"{packed.seq_id[packed.motion[i]]} (pass {int(packed.pass_index[i])})" for i in todo)
             raise SimulationOverflowError(f"MuJoCo Warp buffers overflowed twice for: {ids}")
-        return results
+        return place_recordings(done, packed.worlds)
 
 
-def simulate_batch(preps: list, cfg, settings: WarpBatchSettings, device: str):
-    """Simulate prepared sequences (``engine.PreparedSequence``, each of its own pass) as one batch
-    of worlds.
+def prepare_jobs(jobs: Sequence[tuple[CanonicalMotion, int]], cfg, dynamics=None) -> list:
+    """``engine.prepare_sequence`` of each (motion, pass) job, in order: the passes of one motion
+    object share its pass-independent part (``like=``); ``dynamics``: per job its motion's dynamics
+    pass computed beforehand, or ``None``. For many motions their reference kinematics run in a
+    process pool (``prep_pool``; bit-identical)."""
+    from pipeline.simulate.engine import prepare_sequence
+    from pipeline.simulate.prep_pool import reference_kinematics_many
 
-    Returns (results, ``BatchStats``); ``results[w]`` is ``None`` for an overflowed world.
+    dyns = list(dynamics) if dynamics is not None else [None] * len(jobs)
+    if len(dyns) != len(jobs):
+        raise ValueError(f"{len(dyns)} dynamics passes for {len(jobs)} jobs")
+    # the reference kinematics of each motion (once for all its passes), in a process pool for a
+    # large batch (prep_pool); motions whose dynamics pass is still to compute prepare it here
+    pooled: dict[int, int] = {}
+    for i, ((m, _), dyn) in enumerate(zip(jobs, dyns)):
+        if id(m) not in pooled and (dyn is not None or cfg.dynamics is None):
+            pooled[id(m)] = i
+    kins = reference_kinematics_many(
+        [(jobs[i][0], None if dyns[i] is None else dyns[i].motion) for i in pooled.values()], cfg)
+    preps, first = [], {}
+    for (m, p), dyn in zip(jobs, dyns):  # the passes of one motion share its pass-independent part
+        like = first.get(id(m))
+        kin = next(kins) if kins is not None and like is None and id(m) in pooled else None  # in job order
+        preps.append(prepare_sequence(m, cfg, p, like=like, dynamics=dyn, reference=kin))
+        first.setdefault(id(m), preps[-1])
+    return preps
+
+
+def simulate_batch(packed, cfg, settings: WarpBatchSettings, device: str):
+    """Simulate the worlds of ``packed`` (``packed.PackedWorlds``, one control rate) as one batch.
+
+    Returns (``packed.WorldRecordings``, ``BatchStats``); the recordings of an overflowed world
+    (``BatchStats.overflow_worlds``) are not valid.
     """
     wp = init_warp()
     import mujoco_warp as mjw
 
     with wp.ScopedDevice(device):
-        return _simulate_batch(wp, mjw, preps, cfg, settings)
+        return _simulate_batch(wp, mjw, packed, cfg, settings)
 
 
 def _f64(a) -> np.ndarray:
     return np.asarray(a.numpy(), dtype=np.float64)
 
 
-def _simulate_batch(wp, mjw, preps: list, cfg, settings: WarpBatchSettings):
-    import mujoco
+def initial_model_data(packed):
+    """World 0's ``MjModel`` copy (its pass's ``dof_damping``/``jnt_stiffness``) and ``MjData`` at its
+    initial state, as ``engine.prepare_sequence`` left them: the template of the batch's device
+    data (``put_data``); the state is set with the model's own damping and stiffness, as there."""
+    from pipeline.simulate.engine import _set_state
 
-    from pipeline.simulate.engine import _finish, cross
+    m = packed.subject_model(0)
+    d = mujoco.MjData(m)
+    _set_state(m, d, packed.qpos0[0], packed.qvel0[0])
+    m.jnt_stiffness[:] = packed.jnt_stiffness[0]
+    m.dof_damping[:] = packed.dof_damping[0]
+    return m, d
+
+
+def _simulate_batch(wp, mjw, pk, cfg, settings: WarpBatchSettings):
+    from pipeline.simulate.controller import cross
+    from pipeline.simulate.packed import WorldRecordings, cached_model
 
     t0 = time.perf_counter()
-    nw = len(preps)
-    hum0 = preps[0].hum
-    base = preps[0].model
-    nq, nv, nbody, nsens = base.nq, base.nv, base.nbody, base.nsensordata
-    spf = preps[0].steps_per_frame
+    nw = pk.worlds
+    spfs = pk.world_spf
+    spf = int(spfs[0])
     nsub = cfg.substeps
-    if any(p.steps_per_frame != spf for p in preps):
+    if (spfs != spf).any():
         raise ValueError("a batch needs one control rate per frame rate")
-    n_frames = np.array([p.motion.n_frames for p in preps])
+    n_frames = pk.world_frames
     total = n_frames * spf  # control intervals per world
     kmax = int(total.max())
+    base, d0 = initial_model_data(pk)
+    nq, nv, nbody = base.nq, base.nv, base.nbody
     floor = mujoco.mj_name2id(base, mujoco.mjtObj.mjOBJ_GEOM, "floor")
     geom_body = np.asarray(base.geom_bodyid)
     dof_body = np.asarray(base.dof_bodyid)
     subtree = _subtree_matrix(np.asarray(base.body_parentid))
-    root_body = int(hum0.body_ids[0])
+    body_ids = pk.body_ids  # (W, 24)
+    root_body = int(body_ids[0, 0])
     root_tree = int(base.body_rootid[root_body])
     armature = np.asarray(base.dof_armature, float)
 
     # --- per-world constants and padded references (K = kmax + 1 ticks) ------------------------
-    rq = np.stack([_pad(p.rq, kmax + 1) for p in preps])  # (W, K, 99)
-    rv = np.stack([_pad(p.rv, kmax + 1) for p in preps])
-    ra = np.stack([_pad(p.ra, kmax + 1) for p in preps])
-    ref_pos = np.stack([_pad(p.ref_pos, kmax + 1) for p in preps])  # (W, K, 24, 3)
-    body_ids = np.stack([p.hum.body_ids for p in preps])  # (W, 24)
-    ctrls = [p.ctrl for p in preps]
-    gate = np.stack([_pad(p.gate, kmax) if p.gate is not None else np.repeat(c._plannable[None], kmax, 0)
-                     for p, c in zip(preps, ctrls)])  # (W, kmax, nbody)
-    has_plan = np.array([p.plan is not None for p in preps])
-    plan = np.stack([_pad(p.plan, kmax + 1) if p.plan is not None else np.zeros((kmax + 1, 2, 3)) for p in preps])
-    swing = np.stack([_pad(p.swing, kmax) if p.swing is not None else np.zeros((kmax, 2), bool) for p in preps])
-    kp = np.stack([c._kp for c in ctrls])
-    kd = np.stack([c._kd for c in ctrls])
-    damping = np.stack([c.damping for c in ctrls])  # (W, nv)
-    limit = np.stack([c._limit for c in ctrls])  # (W, 23)
-    res_f_max = np.array([c.residual_force_max for c in ctrls])
-    res_t_max = np.array([c.residual_torque_max for c in ctrls])
-    right_bodies = np.zeros((nw, nbody), bool)
-    for w, c in enumerate(ctrls):
-        right_bodies[w, c._right_bodies] = True
-    edges = ctrls[0]._edges
-    w6 = ctrls[0]._w
+    refs = pk.batch_inputs(kmax)
+    rq, rv, ra, ref_pos = refs["rq"], refs["rv"], refs["ra"], refs["ref_pos"]  # (W, K, ...)
+    gate, plan, swing, has_plan = refs["gate"], refs["plan"], refs["swing"], refs["has_plan"]
+    kp, kd, damping, limit = pk.kp, pk.kd, pk.damping, pk.limit
+    res_f_max, res_t_max = pk.res_f_max, pk.res_t_max
+    right_bodies = pk.right_bodies
+    edges = pk.edges[0]
+    w6 = pk.w6[0]
     qp_cfg = cfg.contact
-    implicit = ctrls[0].implicit_damping
+    implicit = bool(pk.implicit[0])
 
     # --- device model and data ------------------------------------------------------------------
     base_margin = np.asarray(base.geom_margin, float)
-    swing_geoms = [p.swing_geoms for p in preps]
-    qpos_spring = np.stack([np.asarray(p.model.qpos_spring, float) for p in preps])  # (W, nq)
-    m, _ = batched_model_for(preps, {
-        "dof_damping": np.stack([np.asarray(p.model.dof_damping, float) for p in preps]),
-        "jnt_stiffness": np.stack([np.asarray(p.model.jnt_stiffness, float) for p in preps]),
+    smask, gmask = pk.spring_mask, pk.swing_geom_mask
+    qpos_spring = np.array(pk.qpos_spring)  # (W, nq)
+    m, _ = batched_model([cached_model(b) for b in pk.subjects], pk.subject, {
+        "dof_damping": pk.dof_damping,
+        "jnt_stiffness": pk.jnt_stiffness,
         "qpos_spring": qpos_spring,
         "geom_margin": np.repeat(base_margin[None], nw, 0),
     })
-    d = mjw.put_data(base, preps[0].data, nworld=nw, nconmax=settings.nconmax, njmax=settings.njmax)
-    d.qpos.assign(np.stack([p.data.qpos for p in preps]).astype(np.float32))
-    d.qvel.assign(np.stack([p.data.qvel for p in preps]).astype(np.float32))
+    d = mjw.put_data(base, d0, nworld=nw, nconmax=settings.nconmax, njmax=settings.njmax)
+    d.qpos.assign(pk.qpos0.astype(np.float32))
+    d.qvel.assign(pk.qvel0.astype(np.float32))
     d.qacc_warmstart.zero_()
     qacc_buf = wp.zeros((nw, nv), dtype=float)
     unit = wp.zeros((nw, nv), dtype=float)
@@ -342,12 +363,12 @@ def _simulate_batch(wp, mjw, preps: list, cfg, settings: WarpBatchSettings):
     graph_used, ctrl_bytes = False, 0
     if settings.device_controller:
         kkt_max, graph_used, ctrl_bytes = _device_loop(
-            wp, mjw, m, d, cfg=cfg, settings=settings, preps=preps, kmax=kmax, total=total, spf=spf, nsub=nsub,
+            wp, mjw, m, d, cfg=cfg, settings=settings, kmax=kmax, total=total, spf=spf, nsub=nsub,
             rq=rq, rv=rv, ra=ra, ref_pos=ref_pos, body_ids=body_ids, gate=gate, has_plan=has_plan, plan=plan,
             swing=swing, kp=kp, kd=kd, damping=damping, limit=limit, res_f_max=res_f_max, res_t_max=res_t_max,
             right_bodies=right_bodies, edges=edges, w6=w6, implicit=implicit, armature=armature, floor=floor,
             geom_body=geom_body, dof_body=dof_body, subtree=subtree, root_body=root_body, root_tree=root_tree,
-            qpos_spring=qpos_spring, base_margin=base_margin, swing_geoms=swing_geoms,
+            qpos_spring=qpos_spring, base_margin=base_margin, smask=smask, gmask=gmask,
             out=dict(qpos_rec=qpos_rec, com_rec=com_rec, comv_rec=comv_rec, tau_sum=tau_sum, res_sum=res_sum,
                      dem_sum=dem_sum, f_sum=f_sum, mo_sum=mo_sum, passive_sum=passive_sum, reset=reset,
                      overflow=overflow, max_shift=flight_anchor.max_shift))
@@ -472,17 +493,10 @@ def _simulate_batch(wp, mjw, preps: list, cfg, settings: WarpBatchSettings):
             # --- apply: torques, toe-spring reference, swing clearance ------------------------------
             qfrc = np.concatenate([residual, joint], axis=1)
             d.qfrc_applied.assign(qfrc.astype(np.float32))
-            spring = qpos_spring.copy()
-            for w, p in enumerate(preps):
-                if p.spring_q.size:
-                    spring[w, p.spring_q] = rq[w, kc[w], p.spring_q]
+            spring = np.where(smask, rq[worlds, kc], qpos_spring)
             m.qpos_spring.assign(spring.astype(np.float32))
-            margin = np.repeat(base_margin[None], nw, 0)
-            for w in range(nw):
-                if swing_geoms[w] is not None:
-                    for f in range(2):
-                        if swing[w, kc[w], f]:
-                            margin[w, swing_geoms[w][f]] = SWING_MARGIN_M
+            cleared = (gmask & swing[worlds, kc][:, :, None]).any(1)  # (W, ngeom)
+            margin = np.where(cleared, SWING_MARGIN_M, base_margin[None])
             m.geom_margin.assign(margin.astype(np.float32))
             # --- physics substeps; contact sensors and passive torques summed per interval ----------
             diverged = np.zeros(nw, bool)
@@ -512,31 +526,22 @@ def _simulate_batch(wp, mjw, preps: list, cfg, settings: WarpBatchSettings):
                 flight_anchor.reset(fix, _f64(d.xpos)[worlds[:, None], ankle_ids])
 
     wp.synchronize()
-    results = []
-    for w, p in enumerate(preps):
-        if overflow[w]:
-            results.append(None)
-            continue
-        n = int(n_frames[w])
-        tau = tau_sum[w, :n] + passive_sum[w, :n] / nsub
-        res = _finish(
-            p.motion, cfg, p.pass_index, p.hum, p.skel, qpos_rec[w, :n + 1], com_rec[w, :n + 1], comv_rec[w, :n + 1],
-            tau / spf, res_sum[w, :n] / spf, dem_sum[w, :n] / spf, f_sum[w, :n] / (nsub * spf),
-            mo_sum[w, :n] / (nsub * spf), reset[w, :n].copy(), p.dyn,
-            None if p.swing is None else p.swing[: n * spf].reshape(n, spf, 2).any(axis=1))
-        if p.plan is not None:
-            res.metrics["reanchor_max_m"] = float(flight_anchor.max_shift[w])
-        results.append(res)
+    rec = WorldRecordings(n_frames=np.asarray(n_frames, np.int64), spf=np.asarray(spfs, np.int64), substeps=nsub,
+                          qpos=qpos_rec, com=com_rec, comv=comv_rec, tau_sum=tau_sum, passive_sum=passive_sum,
+                          res_sum=res_sum, dem_sum=dem_sum, f_sum=f_sum, mo_sum=mo_sum, reset=reset,
+                          max_shift=np.array(flight_anchor.max_shift, float), pass_index=pk.pass_index,
+                          has_plan=has_plan, swing=swing.reshape(nw, nmax, spf, 2).any(axis=2),
+                          has_swing=pk.has_swing[pk.motion])
     stats = BatchStats(nw, kmax, time.perf_counter() - t0, tuple(int(i) for i in np.flatnonzero(overflow)), kkt_max,
                        _array_bytes(wp, m) + _array_bytes(wp, d), settings.device_controller, graph_used,
                        ctrl_bytes)
-    return results, stats
+    return rec, stats
 
 
-def _device_loop(wp, mjw, m, d, *, cfg, settings, preps, kmax, total, spf, nsub, rq, rv, ra, ref_pos, body_ids,
+def _device_loop(wp, mjw, m, d, *, cfg, settings, kmax, total, spf, nsub, rq, rv, ra, ref_pos, body_ids,
                  gate, has_plan, plan, swing, kp, kd, damping, limit, res_f_max, res_t_max, right_bodies, edges, w6,
                  implicit, armature, floor, geom_body, dof_body, subtree, root_body, root_tree, qpos_spring,
-                 base_margin, swing_geoms, out) -> tuple[float, bool, int]:
+                 base_margin, smask, gmask, out) -> tuple[float, bool, int]:
     """The batch loop with the controller on the device (``pipeline.simulate.warp.kernels``).
 
     Same sequence per tick as the host loop of ``_simulate_batch``, every step a kernel or a MuJoCo
@@ -586,13 +591,6 @@ def _device_loop(wp, mjw, m, d, *, cfg, settings, preps, kmax, total, spf, nsub,
     right_d = ai(right_bodies)
     edges_d, w6_d, arm_d = a64(edges), a64(w6), a64(armature)
     gbody_d, dbody_d, sub_d = ai(geom_body), ai(dof_body), ai(subtree)
-    smask = np.zeros((nw, nq), np.int32)
-    gmask = np.zeros((nw, 2, ngeom), np.int32)
-    for w, p in enumerate(preps):
-        smask[w, p.spring_q] = 1
-        if swing_geoms[w] is not None:
-            for f in range(2):
-                gmask[w, f, swing_geoms[w][f]] = 1
     smask_d, gmask_d = ai(smask), ai(gmask)
     sbase_d = wp.array(qpos_spring.astype(np.float32), dtype=f32)
     bmargin_d = wp.array(base_margin.astype(np.float32), dtype=f32)
@@ -745,8 +743,9 @@ def _array_bytes(wp, obj, seen: set | None = None) -> int:
     return total
 
 
-def batched_model_for(preps: list, per_world: dict[str, np.ndarray]):
-    """``batch_model.batched_model`` over the prepared sequences' subject models."""
-    from pipeline.simulate.warp.batch_model import batched_model
+def batched_model(subjects: list, subject: np.ndarray, per_world: dict[str, np.ndarray]):
+    """``batch_model.batched_model`` of the distinct subject models ``subjects`` (world w takes
+    ``subjects[subject[w]]``)."""
+    from pipeline.simulate.warp.batch_model import batched_model as _batched
 
-    return batched_model([p.hum.model for p in preps], per_world)
+    return _batched(subjects, subject, per_world)
