@@ -317,3 +317,22 @@ def test_cached_figures_make_the_same_report_as_a_full_redraw(built, tmp_path):
         _write_html(dataclasses.replace(q, table=table), None, tmp_path / "redrawn.html", 25, 4,
                     FigureCache(None)).read_text())
     assert changed.prune() == 1 and len(list(cache_dir.iterdir())) == cold.drawn  # the old histogram
+
+
+def test_isolated_report_equals_the_in_process_one(built, tmp_path):
+    """The report drawn in a child process (what a Dask worker does, ``report_task(isolate=True)``)
+    is the report drawn in this process, figure cache included; a failing child raises with its
+    error output."""
+    from pipeline.quality.isolated import draw, draw_isolated
+
+    out = tmp_path / "out"
+    shutil.copytree(built["out"], out)
+    summary = json.loads((out / "build.json").read_text())
+    said = draw_isolated(out, summary)
+    assert "in a child process" in said and "0 reused from the cache" in said
+    child = (out / "report.html").read_text()
+    again = draw(out, summary)
+    assert "0 figures drawn" in again  # the child filled the cache this process reads
+    assert _without_times(child) == _without_times((out / "report.html").read_text())
+    with pytest.raises(RuntimeError, match="report process exited"):
+        draw_isolated(tmp_path / "no-such-root", None)

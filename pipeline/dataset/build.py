@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.process import BuildConfig
-from pipeline.quality import Thresholds, build_report
-from pipeline.quality.report import FIGURE_CACHE_DIR, FigureCache
+from pipeline.quality import Thresholds
 from pipeline.quality.flags import write_quality_outputs
+from pipeline.quality.isolated import draw, draw_isolated
 from pipeline.records import QuarantineEntry
 from pipeline.simulate.backends import BATCHED_BACKENDS, GPU_BACKENDS
 from pipeline.simulate.batching import GpuBatching, GpuBatchPlanner, MotionJob, WorldBatch, steps_per_frame
@@ -58,18 +58,16 @@ def say(msg: str) -> None:
 
 
 
-def report_task(out_dir: str, build: dict | None = None) -> str:
+def report_task(out_dir: str, build: dict | None = None, isolate: bool = False) -> str:
     """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
     the driver's process); ``build``: the run's summary, when ``build.json`` is not written yet.
     Figures are kept in the root's cache under a digest of what they draw and only the ones whose
-    inputs changed are redrawn (``pipeline.quality.report.FigureCache``). Returns the report's path
-    and what was drawn."""
+    inputs changed are redrawn (``pipeline.quality.report.FigureCache``). ``isolate``: draw it in a
+    short-lived child process (``pipeline.quality.isolated``), so that what the report allocates
+    leaves with it (a Dask worker runs statistics after it). Returns the report's path and what was
+    drawn."""
     release_memory()  # what earlier tasks on this worker left in the heap
-    t0 = time.perf_counter()
-    figures = FigureCache(Path(out_dir) / FIGURE_CACHE_DIR)
-    path = build_report(Path(out_dir), build=build, figures=figures)
-    figures.prune()
-    return f"{path} ({figures.describe()}; {time.perf_counter() - t0:.1f} s)"
+    return draw_isolated(out_dir, build) if isolate else draw(out_dir, build)
 
 
 def schema_versions() -> dict[str, str]:
@@ -195,7 +193,8 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     summary = summarize(totals, stage_seconds, quarantine, counts, build_id)
     # the report needs the stores, the quality outputs and the summary's counts, not the
     # statistics: it runs on a worker while they are computed
-    report_future = executor.submit(report_task, str(out), dict(summary)) if report else None
+    isolate = bool(getattr(executor, "remote", False))  # a worker that runs the statistics next
+    report_future = executor.submit(report_task, str(out), dict(summary), isolate) if report else None
     t_report = time.perf_counter()
     try:
         stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),
