@@ -27,12 +27,14 @@ def release_memory() -> None:
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, looked up once per process (``ctypes.util.find_library`` runs
-    ``ldconfig -p`` in a child process on every call), or ``None``."""
+    """glibc's ``malloc_trim``, looked up once per process, or ``None``. ``libc.so.6`` first:
+    ``ctypes.util.find_library`` forks the (large) calling process to run ``ldconfig -p``."""
     import ctypes
     import ctypes.util
 
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
+    for name in ("libc.so.6", None):
+        try:
+            return ctypes.CDLL(name or ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            continue
+    return None
