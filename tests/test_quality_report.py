@@ -280,7 +280,7 @@ def test_cached_figures_make_the_same_report_as_a_full_redraw(built, tmp_path):
     leaves every value in its bin redraws nothing; figures no longer used are pruned."""
     import dataclasses
 
-    from pipeline.quality.report import FigureCache, _write_html, load_build
+    from pipeline.quality.report import FigureCache, _write_html, load_build, metric_columns
 
     out, cache_dir = built["out"], tmp_path / "figures"
     full = build_report(out, path=tmp_path / "full.html", sequence_plots=4).read_text()
@@ -292,7 +292,8 @@ def test_cached_figures_make_the_same_report_as_a_full_redraw(built, tmp_path):
     assert {"summary", "metric", "sequence"} <= set(cold.seconds)
     assert (warm.drawn, warm.reused) == (0, cold.drawn)
     assert _without_times(a) == _without_times(full) == _without_times(b)
-    assert a.count("data:image/png;base64,") == cold.drawn
+    assert a.count('<img class="plot"') == cold.drawn
+    assert a.count("data:image/svg+xml;base64,") == len(metric_columns(load_build(out).table)) + 1  # + summary
 
     q = load_build(out)
     metric = "root_height_std_m" if "root_height_std_m" in q.table else next(
