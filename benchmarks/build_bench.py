@@ -134,13 +134,13 @@ def task_summary(path: Path, workers: set[int]) -> dict:
         t["wall_s"] += r["t1"] - r["t0"]
         t["thread_cpu_s"] += r["thread_cpu"]
         t["process_cpu_s"] += r["process_cpu"]
-    peaks: dict[int, list] = {}
+    peaks: dict[int, list] = {}  # pid -> [peak so far, task of the largest rise, that rise, peak]
     for r in sorted(recs, key=lambda r: r["t1"]):
-        prev = peaks.setdefault(r["pid"], [0.0, None, 0.0, 0.0])
+        prev = peaks.setdefault(r["pid"], [r["rss0"], None, 0.0, 0.0])  # a first task: from its start
         rise = r["maxrss"] - prev[0]
         if rise > 0:
-            by_task[r["task"]]["peak_rise_mib"] += rise if prev[0] else 0.0
-            if prev[0] and rise > prev[2]:
+            by_task[r["task"]]["peak_rise_mib"] += rise
+            if rise > prev[2]:
                 prev[1], prev[2] = r["task"], rise
             prev[0] = r["maxrss"]
         prev[3] = max(prev[3], r["maxrss"])
