@@ -203,6 +203,35 @@ def test_statistics_reuse_unchanged_blocks_with_the_same_results(incremental):
     assert scratch["arrays"] == snap["arrays"] and scratch["canonical"] == snap["canonical"]
 
 
+def test_statistics_of_an_appended_store_merge_from_the_last_checkpoint(incremental, tmp_path, monkeypatch):
+    """When a store's last shard changes (an append rewrites the shard holding the old last record),
+    a cached computation reads only the blocks over it and merges from the fold checkpoint before
+    them, with the very same figures as a computation from scratch."""
+    import os
+    import shutil
+
+    from pipeline.loaders import stats as st
+
+    monkeypatch.setattr(st, "CHECKPOINT_BLOCKS", 2)
+    store = tmp_path / "motion.zarr"
+    shutil.copytree(incremental["fresh_root"] / "motion.zarr", store)
+    cache = tmp_path / "stats" / "motion.npz"
+    cold = st.compute_stats(store, block_cache=cache)
+    n_blocks = cold["blocks_merged"]
+    assert cold["blocks_reused"] == 0 and n_blocks > 8  # the fixture's shards are 256 frames, 64 windows
+    warm = st.compute_stats(store, block_cache=cache)
+    assert warm["blocks_merged"] == 0 and warm["blocks_reused"] == n_blocks  # resumed after the last block
+    last = max((store / "frame_sequence" / "c").iterdir(), key=lambda p: int(p.name))
+    t = last.stat().st_mtime_ns + 10**9
+    os.utime(last, ns=(t, t))  # "rewritten": the frame blocks over (and reading into) the last shard change
+    again = st.compute_stats(store, block_cache=cache)
+    assert 0 < again["blocks_merged"] <= 2 + st.CHECKPOINT_BLOCKS, again["blocks_merged"]
+    assert again["blocks_reused"] == n_blocks - 2
+    scratch = st.compute_stats(store)
+    drop = ("seconds", "blocks_reused", "blocks_merged")
+    assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in scratch.items() if k not in drop}
+
+
 def test_statistics_split_over_parallel_tasks_equal_one_task(incremental, tmp_path, monkeypatch):
     """A large store's statistics computed as several part tasks then a merge: the same stats.json
     figures as one task (the fresh build's), no part file left behind."""
