@@ -148,6 +148,35 @@ def test_incremental_run_appends_and_tombstones_only_what_changed(incremental):
     assert same_inode and len(same_inode) >= len(unchanged) - 4 * 2  # zarr.json of a store may be rewritten
 
 
+def test_removing_a_file_rewrites_only_the_tombstone_mask(tmp_path):
+    """A run that only removes a file keeps every store object but ``seq_tombstone``'s chunk and the
+    metadata as the same files (hard links); replaced stores are deleted, none left in the root."""
+    from pipeline.dataset.build import build_dataset
+    from pipeline.demo import generate_corpus
+    from pipeline.process import BuildConfig
+    from pipeline.sources.base import SourceSpec
+    from pipeline.store import Chunking
+
+    corpus, root = tmp_path / "corpus", tmp_path / "root"
+    files = sorted(generate_corpus(corpus, n_subjects=1, seed=4))
+    small = Chunking(frame_chunk=64, frame_shard=256, window_chunk=16, window_shard=64, shards_per_region=2)
+
+    def run():
+        return build_dataset([SourceSpec("amass", corpus)], root, BuildConfig(simulate=None), small, workers=1,
+                             report=False)
+
+    run()
+    before = _inodes(root)
+    files[1].unlink()
+    summary = run()
+    assert summary["subsets"]["motion"]["mode"] == "append" and summary["subsets"]["motion"]["tombstoned"] == 1
+    after = _inodes(root)
+    new = {k for k in after if before.get(k) != after[k]}
+    assert new and all(k.endswith("zarr.json") or "/seq_tombstone/" in k for k in new), sorted(new)
+    assert any("motion.zarr/seq_tombstone/" in k for k in new)
+    assert not list(root.glob(".*.trash-*")) and not list(root.glob(".*.tmp-*"))
+
+
 def test_readers_skip_tombstoned_sequences(incremental):
     import xarray as xr
 

@@ -546,3 +546,21 @@ def test_validation_scan_can_start_at_the_appended_records(tmp_path):
     assert scan_start(plan) is None  # a whole store: every record is scanned
     appended = replace(plan, kept_frames=700, kept_windows=3, frame_regions=((512, 1000),), window_regions=())
     assert scan_start(appended) == {"frame": 512, "window": plan.n_windows}
+
+
+def test_trash_deletes_replaced_directories_in_the_background(tmp_path):
+    from pipeline.store.staging import Trash, replace_dir
+
+    old, new = tmp_path / "s.zarr", tmp_path / ".s.zarr.tmp-1"
+    for d, n in ((old, 300), (new, 3)):
+        for i in range(n):
+            (d / "c" / str(i)).mkdir(parents=True)
+            (d / "c" / str(i) / "0").write_bytes(b"x")
+    left = tmp_path / ".other.zarr.trash-0123"  # what an interrupted run left behind
+    (left / "c").mkdir(parents=True)
+    trash = Trash()
+    assert trash.sweep(tmp_path) == 1
+    replace_dir(new, old, trash.add)
+    assert sorted(p.name for p in (old / "c").iterdir()) == ["0", "1", "2"]  # swapped at once
+    trash.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]

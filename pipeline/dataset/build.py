@@ -31,6 +31,7 @@ from pipeline.split import SUBSETS
 from pipeline.store import Chunking, file_cache, load_schema
 from pipeline.store.ledger import LEDGER_FILE, Ledger, now_iso
 from pipeline.store.location import LocalLocation, write_text_atomic
+from pipeline.store.staging import Trash
 
 from . import assembly
 from .bookkeeping import ledger_rows, record_run, unchanged_rows
@@ -111,10 +112,12 @@ def build_dataset(
     with LocalLocation(out).lock("build"):
         DatasetConfig(tuple(sources), cfg, thresholds).write(out)
         ledger = Ledger(out / LEDGER_FILE)
+        trash = Trash()  # replaced stores, deleted in the background while the run goes on
         try:
             return _run(sources, out, cfg, chunking, workers, thresholds, force, executor, modify, report,
-                        created_by, compact, ledger, sim_batching, small_executor, placement)
+                        created_by, compact, ledger, sim_batching, small_executor, placement, trash)
         finally:
+            trash.wait()
             ledger.close()
 
 
@@ -129,7 +132,7 @@ def compact_dataset(root: str | Path, executor: Executor | None = None) -> dict:
 def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, thresholds: Thresholds, force: bool,
          executor: Executor, modify, report: bool, created_by: str, compact: bool, ledger: Ledger,
          sim_batching: GpuBatching | None = None, small_executor: Executor | None = None,
-         placement: str = "auto") -> dict:
+         placement: str = "auto", trash: Trash | None = None) -> dict:
     t_start = time.perf_counter()
     build_id = uuid.uuid4().hex[:12]
     started = now_iso()
@@ -185,7 +188,8 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     del selection  # the metrics table and the staged handles: the plans hold what the writes need
     t_plan = time.perf_counter() - t0
     release_memory()
-    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers))
+    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers),
+                                                  trash=trash)
     t_write = time.perf_counter() - t0 - t_plan
     release_memory()
     changed = [k for k, c in changes.items() if c.mode != "none"]

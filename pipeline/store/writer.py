@@ -18,7 +18,7 @@ import json
 import shutil
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -612,12 +612,14 @@ def scan_start(plan: StorePlan) -> dict[str, int] | None:
             "window": plan.window_regions[0][0] if plan.window_regions else plan.n_windows}
 
 
-def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path) -> Path:
+def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path,
+                   discard: Callable[[Path], None] | None = None) -> Path:
     """Validate the store at ``tmp_path``, consolidate its metadata and move it to ``final_path``.
 
     An existing store at ``final_path`` is renamed to a sibling ``.{name}.trash-<uuid>``, the new
-    one renamed into place, then the old one deleted (restored if the rename fails). ``tmp_path``
-    must be on the same filesystem (use ``temporary_path``). Raises ``SchemaError`` if invalid.
+    one renamed into place, then the old one deleted (restored if the rename fails; ``discard``:
+    how, e.g. ``staging.Trash.add`` in the background). ``tmp_path`` must be on the same filesystem
+    (use ``temporary_path``). Raises ``SchemaError`` if invalid.
     """
     import zarr
 
@@ -635,7 +637,7 @@ def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path) -> Path:
         zarr.consolidate_metadata(str(tmp_path), zarr_format=3)
     if tmp_path.parent.resolve() != final_path.parent.resolve():
         raise SchemaError(f"temporary store {tmp_path} must sit next to {final_path}")
-    replace_dir(tmp_path, final_path)
+    replace_dir(tmp_path, final_path, discard)
     return final_path
 
 
