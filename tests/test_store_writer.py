@@ -564,3 +564,20 @@ def test_trash_deletes_replaced_directories_in_the_background(tmp_path):
     assert sorted(p.name for p in (old / "c").iterdir()) == ["0", "1", "2"]  # swapped at once
     trash.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+
+
+def test_grown_metadata_is_what_zarr_writes(tmp_path):
+    """An append rewrites a per-sequence array from its old zarr.json with the new shape: the very
+    bytes zarr's create_array writes for that shape (numbers and strings)."""
+    import zarr
+
+    from pipeline.store.append import _grown_metadata
+
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    for name, dtype, fill in (("seq_height_m", "float32", np.nan), ("seq_id", str, "")):
+        kw = dict(dtype=dtype, dimension_names=["sequence"], fill_value=fill, attributes={"units": "m"})
+        g.create_array(name, shape=(10,), chunks=(10,), **kw)
+        g.create_array(name + "_2", shape=(17,), chunks=(17,), **kw)
+        want = (tmp_path / "s.zarr" / (name + "_2") / "zarr.json").read_text()
+        got = _grown_metadata(tmp_path / "s.zarr" / name, (17,), (17,))
+        assert got == want

@@ -124,10 +124,33 @@ def prepare_append(existing: Path, plan: StorePlan, tombstones: Sequence[int], t
             raise SchemaError(f"{existing} lacks {name}")
         value = np.concatenate([before, new[name]]) if plan.n_sequences else before
         inner = value.shape[1:]
-        arr = group.create_array(
-            name, shape=value.shape, chunks=(chunk, *inner), dtype=str if spec.is_str else spec.np_dtype,
-            dimension_names=list(spec.dims), compressors=_compressors(spec, plan.chunking),
-            fill_value=spec.fill_value, attributes=spec.store_attrs(), overwrite=True,
-        )
+        meta = _grown_metadata(existing / name, value.shape, (chunk, *inner))
+        if meta is not None:  # the existing array's metadata with the new shape: no zarr array creation
+            (tmp / name).mkdir()
+            (tmp / name / "zarr.json").write_text(meta, encoding="utf-8")
+            arr = zarr.open_array(str(tmp / name), mode="r+", zarr_format=3)
+        else:
+            arr = group.create_array(
+                name, shape=value.shape, chunks=(chunk, *inner), dtype=str if spec.is_str else spec.np_dtype,
+                dimension_names=list(spec.dims), compressors=_compressors(spec, plan.chunking),
+                fill_value=spec.fill_value, attributes=spec.store_attrs(), overwrite=True,
+            )
         if total:
             arr[...] = _cast(name, value, spec)
+
+
+def _grown_metadata(array_path: Path, shape: tuple[int, ...], chunks: tuple[int, ...]) -> str | None:
+    """The ``zarr.json`` of the unsharded array at ``array_path`` with a new shape and chunk shape,
+    serialized as zarr writes it (None if it cannot be read): what ``create_array`` with the same
+    schema writes, without its cost (≈ 8 ms an array, ~25 per store and run)."""
+    import zarr
+
+    try:
+        meta = json.loads((Path(array_path) / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("node_type") != "array" or meta.get("chunk_grid", {}).get("name") != "regular":
+        return None
+    meta["shape"] = [int(x) for x in shape]
+    meta["chunk_grid"] = {"name": "regular", "configuration": {"chunk_shape": [int(x) for x in chunks]}}
+    return json.dumps(meta, allow_nan=True, indent=zarr.config.get("json_indent"))
