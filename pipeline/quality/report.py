@@ -96,18 +96,18 @@ def _read_json(path: Path, default: Any) -> Any:
 def load_build(out_dir: str | Path, build: Mapping[str, Any] | None = None) -> BuildQuality:
     """Read a build/release folder; recompute metrics from its stores if it has no ``metrics.parquet``.
     ``build``: the build's summary when its ``build.json`` is not written yet (a running build)."""
-    from .collect import BuildReader
+    from .collect import store_members
 
     out = Path(out_dir)
     if not out.is_dir():
         raise FileNotFoundError(f"no build or release folder at {out}")
     members: dict[str, set[str]] = {}
-    reader = None
+    readable = False
     try:
-        reader = BuildReader(out)
-        members = {st.subset: set(st.ids) for st in reader.stores}
+        members = store_members(out)
+        readable = True
     except Exception:  # no stores / unreadable stores: report from the files alone
-        reader = None
+        members = {}
     recomputed = False
     flags_doc = _read_json(out / FLAGS_FILE, {})
     if (out / METRICS_FILE).exists():
@@ -116,7 +116,7 @@ def load_build(out_dir: str | Path, build: Mapping[str, Any] | None = None) -> B
         thresholds = Thresholds.from_dict(recorded) if recorded else Thresholds.default()
         flags = flags_doc.get("sequences", {})
         exclusions = _read_json(out / EXCLUSIONS_FILE, [])
-    elif reader is not None:
+    elif readable:
         from .collect import metrics_from_stores
 
         thresholds = Thresholds.default()
