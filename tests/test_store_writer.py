@@ -418,7 +418,7 @@ def test_whole_shard_writer_equals_zarrs_own_writer(tmp_path):
     for name in plan.schema.arrays:
         np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
     # joint_pos_m shard 0: every inner chunk holds data, so zarr stores all of them, as we do
-    shard = Path("joint_pos_m/c/0/0/0")
+    shard = Path("joint_pos_m/c.0.0.0")  # flat chunk keys (writer.CHUNK_KEY_ENCODING)
     assert (paths["shards"] / shard).read_bytes() == (paths["zarr"] / shard).read_bytes()
     assert validate_store(paths["shards"]) == []
 

@@ -373,9 +373,9 @@ def _objects_key(store: str, arrays: Mapping, names: Iterable[str], lo: int, hi:
     for n in names:
         shard = int(arrays[n].shards[0] if getattr(arrays[n], "shards", None) else arrays[n].chunks[0])
         nd = len(arrays[n].shape)
+        encode = arrays[n].metadata.chunk_key_encoding.encode_chunk_key
         for k in range(lo // shard, (max(hi, lo + 1) - 1) // shard + 1):
-            p = Path(store) / n / "c" / str(k)
-            p = p.joinpath(*(["0"] * (nd - 1)))
+            p = Path(store) / n / encode((k, *([0] * (nd - 1))))
             try:
                 st = p.stat()
                 out.append((n, k, st.st_size, st.st_mtime_ns))
