@@ -181,5 +181,6 @@ def dask_task_runner(workers: int | None = None, address: str | None = None, api
             "processes": True,
             "dashboard_address": ":0",  # a free port: two clusters never clash on 8787
             "memory_limit": "auto",
+            "preload": ["flows.worker"],  # as `dynaset worker`: no temporary server, shared TLS contexts
         },
     )
