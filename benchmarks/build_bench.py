@@ -253,13 +253,14 @@ def report_run(summary: dict, wall: float, sampler: RssSampler, cfg, base_fps: f
     flow_total = ws.get("total", wall)
     breakdown = {
         "cluster start + tear-down (outside the flow)": wall - flow_total,
-        "discover + per-file stage (to the last file)": ws.get("process", 0.0),
+        "discover (stat, sha256 of new files, ledger)": ws.get("discover", 0.0),
+        "per-file stage (to the last file)": ws.get("process", 0.0),
         "simulate (after the last file)": ws.get("simulate", 0.0),
         "assemble: plan + quality outputs": ws.get("assemble_plan", 0.0),
         "assemble: store writes (regions, swap)": ws.get("assemble_write", 0.0),
         "assemble: statistics": ws.get("assemble_stats", 0.0),
-        "ledger, summary, report": flow_total - ws.get("process", 0.0) - ws.get("simulate", 0.0)
-        - ws.get("assemble", 0.0),
+        "ledger, summary, report": flow_total - ws.get("discover", 0.0) - ws.get("process", 0.0)
+        - ws.get("simulate", 0.0) - ws.get("assemble", 0.0),
     }
     task = sum(v for k, v in ts.items() if k not in ("write",))
     print(f"build: {hours:.2f} h of motion, {summary['files']} files, {f_in:,} source frames -> "
