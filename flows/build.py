@@ -21,7 +21,7 @@ from prefect.futures import as_completed, wait
 
 from pipeline.dataset import assembly
 from pipeline.dataset.build import build_dataset, report_task
-from pipeline.dataset.executor import SerialExecutor
+from pipeline.dataset.executor import SerialExecutor, probed
 from pipeline.dataset.files import process_files
 from pipeline.dataset.simulation import finish_chunk, prepare_chunk, simulate_motions, simulate_prepared
 from pipeline.process import BuildConfig
@@ -32,20 +32,23 @@ from pipeline.store import Chunking
 
 _NO_RETRY = {"cache_policy": NO_CACHE, "retries": 0}
 TASKS: dict[Callable, object] = {
-    process_files: task(process_files, name="ingest-files", **_NO_RETRY),
-    simulate_motions: task(simulate_motions, name="simulate", **_NO_RETRY),
-    prepare_chunk: task(prepare_chunk, name="simulate-prepare", **_NO_RETRY),
-    simulate_prepared: task(simulate_prepared, name="simulate-batch", **_NO_RETRY),
-    finish_chunk: task(finish_chunk, name="simulate-finish", **_NO_RETRY),
-    assembly.write_regions: task(assembly.write_regions, name="write-regions", cache_policy=NO_CACHE, retries=1),
-    assembly.store_stats: task(assembly.store_stats, name="stats", **_NO_RETRY),
-    report_task: task(report_task, name="report", **_NO_RETRY),
+    process_files: task(probed(process_files), name="ingest-files", **_NO_RETRY),
+    simulate_motions: task(probed(simulate_motions), name="simulate", **_NO_RETRY),
+    prepare_chunk: task(probed(prepare_chunk), name="simulate-prepare", **_NO_RETRY),
+    simulate_prepared: task(probed(simulate_prepared), name="simulate-batch", **_NO_RETRY),
+    finish_chunk: task(probed(finish_chunk), name="simulate-finish", **_NO_RETRY),
+    assembly.write_regions: task(probed(assembly.write_regions), name="write-regions", cache_policy=NO_CACHE,
+                                 retries=1),
+    assembly.store_stats: task(probed(assembly.store_stats), name="stats", **_NO_RETRY),
+    report_task: task(probed(report_task), name="report", **_NO_RETRY),
 }
 """Every stage function the driver submits, as its Prefect task."""
 
 
 class PrefectExecutor:
     """``pipeline.dataset.executor.Executor`` on the flow's task runner (Dask)."""
+
+    remote = True
 
     def submit(self, fn: Callable, *args, resources: dict | None = None, priority: int = 0):
         """``fn``'s task, submitted with Dask annotations: ``resources`` restrict it to workers that

@@ -183,5 +183,6 @@ def dask_task_runner(workers: int | None = None, address: str | None = None, api
             "dashboard_address": ":0",  # a free port: two clusters never clash on 8787
             "memory_limit": "auto",
             "resources": {"CPU": 1},  # as `dynaset worker` (CPU tasks of a GPU build ask for it)
+            "preload": ["flows.worker"],  # as `dynaset worker`: no temporary server, shared TLS contexts
         },
     )

@@ -154,12 +154,57 @@ def install_guard() -> None:
         sys.meta_path.insert(0, _NoTemporaryServer())
 
 
+# --- one TLS context per CA bundle, not one per Prefect client -------------------------------------
+
+_TLS_MODULES = ("prefect.client.orchestration", "prefect._internal.version_checking", "prefect._internal.websockets")
+
+
+def reuse_tls_contexts() -> int:
+    """Make Prefect's API clients in this process share one verified ``SSLContext`` per CA bundle.
+
+    Prefect's task engine builds new API clients for every task run on a worker, and each client
+    builds an ``SSLContext`` loading the CA bundle (``ssl.create_default_context(cafile=...)``,
+    ≈ 21 ms here), even for a plain ``http://`` API: ≈ 60 ms of a worker's CPU per task run
+    (``py-spy``, docs/scaling.md "Fifth round"). A context is read-only once built (httpx only
+    uses it), so one per CA file serves every client. Contexts Prefect modifies after creating them
+    (the insecure ``create_default_context()`` without a CA file) are still built each time.
+    Returns the number of Prefect modules patched."""
+    import functools
+    import importlib
+    import ssl
+    import types
+
+    @functools.lru_cache(maxsize=8)
+    def verified(purpose, cafile, capath, cadata):
+        return ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
+
+    def create_default_context(purpose=ssl.Purpose.SERVER_AUTH, *, cafile=None, capath=None, cadata=None):
+        if cafile is None and capath is None and cadata is None:
+            return ssl.create_default_context(purpose)  # callers mutate this one (insecure mode)
+        return verified(purpose, cafile, capath, cadata)
+
+    shim = types.SimpleNamespace(**{k: getattr(ssl, k) for k in dir(ssl) if not k.startswith("__")})
+    shim.create_default_context = create_default_context
+    n = 0
+    for name in _TLS_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if getattr(mod, "ssl", None) is ssl:
+            mod.ssl = shim
+            n += 1
+    return n
+
+
 def dask_setup(worker) -> None:
-    """Dask preload hook (``--preload flows.worker``), run in every worker process at start."""
+    """Dask preload hook (``--preload flows.worker``), run in every worker process at start: dynaset's
+    Prefect defaults, the temporary-server guard, shared TLS contexts (``reuse_tls_contexts``)."""
     from flows.runtime import prefect_environment
 
     prefect_environment()
     install_guard()
+    reuse_tls_contexts()
     logger.info("dynaset worker %s ready (PREFECT_API_URL=%s)", worker.address,
                 os.environ.get("PREFECT_API_URL") or "from the flow")
 

@@ -122,6 +122,29 @@ def test_worker_guard_refuses_a_temporary_server():
     assert res.stdout.startswith("refused dynaset worker: refusing") and TEMPORARY_SERVER not in res.stderr
 
 
+def test_worker_prefect_clients_share_one_tls_context():
+    """After ``reuse_tls_contexts`` (every worker's preload), Prefect API clients built per task run
+    share one verified SSLContext instead of loading the CA bundle each (in a fresh process)."""
+    code = (
+        "import ssl\n"
+        "calls = []\n"
+        "real = ssl.create_default_context\n"
+        "def counting(*a, **k):\n    calls.append(k.get('cafile'))\n    return real(*a, **k)\n"
+        "ssl.create_default_context = counting\n"
+        "import flows.worker as w\n"
+        "print('patched', w.reuse_tls_contexts())\n"
+        "from prefect.client.orchestration import SyncPrefectClient, PrefectClient\n"
+        "SyncPrefectClient('http://127.0.0.1:9/api')\n"
+        "before = len(calls)\n"
+        "cs = [SyncPrefectClient('http://127.0.0.1:9/api') for _ in range(3)] + [PrefectClient('http://127.0.0.1:9/api')]\n"
+        "print('contexts', len(calls) - before)\n"
+    )
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["patched", "3", "contexts", "0"], res.stdout  # the first client's, reused
+
+
 # --- slow: a real external cluster ---------------------------------------------------------------
 
 

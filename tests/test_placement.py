@@ -51,9 +51,9 @@ class _Recording(SerialExecutor):
         super().__init__()
         self.calls: list[str] = []
 
-    def submit(self, fn, *args, resources=None):
+    def submit(self, fn, *args, resources=None, priority=0):
         self.calls.append(fn.__name__)
-        return super().submit(fn, *args, resources=resources)
+        return super().submit(fn, *args, resources=resources, priority=priority)
 
 
 @pytest.fixture(scope="module")

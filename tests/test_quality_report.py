@@ -280,7 +280,7 @@ def test_cached_figures_make_the_same_report_as_a_full_redraw(built, tmp_path):
     leaves every value in its bin redraws nothing; figures no longer used are pruned."""
     import dataclasses
 
-    from pipeline.quality.report import FigureCache, _write_html, load_build
+    from pipeline.quality.report import FigureCache, _write_html, load_build, metric_columns
 
     out, cache_dir = built["out"], tmp_path / "figures"
     full = build_report(out, path=tmp_path / "full.html", sequence_plots=4).read_text()
@@ -292,7 +292,8 @@ def test_cached_figures_make_the_same_report_as_a_full_redraw(built, tmp_path):
     assert {"summary", "metric", "sequence"} <= set(cold.seconds)
     assert (warm.drawn, warm.reused) == (0, cold.drawn)
     assert _without_times(a) == _without_times(full) == _without_times(b)
-    assert a.count("data:image/png;base64,") == cold.drawn
+    assert a.count('<img class="plot"') == cold.drawn
+    assert a.count("data:image/svg+xml;base64,") == len(metric_columns(load_build(out).table)) + 1  # + summary
 
     q = load_build(out)
     metric = "root_height_std_m" if "root_height_std_m" in q.table else next(
@@ -317,3 +318,22 @@ def test_cached_figures_make_the_same_report_as_a_full_redraw(built, tmp_path):
         _write_html(dataclasses.replace(q, table=table), None, tmp_path / "redrawn.html", 25, 4,
                     FigureCache(None)).read_text())
     assert changed.prune() == 1 and len(list(cache_dir.iterdir())) == cold.drawn  # the old histogram
+
+
+def test_isolated_report_equals_the_in_process_one(built, tmp_path):
+    """The report drawn in a child process (what a Dask worker does, ``report_task(isolate=True)``)
+    is the report drawn in this process, figure cache included; a failing child raises with its
+    error output."""
+    from pipeline.quality.isolated import draw, draw_isolated
+
+    out = tmp_path / "out"
+    shutil.copytree(built["out"], out)
+    summary = json.loads((out / "build.json").read_text())
+    said = draw_isolated(out, summary)
+    assert "in a child process" in said and "0 reused from the cache" in said
+    child = (out / "report.html").read_text()
+    again = draw(out, summary)
+    assert "0 figures drawn" in again  # the child filled the cache this process reads
+    assert _without_times(child) == _without_times((out / "report.html").read_text())
+    with pytest.raises(RuntimeError, match="report process exited"):
+        draw_isolated(tmp_path / "no-such-root", None)

@@ -418,7 +418,7 @@ def test_whole_shard_writer_equals_zarrs_own_writer(tmp_path):
     for name in plan.schema.arrays:
         np.testing.assert_array_equal(a[name][...], b[name][...], err_msg=name)
     # joint_pos_m shard 0: every inner chunk holds data, so zarr stores all of them, as we do
-    shard = Path("joint_pos_m/c/0/0/0")
+    shard = Path("joint_pos_m/c.0.0.0")  # flat chunk keys (writer.CHUNK_KEY_ENCODING)
     assert (paths["shards"] / shard).read_bytes() == (paths["zarr"] / shard).read_bytes()
     assert validate_store(paths["shards"]) == []
 
@@ -546,3 +546,38 @@ def test_validation_scan_can_start_at_the_appended_records(tmp_path):
     assert scan_start(plan) is None  # a whole store: every record is scanned
     appended = replace(plan, kept_frames=700, kept_windows=3, frame_regions=((512, 1000),), window_regions=())
     assert scan_start(appended) == {"frame": 512, "window": plan.n_windows}
+
+
+def test_trash_deletes_replaced_directories_in_the_background(tmp_path):
+    from pipeline.store.staging import Trash, replace_dir
+
+    old, new = tmp_path / "s.zarr", tmp_path / ".s.zarr.tmp-1"
+    for d, n in ((old, 300), (new, 3)):
+        for i in range(n):
+            (d / "c" / str(i)).mkdir(parents=True)
+            (d / "c" / str(i) / "0").write_bytes(b"x")
+    left = tmp_path / ".other.zarr.trash-0123"  # what an interrupted run left behind
+    (left / "c").mkdir(parents=True)
+    trash = Trash()
+    assert trash.sweep(tmp_path) == 1
+    replace_dir(new, old, trash.add)
+    assert sorted(p.name for p in (old / "c").iterdir()) == ["0", "1", "2"]  # swapped at once
+    trash.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr"]
+
+
+def test_grown_metadata_is_what_zarr_writes(tmp_path):
+    """An append rewrites a per-sequence array from its old zarr.json with the new shape: the very
+    bytes zarr's create_array writes for that shape (numbers and strings)."""
+    import zarr
+
+    from pipeline.store.append import _grown_metadata
+
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="w", zarr_format=3)
+    for name, dtype, fill in (("seq_height_m", "float32", np.nan), ("seq_id", str, "")):
+        kw = dict(dtype=dtype, dimension_names=["sequence"], fill_value=fill, attributes={"units": "m"})
+        g.create_array(name, shape=(10,), chunks=(10,), **kw)
+        g.create_array(name + "_2", shape=(17,), chunks=(17,), **kw)
+        want = (tmp_path / "s.zarr" / (name + "_2") / "zarr.json").read_text()
+        got = _grown_metadata(tmp_path / "s.zarr" / name, (17,), (17,))
+        assert got == want

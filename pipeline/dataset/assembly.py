@@ -23,6 +23,7 @@ from pipeline.quality import Thresholds
 from pipeline.quality.flags import excluded_ids
 from pipeline.records import QuarantineEntry
 from pipeline.split import SUBSETS
+from pipeline.store.staging import Trash
 from pipeline.store import (
     LABELLED_DIMS,
     Chunking,
@@ -374,16 +375,20 @@ def group_regions(items: Sequence[tuple[StorePlan, str, str]], n_groups: int) ->
 
 
 def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, executor: Executor,
-                 say=print, tasks: int = 4) -> tuple[dict[str, str], float]:
+                 say=print, tasks: int = 4, trash: Trash | None = None) -> tuple[dict[str, str], float]:
     """Apply every store change: create the store (``full``) or a hard-linked clone grown for the
     appended sequences (``append``) under a temporary name, write all their regions through
     ``executor`` in about ``tasks`` tasks (each gets only its regions' sequences), then validate
-    and swap each into place.
+    and swap each into place. ``trash``: replaced stores (and ones an interrupted run left) are
+    deleted there, in the background (the caller waits for it); default: at once.
 
     Returns (subset → final path, summed region-write seconds). On any failure every temporary
     store is deleted and the existing stores stay as they were.
     """
     from pipeline.store.append import plan_append, prepare_append
+
+    if trash is not None:
+        trash.sweep(out)
 
     todo = {k: c for k, c in changes.items() if c.mode != "none"}
     tmps = {subset: out / f".{subset}.zarr.tmp-{build_id}" for subset in todo}
@@ -418,7 +423,7 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
     for subset in changes:
         final = out / f"{subset}.zarr"
         if subset in plans:
-            finalize_store(plans[subset], tmps[subset], final)
+            finalize_store(plans[subset], tmps[subset], final, trash.add if trash is not None else None)
             c = changes[subset]
             say(f"[write] {subset}: {c.mode}, {len(c.plan.staged)} sequences written, {len(c.tombstones)} "
                 f"tombstoned -> {final}")

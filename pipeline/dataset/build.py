@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.process import BuildConfig
-from pipeline.quality import Thresholds, build_report
-from pipeline.quality.report import FIGURE_CACHE_DIR, FigureCache
+from pipeline.quality import Thresholds
 from pipeline.quality.flags import write_quality_outputs
+from pipeline.quality.isolated import draw, draw_isolated
 from pipeline.records import QuarantineEntry
 from pipeline.simulate.backends import BATCHED_BACKENDS, GPU_BACKENDS
 from pipeline.simulate.batching import GpuBatching, GpuBatchPlanner, MotionJob, WorldBatch, steps_per_frame
@@ -31,6 +31,7 @@ from pipeline.split import SUBSETS
 from pipeline.store import Chunking, file_cache, load_schema
 from pipeline.store.ledger import LEDGER_FILE, Ledger, now_iso
 from pipeline.store.location import LocalLocation, write_text_atomic
+from pipeline.store.staging import Trash
 
 from . import assembly
 from .bookkeeping import ledger_rows, record_run, unchanged_rows
@@ -70,18 +71,16 @@ def say(msg: str) -> None:
 
 
 
-def report_task(out_dir: str, build: dict | None = None) -> str:
+def report_task(out_dir: str, build: dict | None = None, isolate: bool = False) -> str:
     """The build's self-contained HTML data-quality report (on a worker: plotting stays out of
     the driver's process); ``build``: the run's summary, when ``build.json`` is not written yet.
     Figures are kept in the root's cache under a digest of what they draw and only the ones whose
-    inputs changed are redrawn (``pipeline.quality.report.FigureCache``). Returns the report's path
-    and what was drawn."""
+    inputs changed are redrawn (``pipeline.quality.report.FigureCache``). ``isolate``: draw it in a
+    short-lived child process (``pipeline.quality.isolated``), so that what the report allocates
+    leaves with it (a Dask worker runs statistics after it). Returns the report's path and what was
+    drawn."""
     release_memory()  # what earlier tasks on this worker left in the heap
-    t0 = time.perf_counter()
-    figures = FigureCache(Path(out_dir) / FIGURE_CACHE_DIR)
-    path = build_report(Path(out_dir), build=build, figures=figures)
-    figures.prune()
-    return f"{path} ({figures.describe()}; {time.perf_counter() - t0:.1f} s)"
+    return draw_isolated(out_dir, build) if isolate else draw(out_dir, build)
 
 
 def schema_versions() -> dict[str, str]:
@@ -127,10 +126,12 @@ def build_dataset(
     with LocalLocation(out).lock("build"):
         DatasetConfig(tuple(sources), cfg, thresholds).write(out)
         ledger = Ledger(out / LEDGER_FILE)
+        trash = Trash()  # replaced stores, deleted in the background while the run goes on
         try:
             return _run(sources, out, cfg, chunking, workers, thresholds, force, executor, modify, report,
-                        created_by, compact, ledger, sim_batching, small_executor, placement)
+                        created_by, compact, ledger, sim_batching, small_executor, placement, trash)
         finally:
+            trash.wait()
             ledger.close()
 
 
@@ -145,7 +146,7 @@ def compact_dataset(root: str | Path, executor: Executor | None = None) -> dict:
 def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, thresholds: Thresholds, force: bool,
          executor: Executor, modify, report: bool, created_by: str, compact: bool, ledger: Ledger,
          sim_batching: GpuBatching | None = None, small_executor: Executor | None = None,
-         placement: str = "auto") -> dict:
+         placement: str = "auto", trash: Trash | None = None) -> dict:
     t_start = time.perf_counter()
     build_id = uuid.uuid4().hex[:12]
     started = now_iso()
@@ -201,7 +202,8 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     del selection  # the metrics table and the staged handles: the plans hold what the writes need
     t_plan = time.perf_counter() - t0
     release_memory()
-    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers))
+    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers),
+                                                  trash=trash)
     t_write = time.perf_counter() - t0 - t_plan
     release_memory()
     changed = [k for k, c in changes.items() if c.mode != "none"]
@@ -209,7 +211,8 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     summary = summarize(totals, stage_seconds, quarantine, counts, build_id)
     # the report needs the stores, the quality outputs and the summary's counts, not the
     # statistics: it runs on a worker while they are computed
-    report_future = executor.submit(report_task, str(out), dict(summary)) if report else None
+    isolate = bool(getattr(executor, "remote", False))  # a worker that runs the statistics next
+    report_future = executor.submit(report_task, str(out), dict(summary), isolate) if report else None
     t_report = time.perf_counter()
     try:
         stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),

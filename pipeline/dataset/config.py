@@ -16,6 +16,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,28 +53,43 @@ def _init_fields(tp: type) -> tuple[tuple[str, Any], ...]:
 
 def from_jsonable(tp: Any, value: Any) -> Any:
     """Inverse of ``to_jsonable`` for a type hint ``tp`` (dataclasses, tuples, dicts, optionals)."""
+    return _decoder(tp)(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder(tp: Any) -> Callable[[Any], Any]:
+    """``from_jsonable`` for one type hint, built once per hint: the type is inspected here, not
+    once per value (reading back ~2 000 cache entries made ~60 000 generic calls, 0.3 s at 4 h)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return from_jsonable(args[0], value)
+        inner = _decoder(args[0])
+        return lambda v: None if v is None else inner(v)
     if dataclasses.is_dataclass(tp):
-        kwargs = {name: from_jsonable(hint, value[name]) for name, hint in _init_fields(tp) if name in value}
-        return tp(**kwargs)
+        fields = tuple((name, _decoder(hint)) for name, hint in _init_fields(tp))
+        return lambda v: tp(**{name: dec(v[name]) for name, dec in fields if name in v})
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(from_jsonable(args[0], v) for v in value)
-        return tuple(from_jsonable(a, v) for a, v in zip(args, value))
+            item = _decoder(args[0])
+            if item is _same:
+                return tuple
+            return lambda v: tuple(item(x) for x in v)
+        decs = tuple(_decoder(a) for a in args)
+        return lambda v: tuple(d(x) for d, x in zip(decs, v))
     if origin is dict:
         _, vt = typing.get_args(tp)
-        return {k: from_jsonable(vt, v) for k, v in value.items()}
+        val = _decoder(vt)
+        return dict if val is _same else (lambda v: {k: val(x) for k, x in v.items()})
     if tp is Path:
-        return Path(value)
-    if tp is float and value is not None:
-        return float(value)
-    return value
+        return Path
+    if tp is float:
+        return lambda v: None if v is None else float(v)
+    return _same
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,22 @@ and on a Prefect/Dask cluster (``flows.build.PrefectExecutor`` maps each functio
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+import resource
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
+
+from pipeline.memory import release_memory  # noqa: F401 - re-exported: the stage functions' import
+
+TASK_LOG_ENV = "DYNASET_TASK_LOG"
+"""When set (a file path), every probed stage function (``probed``) appends one JSON line per call:
+process id, function, wall start/end (epoch s), RSS at start and end and the process's peak RSS so
+far (MiB), CPU seconds of the calling thread and of the whole process over the call. Benchmarks
+(``benchmarks/build_bench.py --task-log``) use it to see which task raises a worker's peak and how
+much of a worker's CPU lies outside its tasks."""
 
 
 class Future(Protocol):
@@ -17,6 +31,9 @@ class Future(Protocol):
 
 
 class Executor(Protocol):
+    remote: bool
+    """Whether tasks run in other, long-lived processes (workers) rather than the driver's."""
+
     def submit(self, fn: Callable, *args: Any, resources: dict | None = None, priority: int = 0) -> Future:
         """Run ``fn(*args)`` (possibly elsewhere); ``resources``: e.g. ``{"GPU": 1}``; ``priority``:
         higher runs first among queued tasks. An argument may be a future of this executor, or a
@@ -29,22 +46,36 @@ class Executor(Protocol):
         """Block until every future is done (failed ones included); never raises."""
 
 
-def release_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; a no-op elsewhere).
-
-    The driver calls it after each phase and the heavy stage functions at their end: glibc keeps
-    freed blocks in its arenas, so without it a process's RSS is the sum of what its phases and
-    tasks left behind rather than the largest of them. (Dask's own remedy,
-    ``MALLOC_TRIM_THRESHOLD_``, trims on every free and halved the per-file stages' speed:
-    ``flows.runtime.MALLOC_TRIM_ENV``.)"""
-    import ctypes
-    import ctypes.util
-
+def _rss_mib() -> float:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def probed(fn: Callable) -> Callable:
+    """``fn``, logging each call to ``$TASK_LOG_ENV`` when that is set (else a plain call)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        path = os.environ.get(TASK_LOG_ENV)
+        if not path:
+            return fn(*args, **kwargs)
+        t0, rss0, th0, pr0 = time.time(), _rss_mib(), time.thread_time(), time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            rec = {"pid": os.getpid(), "task": fn.__name__, "t0": t0, "t1": time.time(), "rss0": rss0,
+                   "rss1": _rss_mib(), "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                   "thread_cpu": time.thread_time() - th0, "process_cpu": time.process_time() - pr0}
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (json.dumps(rec) + "\n").encode())
+            finally:
+                os.close(fd)
+
+    return wrapper
 
 
 class _Done:
@@ -75,6 +106,10 @@ class WithResources:
     def __init__(self, executor: Executor, default: dict):
         self.executor, self.default = executor, dict(default)
 
+    @property
+    def remote(self) -> bool:
+        return bool(getattr(self.executor, "remote", False))
+
     def submit(self, fn: Callable, *args: Any, resources: dict | None = None, priority: int = 0) -> Future:
         return self.executor.submit(fn, *args, resources=self.default if resources is None else resources,
                                     priority=priority)
@@ -89,6 +124,8 @@ class WithResources:
 class SerialExecutor:
     """Runs each function when it is submitted, in this process; ``call(fn, *args)`` runs it
     (default: ``fn(*args)``; ``flows.build`` runs the function's Prefect task in the flow's process)."""
+
+    remote = False
 
     def __init__(self, call: Callable[..., Any] | None = None):
         self._call = call

@@ -123,6 +123,31 @@ def _load_store(subset: str, path: Path) -> _Store:
     )
 
 
+def store_members(out_dir: str | Path) -> dict[str, set[str]]:
+    """``{subset: live sequence keys}`` of every store in a build/release folder: only ``seq_id``,
+    ``seq_pass`` and ``seq_tombstone`` are read (``BuildReader`` opens every array). What the
+    report's per-subset tables need."""
+    out = {}
+    for subset, path in store_paths(out_dir).items():
+        g, stored = _open_group(path)
+        names = set(g.array_keys())
+
+        def arr(name: str):
+            return g[stored.get(name, name)]
+
+        if stored.get("seq_id", "seq_id") not in names:
+            out[subset] = set()
+            continue
+        ids = _strings(arr("seq_id"))
+        if stored.get("seq_pass", "seq_pass") in names:
+            ids = [sequence_key(s, int(k)) for s, k in zip(ids, np.asarray(arr("seq_pass")[...]))]
+        if stored.get("seq_tombstone", "seq_tombstone") in names:
+            dead = np.asarray(arr("seq_tombstone")[...]) == 1
+            ids = [s for s, d in zip(ids, dead) if not d]
+        out[subset] = set(ids)
+    return out
+
+
 def _unset(x: np.ndarray, fill: Any) -> bool:
     """True when a sequence's slice of an (optional) array holds only the fill value: the
     sequence does not have that array (e.g. simulation arrays of a measured sequence)."""

@@ -15,9 +15,11 @@ Everything the report shows is driven by the metric catalog (``metrics.CATALOG``
 (``flags.Thresholds``): a new provider's metrics get their distribution plots, per-source
 statistics, threshold lines, worst-sequence ranking and parent diff without changes here.
 
-Plots use matplotlib (Agg backend, PNG): the reference plotting library of the scientific Python
-stack, no JavaScript and no network access needed to view the file, so the report opens offline
-and in any browser, and its size is bounded (fixed-size PNGs instead of one SVG path per sample).
+Corpus-level figures — one histogram per metric, the summary bars — are SVG drawn from their bin
+counts (``pipeline.quality.svg``, ≈ 1 ms each): they change with almost every added or removed
+sequence, so an incremental build redraws them every time. Per-sequence plots (time series) use
+matplotlib (Agg backend, PNG: fixed size however long the sequence). Every figure is an ``<img>``
+with a data URL: no JavaScript and no network access needed, the report opens offline in any browser.
 """
 
 from __future__ import annotations
@@ -94,18 +96,18 @@ def _read_json(path: Path, default: Any) -> Any:
 def load_build(out_dir: str | Path, build: Mapping[str, Any] | None = None) -> BuildQuality:
     """Read a build/release folder; recompute metrics from its stores if it has no ``metrics.parquet``.
     ``build``: the build's summary when its ``build.json`` is not written yet (a running build)."""
-    from .collect import BuildReader
+    from .collect import store_members
 
     out = Path(out_dir)
     if not out.is_dir():
         raise FileNotFoundError(f"no build or release folder at {out}")
     members: dict[str, set[str]] = {}
-    reader = None
+    readable = False
     try:
-        reader = BuildReader(out)
-        members = {st.subset: set(st.ids) for st in reader.stores}
+        members = store_members(out)
+        readable = True
     except Exception:  # no stores / unreadable stores: report from the files alone
-        reader = None
+        members = {}
     recomputed = False
     flags_doc = _read_json(out / FLAGS_FILE, {})
     if (out / METRICS_FILE).exists():
@@ -114,7 +116,7 @@ def load_build(out_dir: str | Path, build: Mapping[str, Any] | None = None) -> B
         thresholds = Thresholds.from_dict(recorded) if recorded else Thresholds.default()
         flags = flags_doc.get("sequences", {})
         exclusions = _read_json(out / EXCLUSIONS_FILE, [])
-    elif reader is not None:
+    elif readable:
         from .collect import metrics_from_stores
 
         thresholds = Thresholds.default()
@@ -125,6 +127,9 @@ def load_build(out_dir: str | Path, build: Mapping[str, Any] | None = None) -> B
         raise FileNotFoundError(f"{out} has neither {METRICS_FILE} nor readable *.zarr stores")
     if "flag_level" not in table.columns:
         table, _ = apply_flags(table.to_dict("records"), thresholds)
+    # what was recorded is read above; pandas deep-copies ``attrs`` (catalog, rules, flags) into every
+    # column and slice it makes, which was two thirds of a report's time
+    table.attrs = {}
     return BuildQuality(
         out_dir=out, table=table, thresholds=thresholds, flags=flags, exclusions=exclusions,
         quarantine=_read_json(out / QUARANTINE_FILE, []),
@@ -506,30 +511,22 @@ def _rules_for(thresholds: Thresholds, metric: str) -> list[Rule]:
 
 
 def metric_figure(table: pd.DataFrame, metric: str, rules: Sequence[Rule]) -> str:
-    """Histogram of one metric per source (step lines), threshold lines coloured by level."""
-    plt = _plt()
-    spec = CATALOG[metric]
-    fig, ax = plt.subplots(figsize=(4.2, 2.4))
-    vals, finite, shown, off, bins, sources = _metric_bins(table, metric, rules)
-    if len(sources) <= 1:
-        ax.hist(finite, bins=bins, color="#4c72b0", alpha=0.85)
-    else:
-        for s in sources:
-            v = vals[(table["source"] == s) & np.isfinite(vals)]
-            ax.hist(v, bins=bins, histtype="step", linewidth=1.4, label=str(s))
-        ax.legend(fontsize=7, frameon=False)
-    for r in shown:
-        ax.axvline(r.value, color=LEVEL_COLOURS[r.level], linestyle="--", linewidth=1.2)
-        ax.text(r.value, ax.get_ylim()[1] * 0.95, f" {r.level}", color=LEVEL_COLOURS[r.level], fontsize=7,
-                va="top", rotation=90)
-    if off:
-        ax.text(0.99, 0.98, "\n".join(f"{r.level} {r.op} {r.value:g} (off scale)" for r in off),
-                transform=ax.transAxes, ha="right", va="top", fontsize=6.5, color="#555")
-    ax.set_xlabel(f"{metric} [{spec.unit}]")
-    ax.set_ylabel("sequences")
-    _few_ticks(ax)
-    fig.subplots_adjust(left=0.14, right=0.97, top=0.95, bottom=0.2)
-    return _img(fig, f"distribution of {metric}")
+    """Histogram of one metric per source (step lines), threshold lines coloured by level (SVG)."""
+    return metric_svg(metric_figure_key(table, metric, rules))
+
+
+def metric_svg(key: tuple) -> str:
+    """``metric_figure`` drawn from its key (``metric_figure_key``: bin edges and counts, rules):
+    SVG text, ≈ 1 ms, so a histogram whose counts changed costs nothing to redraw."""
+    from . import svg
+
+    metric, spec, bins, sources, counts, shown, off = key
+    series = [(s, c) for s, c in zip(sources or [""], counts)]
+    lines = [(r.value, f" {r.level}", LEVEL_COLOURS[r.level]) for r in shown]
+    note = [f"{r.level} {r.op} {r.value:g} (off scale)" for r in off]
+    doc = svg.histogram([float(x) for x in bins], [(label, [int(v) for v in c]) for label, c in series],
+                        f"{metric} [{spec.unit}]", "sequences", lines, note)
+    return svg.img(doc, f"distribution of {metric}")
 
 
 def _metric_bins(table: pd.DataFrame, metric: str, rules: Sequence[Rule]):
@@ -570,38 +567,44 @@ def _few_ticks(ax, nx: int = 5, ny: int = 4) -> None:
     ax.yaxis.set_major_locator(MaxNLocator(ny))
 
 
-def summary_figure(summary: Mapping[str, Any], table: pd.DataFrame) -> str:
-    """Hours per source and split; flag levels per source."""
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.4, 2.6))
+def summary_panels(table: pd.DataFrame) -> list[tuple[str, str, list[str], list[tuple[str, list[float], str]]]]:
+    """What the summary figure draws: hours kept per source, stacked by split; sequences per source,
+    stacked by worst flag level (``svg.stacked_bars`` panels)."""
+    from .svg import COLOURS
+
+    panels = []
     kept = table[~table["excluded"].astype(bool)] if len(table) else table
     pivot = (kept.assign(h=pd.to_numeric(kept["duration_s"], errors="coerce") / 3600.0)
              .pivot_table(index="source", columns="split", values="h", aggfunc="sum", fill_value=0.0)
              if len(kept) else pd.DataFrame())
+    series = []
     if not pivot.empty:
-        bottom = np.zeros(len(pivot))
-        for split in [c for c in ("train", "val", "test") if c in pivot.columns] + [
-                c for c in pivot.columns if c not in ("train", "val", "test")]:
-            a1.bar(pivot.index.astype(str), pivot[split].to_numpy(), bottom=bottom, label=str(split))
-            bottom += pivot[split].to_numpy()
-        a1.legend(fontsize=7, frameon=False)
-    a1.set_title("hours kept, by source and split")
-    a1.set_ylabel("hours")
-    lv = table.assign(lv=table["flag_level"].replace("", "clean")) if len(table) else table
-    if len(lv):
+        splits = [c for c in ("train", "val", "test") if c in pivot.columns] + [
+            c for c in pivot.columns if c not in ("train", "val", "test")]
+        series = [(str(sp), [float(v) for v in pivot[sp].to_numpy()], COLOURS[k % len(COLOURS)])
+                  for k, sp in enumerate(splits)]
+    panels.append(("hours kept, by source and split", "hours", [str(i) for i in pivot.index], series))
+    series, cats = [], []
+    if len(table):
+        lv = table.assign(lv=table["flag_level"].replace("", "clean"))
         counts = lv.pivot_table(index="source", columns="lv", values="seq_id", aggfunc="count", fill_value=0)
-        bottom = np.zeros(len(counts))
-        for level in [c for c in ("clean", "info", "warn", "exclude") if c in counts.columns]:
-            a2.bar(counts.index.astype(str), counts[level].to_numpy(), bottom=bottom, label=level,
-                   color=LEVEL_COLOURS["" if level == "clean" else level])
-            bottom += counts[level].to_numpy()
-        a2.legend(fontsize=7, frameon=False)
-    a2.set_title("sequences by worst flag level")
-    a2.set_ylabel("sequences")
-    for ax in (a1, a2):
-        ax.yaxis.set_major_locator(__import__("matplotlib.ticker", fromlist=["MaxNLocator"]).MaxNLocator(4))
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.88, bottom=0.12, wspace=0.25)
-    return _img(fig, "summary: hours and flag levels per source")
+        cats = [str(i) for i in counts.index]
+        series = [(level, [float(v) for v in counts[level].to_numpy()], LEVEL_COLOURS["" if level == "clean" else level])
+                  for level in ("clean", "info", "warn", "exclude") if level in counts.columns]
+    panels.append(("sequences by worst flag level", "sequences", cats, series))
+    return panels
+
+
+def summary_figure(summary: Mapping[str, Any], table: pd.DataFrame) -> str:
+    """Hours per source and split; flag levels per source (SVG)."""
+    return summary_svg(summary_panels(table))
+
+
+def summary_svg(panels: list) -> str:
+    """The summary figure drawn from ``summary_panels``."""
+    from . import svg
+
+    return svg.img(svg.stacked_bars(panels), "summary: hours and flag levels per source")
 
 
 def sequence_figure(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], title: str) -> str:
@@ -936,9 +939,7 @@ def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | No
         parts.append('<p class="muted">No metrics.parquet in this folder: metrics were recomputed from the stores '
                      'with the default thresholds; sequences the build excluded are not in its stores.</p>')
     if len(q.table):
-        # summary_figure draws from these columns of the table only
-        cols = [c for c in ("excluded", "duration_s", "source", "split", "flag_level", "seq_id") if c in q.table]
-        parts.append(figures.figure("summary", lambda t: summary_figure(s, t), q.table[cols]))
+        parts.append(figures.figure("summary", summary_svg, summary_panels(q.table)))
     parts.append("<h3>Per source</h3>" + _table(
         ["source", "sequences", "subjects", "hours", "excluded", "excluded hours"],
         [[r["source"], r["sequences"], r["subjects"], r["hours"], r["excluded"], r["excluded_hours"]] for r in s["by_source"]],
@@ -1009,8 +1010,7 @@ def _write_html(q: BuildQuality, par: BuildQuality | None, path: str | Path | No
                 f'<div class="metric" id="m-{_e(m)}"><b>{_e(m)}</b> <span class="muted">[{_e(CATALOG[m].unit)}]</span>'
                 f"<p>{_e(CATALOG[m].description)}<br>median {_num(st['p50'])} · p95 {_num(st['p95'])} · max "
                 f"{_num(st['max'])} · n = {st['n']}{' · ' + rtxt if rtxt else ''}</p>"
-                + figures.figure("metric", metric_figure, q.table, m, rules,
-                                 key=metric_figure_key(q.table, m, rules) if figures.folder is not None else None)
+                + figures.figure("metric", metric_svg, metric_figure_key(q.table, m, rules))
                 + "</div>")
         parts.append("</div>")
     if missing:
