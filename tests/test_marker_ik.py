@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -52,9 +50,7 @@ def test_recovers_known_pose_height_and_joints_from_virtual_markers():
     aa, _, joints, markers = _gait_like()
     markers[np.random.default_rng(1).random(markers.shape[:2]) < 0.05] = np.nan  # 5 % dropouts
     labels = [f"Subject01:{n}" for n in mk.MARKER_NAMES]  # prefixed as in Vicon files
-    t0 = time.perf_counter()
-    res = ik.fit_markers(markers, labels, ik.IKConfig(calibrate_offsets=False))
-    elapsed = time.perf_counter() - t0
+    res = ik.fit_markers(markers, labels, ik.IKConfig(calibrate_offsets=False))  # speed: benchmarks/marker_ik_bench.py
     assert abs(res.height_m - 1.78) < 0.01
     assert res.solved.mean() > 0.95  # frames with < 3 pelvis markers are interpolated
     assert np.nanmedian(res.rmse_m) < 0.002 and np.nanmax(res.rmse_m) < 0.005
@@ -66,7 +62,6 @@ def test_recovers_known_pose_height_and_joints_from_virtual_markers():
     legs = [1, 2, 4, 5, 7, 8]
     assert np.median(ang[:, legs]) < 2.0 and np.percentile(ang[:, legs], 95) < 5.0
     assert np.median(ang[:, :22]) < 2.0
-    assert elapsed < 10.0
 
 
 def test_offset_calibration_keeps_the_fit_and_unobserved_joints_stay_neutral():
