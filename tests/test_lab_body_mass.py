@@ -80,3 +80,17 @@ def test_real_walks(walks):
     assert w2.measured.mass_source.startswith("plates_gait")
     assert 55.0 < w2.measured.mass_kg < 70.0
     assert w2.motion.mass_kg == pytest.approx(w2.measured.mass_kg)
+
+
+def test_a_fit_the_model_cannot_explain_gives_none():
+    """Forces that the 6 Hz vertical model misses by a median above FIT_MAX_MEDIAN_BW (e.g. a sprint's 4-frame
+    stances at 30 FPS) give no mass, whatever the least-squares number."""
+    from pipeline.lab.body_mass import FIT_MAX_MEDIAN_BW
+
+    fz, z = _walk(68.0)
+    t = np.arange(fz.size)
+    spiky = np.where(t % 8 < 2, 3.5, 0.15) * 68.0 * GRAVITY_MPS2  # impacts the smooth COM does not show
+    known = np.ones(fz.size, bool)
+    assert mass_from_gait(fz, known, z, FPS, height_m=1.75) is not None
+    assert mass_from_gait(spiky, known, z, FPS, height_m=1.75) is None
+    assert FIT_MAX_MEDIAN_BW == pytest.approx(0.1)

@@ -106,8 +106,10 @@ def test_sprint_impacts_do_not_ring_into_swing_frames():
     """JA1Gait35 is a sprint (3.7 BW peaks, stances of ~4 frames at 30 FPS). The 12 Hz low-pass rang into the
     swing frames next to each stance (−95…+37 N where the plate reads exactly 0 N); the positive lobes counted
     as loaded, with COPs up to 0.4 m off the foot, and excluded the trial (cop_far_outside, 0.30 > 0.25).
-    Frames unloaded throughout their interval now hold zero force and no COP."""
+    Frames unloaded throughout their interval now hold zero force and no COP — except where the foot stands on
+    the floor beside the plates (its first left step, frames 4–6): unknown, not 0 N."""
     from pipeline.lab import forceplate as fp
+    from pipeline.lab.trial import off_plate_frames
     from pipeline.quality import evaluate_flags
     from pipeline.quality.integration import sequence_metrics
 
@@ -115,11 +117,17 @@ def test_sprint_impacts_do_not_ring_into_swing_frames():
     p = process_motion(raw, BuildConfig(simulate=None))
     f, m = raw.measured.forces, p.measured
     idle = fp.unloaded_frames(f.force_n[..., 2], f.rate_hz, raw.measured.t0_s - f.t0_s + p.motion.time_s, 20.0)
+    off = off_plate_frames(p.motion.foot_points_m, np.where(idle, 0.0, 1e3), p.motion.fps_hz,
+                           p.motion.ground_offset_m)
+    assert off[4:7, 0].all() and off.sum() <= 8  # the unmeasured left step; a few stance-end frames at most
     assert 25 <= idle.sum(axis=0).min() and idle.sum() < idle.size  # swing frames; stances stay
-    assert (m.grf_n[idle] == 0).all() and np.isnan(m.cop_m[idle]).all() and (m.foot_contact[idle] == 0).all()
+    swing = idle & ~off
+    assert (m.grf_n[swing] == 0).all() and np.isnan(m.cop_m[swing]).all() and (m.foot_contact[swing] == 0).all()
+    assert np.isnan(m.grf_n[off]).all() and (m.foot_contact[off] == 255).all()
     assert np.nanmax(m.grf_n[..., 2]) / (p.motion.mass_kg * 9.81) > 3.5  # the impacts themselves are kept
-    # its model is scaled to the subject (68.1 kg): the plates' fit, even of a sprint, agrees within 2 %
-    assert m.mass_source.startswith("plates_gait") and m.mass_kg == pytest.approx(raw.measured.mass_kg, rel=0.02)
+    # the 6 Hz vertical model cannot explain a sprint at 30 FPS (its fit missed by a median > 0.1 BW and, without
+    # the unmeasured step's frames, read 91 kg): the model's mass, scaled to the subject by AddBiomechanics, stays
+    assert m.mass_source.startswith("model") and m.mass_kg == pytest.approx(68.1, abs=0.05)
     row = sequence_metrics(p)
     assert row["cop_outside_foot_frac"] < 0.25, row["cop_outside_foot_frac"]
     assert "cop_far_outside" not in {fl.name for fl in evaluate_flags(row, None)}

@@ -12,7 +12,7 @@ and 81.3 kg for 73.4 kg (kineticstoolkit walk, +11 %; its plates also need a −
 inverse dynamics at the stated mass): expect ±10 %. The file's mass wins where there is one. Without
 one it replaces a musculoskeletal model's mass (which may be an unscaled template's: the AddBiomechanics
 tutorial walk's model weighs Rajagopal 2015's 75.3 kg, its plates 84.8 kg; JA1Gait35's scaled model
-68.1 kg, its plates 68.7 kg) and the BMI default: opensim-core walking2 64.5 kg instead of 75.3 kg (its inverse
+68.1 kg, kept: a sprint the 6 Hz model cannot explain, ``FIT_MAX_MEDIAN_BW``) and the BMI default: opensim-core walking2 64.5 kg instead of 75.3 kg (its inverse
 dynamics at 75.3 kg needed +162 N of vertical residual on average), Gait 63.8 instead of 63.4.
 """
 
@@ -30,6 +30,9 @@ OUTLIER_BW = 0.25
 """Frames whose force the fitted model misses by more than this × body weight are refitted without."""
 BMI_RANGE_KG_M2 = (15.0, 40.0)
 """A fitted mass outside this BMI range (× height²) is not used."""
+FIT_MAX_MEDIAN_BW = 0.1
+"""A fit whose model misses the frames it was fitted on by a median above this × body weight is not used: the
+6 Hz vertical model cannot explain the trial (sprinting at 30 FPS: JA1Gait35's 4-frame stances)."""
 
 
 def com_height_m(joint_pos_m: np.ndarray, gender: str = "neutral") -> np.ndarray:
@@ -72,7 +75,9 @@ def mass_from_gait(total_fz_n: np.ndarray, all_known: np.ndarray, com_z_m: np.nd
     lo, hi = (r * height_m**2 for r in BMI_RANGE_KG_M2)
     if not lo <= mass <= hi:
         return None
+    if np.median(np.abs(ff[use] - mass * x[use])) > FIT_MAX_MEDIAN_BW * mass * GRAVITY_MPS2:
+        return None
     return mass, int(use.sum())
 
 
-__all__ = ["BMI_RANGE_KG_M2", "CUTOFF_HZ", "MIN_S", "OUTLIER_BW", "com_height_m", "mass_from_gait"]
+__all__ = ["BMI_RANGE_KG_M2", "CUTOFF_HZ", "FIT_MAX_MEDIAN_BW", "MIN_S", "OUTLIER_BW", "com_height_m", "mass_from_gait"]

@@ -29,9 +29,9 @@ import dataclasses
 import numpy as np
 from scipy.signal import butter, filtfilt
 
-from pipeline.lab.body_mass import CUTOFF_HZ, GRAVITY_MPS2, OUTLIER_BW, com_height_m, mass_from_gait
+from pipeline.lab.body_mass import CUTOFF_HZ, FIT_MAX_MEDIAN_BW, GRAVITY_MPS2, OUTLIER_BW, com_height_m, mass_from_gait
 
-CHECK_MAX_MEDIAN_BW = 0.1
+CHECK_MAX_MEDIAN_BW = FIT_MAX_MEDIAN_BW
 """The check runs only when the Newton model misses the known frames by at most this median (× BW)."""
 
 UNKNOWN_CONTACT = 255

@@ -9,6 +9,9 @@ origin low-passed at ``cutoff_fraction`` × fps (zero-phase Butterworth, as the 
 interpolated at t0 + k / fps, zero at frames whose raw vertical force stays ≤ 20 N throughout
 (``forceplate.unloaded_frames``: no filter ringing in swing), shifted by the canonical ground offset; COP and free moment on the floor plane
 (NaN where F_z ≤ 20 N); moment about the IK skeleton's ankle joint centre; contact by hysteresis (20/10 N).
+A foot that stands on the floor while its force reads no load stands on the *unmeasured* floor (a plate-less
+part of the runway: the forces of an OpenSim external-loads file or a .b3d trial are simply 0 there), so its
+force is unknown (NaN, ``off_plate_frames``), as the C3D path's ``off_plate`` rule does with plate footprints.
 """
 
 from __future__ import annotations
@@ -30,6 +33,29 @@ from pipeline.records import CanonicalMotion
 
 MIN_DURATION_S = 0.2
 """Shortest run of frames with a visible pelvis that is built, seconds."""
+
+OFF_PLATE_HEIGHT_M = 0.05
+"""A sole point (heel or toe) this close to the floor, m, ... (``off_plate_frames``; the height at which
+``pipeline.contact`` releases a contact)."""
+OFF_PLATE_SPEED_MPS = 1.0
+"""... and slower than this horizontally, m/s, stands on the floor (the C3D foot assignment's ``max_speed_m_s``:
+a swing foot moves at 2–20 m/s; a push-off toe at 30 FPS reads up to ≈ 0.9 m/s by central differences)."""
+
+
+def off_plate_frames(foot_points_m: np.ndarray, force_z_n: np.ndarray, fps: float, floor_z_m: float,
+                     threshold_n: float = 20.0) -> np.ndarray:
+    """(T, 2) bool: a foot (left, right) standing on the floor — its heel or toe sole point within
+    ``OFF_PLATE_HEIGHT_M`` of ``floor_z_m`` and horizontally slower than ``OFF_PLATE_SPEED_MPS`` — while its
+    measured vertical force is at most ``threshold_n`` (N): it stands where nothing measures it.
+    ``foot_points_m`` (T, 4, 3): left heel, left toe, right heel, right toe (m); ``force_z_n`` (T, 2) N."""
+    pts = np.asarray(foot_points_m, dtype=float)
+    from pipeline.contact import horizontal_speed
+
+    speed = horizontal_speed(pts, fps).reshape(-1, 2, 2)  # (T, side, heel/toe)
+    low = (pts[..., 2] - floor_z_m).reshape(-1, 2, 2) < OFF_PLATE_HEIGHT_M
+    standing = (low & (speed < OFF_PLATE_SPEED_MPS)).any(axis=-1)
+    with np.errstate(invalid="ignore"):
+        return standing & (np.asarray(force_z_n, dtype=float) <= threshold_n)
 
 
 def fit_trial(markers_z_up_m: np.ndarray, labels: tuple[str, ...], rate_hz: float,
@@ -150,6 +176,10 @@ class LabTrialMeasurement:
         mom[idle] = 0.0
         force[:, ~f.known] = np.nan
         mom[:, ~f.known] = np.nan
+        off = off_plate_frames(motion.foot_points_m, force[..., 2], motion.fps_hz, motion.ground_offset_m,
+                               self.threshold_n)
+        force[off] = np.nan
+        mom[off] = np.nan
         dz = np.array([0.0, 0.0, motion.ground_offset_m])
         o = np.zeros(3)
         up = np.array([0.0, 0.0, 1.0])
