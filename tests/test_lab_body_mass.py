@@ -62,7 +62,7 @@ def walks():
     from pipeline.sources.base import get_source
 
     src = get_source("c3d")
-    rels = ("btk/PiG/PiG_Motion3_FF.c3d", "opensim-core/walking2.c3d")
+    rels = ("btk/PiG/PiG_Motion3_FF.c3d", "opensim-core/walking2.c3d", "kineticstoolkit/walk.c3d")
     return {rel: process_motion(src.read(C3D_ROOT / rel, C3D_ROOT)[0], BuildConfig()) for rel in rels}
 
 
@@ -80,6 +80,22 @@ def test_real_walks(walks):
     assert w2.measured.mass_source.startswith("plates_gait")
     assert 55.0 < w2.measured.mass_kg < 70.0
     assert w2.motion.mass_kg == pytest.approx(w2.measured.mass_kg)
+    # the kineticstoolkit walk states 73.4 kg; its plates weigh 81.3 kg (+11 %, beyond STATED_MASS_TOLERANCE):
+    # the plates' mass goes to the measured side-car and the humanoid, the stated one stays in the source string
+    kit = walks["kineticstoolkit/walk.c3d"]
+    assert kit.measured.mass_source.startswith("plates_gait") and "the file states 73.4 kg" in kit.measured.mass_source
+    assert kit.measured.mass_kg == pytest.approx(81.3, abs=0.5) and kit.motion.mass_kg == kit.measured.mass_kg
+
+
+def test_a_stated_mass_gives_way_only_to_a_fit_that_contradicts_it():
+    from pipeline.lab.body_mass import STATED_MASS_TOLERANCE, prefer_measured
+
+    assert prefer_measured(70.0, None) is None
+    assert prefer_measured(70.0, (70.0 * (1 + 0.9 * STATED_MASS_TOLERANCE), 40)) is None  # within 5 %: file
+    assert prefer_measured(70.0, (70.0 * (1 - 0.9 * STATED_MASS_TOLERANCE), 40)) is None
+    mass, source = prefer_measured(70.0, (77.0, 40))
+    assert mass == 77.0 and source.startswith("plates_gait") and "70.0 kg, +10 %" in source
+    assert prefer_measured(70.0, (63.0, 40))[0] == 63.0
 
 
 def test_a_fit_the_model_cannot_explain_gives_none():

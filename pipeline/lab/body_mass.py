@@ -9,7 +9,8 @@ fit compares the same bandwidth; it is refitted up to three times without the fr
 more than ``OUTLIER_BW`` (a foot on the unmeasured floor taken for a swing foot at a plate's edge). On
 the shared lab walks whose files state a mass the fit gives 72.5 kg for 74.0 kg (PiG_Motion3_FF, −2 %)
 and 81.3 kg for 73.4 kg (kineticstoolkit walk, +11 %; its plates also need a −78 N vertical residual in
-inverse dynamics at the stated mass): expect ±10 %. The file's mass wins where there is one. Without
+inverse dynamics at the stated mass): expect ±10 %. The file's mass wins where there is one — unless the fit contradicts it by more than
+``STATED_MASS_TOLERANCE`` (5 %; ``prefer_measured``): the kineticstoolkit walk then gets 81.3 kg. Without
 one it replaces a musculoskeletal model's mass (which may be an unscaled template's: the AddBiomechanics
 tutorial walk's model weighs Rajagopal 2015's 75.3 kg, its plates 84.8 kg; JA1Gait35's scaled model
 68.1 kg, kept: a sprint the 6 Hz model cannot explain, ``FIT_MAX_MEDIAN_BW``) and the BMI default: opensim-core walking2 64.5 kg instead of 75.3 kg (its inverse
@@ -30,9 +31,25 @@ OUTLIER_BW = 0.25
 """Frames whose force the fitted model misses by more than this × body weight are refitted without."""
 BMI_RANGE_KG_M2 = (15.0, 40.0)
 """A fitted mass outside this BMI range (× height²) is not used."""
+STATED_MASS_TOLERANCE = 0.05
+"""A mass stated by the file that the plates' trusted fit contradicts by more than this fraction gives way to the
+fit (``prefer_measured``)."""
 FIT_MAX_MEDIAN_BW = 0.1
 """A fit whose model misses the frames it was fitted on by a median above this × body weight is not used: the
 6 Hz vertical model cannot explain the trial (sprinting at 30 FPS: JA1Gait35's 4-frame stances)."""
+
+
+def prefer_measured(stated_kg: float, fit: tuple[float, int] | None) -> tuple[float, str] | None:
+    """``(mass, source)`` of the plates' fit when it contradicts the file's stated mass by more than
+    ``STATED_MASS_TOLERANCE``, else ``None`` (the stated mass stays). The simulator must carry the weight the
+    plates measured for its forces to be comparable with them; AddBiomechanics likewise lets the plates move
+    the mass. The kineticstoolkit walk states 73.4 kg, its plates 81.3 kg: at 73.4 kg inverse dynamics needs
+    −78 N of mean vertical root residual (−1 N at 81.3 kg) and the simulated forces miss the plates by
+    λ 1.01 / 0.99 N/kg (0.67 / 0.70 at 81.3 kg, 3 passes)."""
+    if fit is None or abs(fit[0] / stated_kg - 1.0) <= STATED_MASS_TOLERANCE:
+        return None
+    return fit[0], (f"plates_gait (vertical Newton fit over {fit[1]} frames; the file states {stated_kg:.1f} kg, "
+                    f"{100 * (fit[0] / stated_kg - 1):+.0f} %)")
 
 
 def com_height_m(joint_pos_m: np.ndarray, gender: str = "neutral") -> np.ndarray:
@@ -80,4 +97,4 @@ def mass_from_gait(total_fz_n: np.ndarray, all_known: np.ndarray, com_z_m: np.nd
     return mass, int(use.sum())
 
 
-__all__ = ["BMI_RANGE_KG_M2", "CUTOFF_HZ", "FIT_MAX_MEDIAN_BW", "MIN_S", "OUTLIER_BW", "com_height_m", "mass_from_gait"]
+__all__ = ["BMI_RANGE_KG_M2", "CUTOFF_HZ", "FIT_MAX_MEDIAN_BW", "STATED_MASS_TOLERANCE", "prefer_measured", "MIN_S", "OUTLIER_BW", "com_height_m", "mass_from_gait"]

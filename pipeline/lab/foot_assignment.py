@@ -29,7 +29,8 @@ plates per foot. Everything is in dynaset's canonical frame (z up, metres, N, NÂ
   its force is NaN there (``off_plate``). Contact: hysteresis on the foot's vertical force (enter above
   ``contact_on_n``, leave below ``contact_off_n``; NaN leaves), as ``pipeline.contact``.
 * **Total**: sum over all plates, moment about the floor point below the canonical origin.
-* **Body mass** (``estimate_body_mass``): the file's subject parameter when present; else quiet standing:
+* **Body mass** (``estimate_body_mass``): the file's subject parameter when present (unless the vertical
+  Newton fit during gait contradicts it by more than 5 %: ``body_mass.prefer_measured``); else quiet standing:
   the longest run of at least ``quiet_min_s`` where both feet are on plates, no foot is on the floor off
   the plates and the total vertical force is steady (centred moving std â‰¤ max(10 N, 2 %)), mass =
   median F_z / g; else, given the fitted motion's centre-of-mass height, the vertical Newton fit over
@@ -324,11 +325,17 @@ def assign_plates(plates: list[PlateLoad] | tuple[PlateLoad, ...], ground_points
 def estimate_body_mass(subject_mass_kg: float | None, total_fz_n: np.ndarray, both_on_plates: np.ndarray,
                        fps: float, cfg: FootConfig = FootConfig(), *, all_known: np.ndarray | None = None,
                        com_z_m: np.ndarray | None = None, height_m: float | None = None) -> tuple[float, str]:
-    """(mass kg, source): file parameter, else quiet standing, else (with ``com_z_m``, ``all_known`` and
+    """(mass kg, source): file parameter (the gait fit where it contradicts it by > 5 %), else quiet standing, else (with ``com_z_m``, ``all_known`` and
     ``height_m``) the vertical Newton fit during gait (``pipeline.lab.body_mass``), else the default."""
-    if subject_mass_kg is not None and np.isfinite(subject_mass_kg) and subject_mass_kg > 0:
-        return float(subject_mass_kg), "file"
     fz = np.asarray(total_fz_n, dtype=float)
+    if subject_mass_kg is not None and np.isfinite(subject_mass_kg) and subject_mass_kg > 0:
+        if com_z_m is not None and all_known is not None and height_m is not None:
+            from pipeline.lab.body_mass import mass_from_gait, prefer_measured
+
+            better = prefer_measured(float(subject_mass_kg), mass_from_gait(fz, all_known, com_z_m, fps, height_m))
+            if better is not None:
+                return better
+        return float(subject_mass_kg), "file"
     w = max(round(cfg.quiet_min_s * fps), 3)
     if fz.shape[0] >= w:
         filled = np.where(np.isfinite(fz), fz, 0.0)

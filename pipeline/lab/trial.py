@@ -28,7 +28,7 @@ from pipeline.lab import forceplate as fp
 from pipeline.lab import marker_ik as ik
 from pipeline.lab import markers as ml
 from pipeline.lab import measured as lm
-from pipeline.lab.body_mass import com_height_m, mass_from_gait
+from pipeline.lab.body_mass import com_height_m, mass_from_gait, prefer_measured
 from pipeline.records import CanonicalMotion
 
 MIN_DURATION_S = 0.2
@@ -190,13 +190,17 @@ class LabTrialMeasurement:
         ankle = motion.joint_pos_m[:, [7, 8]] - dz
         grm = fa.transfer_moment(mom, o, ankle, force)
         fz = force[..., 2]
-        if self.mass_kg is None or self.mass_is_model:
-            # no stated mass: the vertical Newton fit over the frames both feet's forces are known
-            fit = mass_from_gait(fz.sum(axis=1), np.isfinite(force).all(axis=(1, 2)),
-                                 com_height_m(motion.joint_pos_m, motion.gender), motion.fps_hz, motion.height_m)
-            if fit is not None:
-                instead = f"; the model's mass is {self.mass_kg:.1f} kg" if self.mass_kg is not None else ""
-                mass, source = fit[0], f"plates_gait (vertical Newton fit over {fit[1]} frames{instead})"
+        # the vertical Newton fit over the frames both feet's forces are known: the mass without a stated one,
+        # or against the stated one (body_mass.prefer_measured)
+        fit = mass_from_gait(fz.sum(axis=1), np.isfinite(force).all(axis=(1, 2)),
+                             com_height_m(motion.joint_pos_m, motion.gender), motion.fps_hz, motion.height_m)
+        if self.mass_kg is not None and not self.mass_is_model:
+            better = prefer_measured(float(self.mass_kg), fit)
+            if better is not None:
+                mass, source = better
+        elif fit is not None:
+            instead = f"; the model's mass is {self.mass_kg:.1f} kg" if self.mass_kg is not None else ""
+            mass, source = fit[0], f"plates_gait (vertical Newton fit over {fit[1]} frames{instead})"
         with np.errstate(invalid="ignore"):
             enter = fz > self.threshold_n
             leave = ~(fz >= 0.5 * self.threshold_n) & ~enter
