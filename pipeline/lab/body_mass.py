@@ -9,12 +9,13 @@ fit compares the same bandwidth; it is refitted up to three times without the fr
 more than ``OUTLIER_BW`` (a foot on the unmeasured floor taken for a swing foot at a plate's edge). On
 the shared lab walks whose files state a mass the fit gives 72.5 kg for 74.0 kg (PiG_Motion3_FF, −2 %)
 and 81.3 kg for 73.4 kg (kineticstoolkit walk, +11 %; its plates also need a −78 N vertical residual in
-inverse dynamics at the stated mass): expect ±10 %. The file's mass wins where there is one — unless the fit contradicts it by more than
-``STATED_MASS_TOLERANCE`` (5 %; ``prefer_measured``): the kineticstoolkit walk then gets 81.3 kg. Without
-one it replaces a musculoskeletal model's mass (which may be an unscaled template's: the AddBiomechanics
-tutorial walk's model weighs Rajagopal 2015's 75.3 kg, its plates 84.8 kg; JA1Gait35's scaled model
-68.1 kg, kept: a sprint the 6 Hz model cannot explain, ``FIT_MAX_MEDIAN_BW``) and the BMI default: opensim-core walking2 64.5 kg instead of 75.3 kg (its inverse
-dynamics at 75.3 kg needed +162 N of vertical residual on average), Gait 63.8 instead of 63.4.
+inverse dynamics at the stated mass): expect ±10 %. The file's mass wins where there is one, unless the
+fit contradicts it by more than ``STATED_MASS_TOLERANCE`` (5 %, ``prefer_measured``): the kineticstoolkit
+walk then gets 81.3 kg. Without one it replaces a musculoskeletal model's mass (which may be an unscaled
+template's: the AddBiomechanics tutorial walk's model weighs Rajagopal 2015's 75.3 kg, its plates 84.8 kg;
+JA1Gait35's scaled model 68.1 kg is kept, a sprint the 6 Hz model cannot explain, ``FIT_MAX_MEDIAN_BW``)
+and the BMI default: opensim-core walking2 64.5 kg instead of 75.3 kg (its inverse dynamics at 75.3 kg
+needed +162 N of vertical residual on average), Gait 63.8 instead of 63.4.
 """
 
 from __future__ import annotations
@@ -97,4 +98,5 @@ def mass_from_gait(total_fz_n: np.ndarray, all_known: np.ndarray, com_z_m: np.nd
     return mass, int(use.sum())
 
 
-__all__ = ["BMI_RANGE_KG_M2", "CUTOFF_HZ", "FIT_MAX_MEDIAN_BW", "STATED_MASS_TOLERANCE", "prefer_measured", "MIN_S", "OUTLIER_BW", "com_height_m", "mass_from_gait"]
+__all__ = ["BMI_RANGE_KG_M2", "CUTOFF_HZ", "FIT_MAX_MEDIAN_BW", "MIN_S", "OUTLIER_BW", "STATED_MASS_TOLERANCE",
+           "com_height_m", "mass_from_gait", "prefer_measured"]

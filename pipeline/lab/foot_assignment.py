@@ -325,8 +325,9 @@ def assign_plates(plates: list[PlateLoad] | tuple[PlateLoad, ...], ground_points
 def estimate_body_mass(subject_mass_kg: float | None, total_fz_n: np.ndarray, both_on_plates: np.ndarray,
                        fps: float, cfg: FootConfig = FootConfig(), *, all_known: np.ndarray | None = None,
                        com_z_m: np.ndarray | None = None, height_m: float | None = None) -> tuple[float, str]:
-    """(mass kg, source): file parameter (the gait fit where it contradicts it by > 5 %), else quiet standing, else (with ``com_z_m``, ``all_known`` and
-    ``height_m``) the vertical Newton fit during gait (``pipeline.lab.body_mass``), else the default."""
+    """(mass kg, source): file parameter (the gait fit instead where it contradicts it by > 5 %), else quiet
+    standing, else (with ``com_z_m``, ``all_known`` and ``height_m``) the vertical Newton fit during gait
+    (``pipeline.lab.body_mass``), else the default."""
     fz = np.asarray(total_fz_n, dtype=float)
     if subject_mass_kg is not None and np.isfinite(subject_mass_kg) and subject_mass_kg > 0:
         if com_z_m is not None and all_known is not None and height_m is not None:

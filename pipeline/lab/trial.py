@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.contact import hysteresis
+from pipeline.contact import horizontal_speed, hysteresis
 from pipeline.lab import foot_assignment as fa
 from pipeline.lab import forceplate as fp
 from pipeline.lab import marker_ik as ik
@@ -35,10 +35,10 @@ MIN_DURATION_S = 0.2
 """Shortest run of frames with a visible pelvis that is built, seconds."""
 
 OFF_PLATE_HEIGHT_M = 0.05
-"""A sole point (heel or toe) this close to the floor, m, ... (``off_plate_frames``; the height at which
-``pipeline.contact`` releases a contact)."""
+"""``off_plate_frames``: a sole point (heel or toe) within this height of the floor, m (the height at which
+``pipeline.contact`` releases a contact) ..."""
 OFF_PLATE_SPEED_MPS = 1.0
-"""... and slower than this horizontally, m/s, stands on the floor (the C3D foot assignment's ``max_speed_m_s``:
+"""... and horizontally slower than this, m/s, stands on the floor (the C3D foot assignment's ``max_speed_m_s``:
 a swing foot moves at 2–20 m/s; a push-off toe at 30 FPS reads up to ≈ 0.9 m/s by central differences)."""
 
 
@@ -49,8 +49,6 @@ def off_plate_frames(foot_points_m: np.ndarray, force_z_n: np.ndarray, fps: floa
     measured vertical force is at most ``threshold_n`` (N): it stands where nothing measures it.
     ``foot_points_m`` (T, 4, 3): left heel, left toe, right heel, right toe (m); ``force_z_n`` (T, 2) N."""
     pts = np.asarray(foot_points_m, dtype=float)
-    from pipeline.contact import horizontal_speed
-
     speed = horizontal_speed(pts, fps).reshape(-1, 2, 2)  # (T, side, heel/toe)
     low = (pts[..., 2] - floor_z_m).reshape(-1, 2, 2) < OFF_PLATE_HEIGHT_M
     standing = (low & (speed < OFF_PLATE_SPEED_MPS)).any(axis=-1)
