@@ -237,115 +237,14 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
     foot_speed = np.stack([hspeed[np.arange(n), low_arg[:, 0]], hspeed[np.arange(n), low_arg[:, 1]]], 1)
     stance = (low < cfg.stance_height_m) & (foot_speed < cfg.stance_speed_mps)
 
-    E = _edges(cfg.mu)  # (4, 3)
+    nd = 3 * n
     for attempt in range(cfg.contact_refinements + 1):
-        # unknowns: δp (n*3) then β for each (t, c) candidate (4 each)
-        tc = np.argwhere(cand)  # (k, 2) rows (t, c)
-        k = tc.shape[0]
-        nd = 3 * n
-        nb = 4 * k
-        col_beta = nd + 4 * np.arange(k)
-        rows, cols, vals, rhs = [], [], [], []
-        r = 0
-
-        def add(rr, cc, vv):
-            rows.append(np.asarray(rr, int).ravel())
-            cols.append(np.asarray(cc, int).ravel())
-            vals.append(np.asarray(vv, float).ravel())
-
-        # Newton rows at every frame: Σ f − m δp̈ = m (c̈ − g); second differences are central, and
-        # at the first/last frame those of their neighbour (one-sided), so no frame is left free
-        centre = np.clip(np.arange(n), 1, n - 2)
-        acc = (com[centre + 1] - 2 * com[centre] + com[centre - 1]) * fps * fps
-        sN = 1.0 / (cfg.newton_tol_bw * bw)
-        g = np.array([0.0, 0.0, -GRAVITY_MPS2])
-        newton_row = {}
-        for t in range(n):
-            c0 = centre[t]
-            for ax in range(3):
-                newton_row[(t, ax)] = r
-                for tt, w in ((c0 - 1, 1.0), (c0, -2.0), (c0 + 1, 1.0)):
-                    add([r], [3 * tt + ax], [-mass * w * fps * fps * sN])
-                rhs.append(mass * (acc[t, ax] - g[ax]) * sN)
-                r += 1
-        # Euler rows at every frame: Σ (r − c) × f − L̇ = 0 (L̇ central, one-sided at the ends)
-        Ldot = np.gradient(L, axis=0) * fps
-        sE = 1.0 / cfg.euler_tol_nm
-        euler_row = {}
-        for t in range(n):
-            for ax in range(3):
-                euler_row[(t, ax)] = r
-                rhs.append(Ldot[t, ax] * sE)
-                r += 1
-        # contributions of each candidate's β to Newton and Euler rows
-        for i, (t, c) in enumerate(tc):
-            arm = corners[t, c] - com[t]
-            mom = np.cross(arm[None, :], E)  # (4, 3) moment of each unit edge
-            for ax in range(3):
-                add([newton_row[(t, ax)]] * 4, col_beta[i] + np.arange(4), E[:, ax] * sN)
-                add([euler_row[(t, ax)]] * 4, col_beta[i] + np.arange(4), mom[:, ax] * sE)
-        # stance feet on the floor: low_t + δp_z,t = 0
-        sF = 1.0 / cfg.floor_tol_m
-        for t, f in np.argwhere(stance):
-            add([r], [3 * t + 2], [sF])
-            rhs.append(-low[t, f] * sF)
-            r += 1
-        # small, smooth corrections
-        sC = 1.0 / cfg.correction_tol_m
-        for j in range(nd):
-            add([r], [j], [sC])
-            rhs.append(0.0)
-            r += 1
-        for t in range(1, n - 1):
-            # the first/last interior stencils also pin the sequence's ends, held tighter
-            tol = cfg.correction_acc_end_tol_mps2 if t in (1, n - 2) else cfg.correction_acc_tol_mps2
-            sA = 1.0 / (tol / (fps * fps))
-            for ax in range(3):
-                add([r, r, r], [3 * (t - 1) + ax, 3 * t + ax, 3 * (t + 1) + ax], [sA, -2 * sA, sA])
-                rhs.append(0.0)
-                r += 1
-        sR = 1.0 / (cfg.correction_rate_tol_mps / fps)
-        for t in range(n - 1):
-            for ax in range(3):
-                add([r, r], [3 * t + ax, 3 * (t + 1) + ax], [-sR, sR])
-                rhs.append(0.0)
-                r += 1
-        # measured per-foot forces as targets (lab data)
-        if cfg.use_measured and measured_grf_n is not None:
-            sM = 1.0 / (cfg.measured_tol_bw * bw)
-            meas = np.asarray(measured_grf_n, float)
-            for t in range(n):
-                for f in range(2):
-                    if not np.isfinite(meas[t, f]).all():
-                        continue
-                    idx = [i for i in np.flatnonzero(tc[:, 0] == t) if (tc[i, 1] >= 6) == bool(f)]
-                    for ax in range(3):
-                        for i in idx:
-                            add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sM)
-                        rhs.append(meas[t, f, ax] * sM)
-                        r += 1
-        # tangential (friction) forces only where needed: without these rows the program is
-        # degenerate in f (a horizontal force makes a moment about the COM as cheaply as moving the
-        # centre of pressure) and the solver's tie-break would put spurious horizontal accelerations
-        # into δp
-        sT = 1.0 / (cfg.tangential_tol_bw * bw)
-        for i in range(k):
-            for ax in range(2):
-                add([r] * 4, col_beta[i] + np.arange(4), E[:, ax] * sT)
-                rhs.append(0.0)
-                r += 1
-        # ridge on the forces
-        sB = 1.0 / (cfg.force_ridge_bw * bw)
-        for j in range(nb):
-            add([r], [nd + j], [sB])
-            rhs.append(0.0)
-            r += 1
-        A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r, nd + nb))
-        x, cost = solve_nonneg_lsq(A, np.asarray(rhs), nd)
+        A, rhs, tc = program_matrix(fps, mass, com, L, corners, cand, stance, low, cfg, measured_grf_n)
+        x, cost = solve_nonneg_lsq(A, rhs, nd)
         dp = x[:nd].reshape(n, 3)
-        beta = x[nd:].reshape(k, 4)
+        beta = x[nd:].reshape(len(tc), 4)
         corner_f = np.zeros((n, 12, 3))
-        corner_f[tc[:, 0], tc[:, 1]] = beta @ E
+        corner_f[tc[:, 0], tc[:, 1]] = beta @ _edges(cfg.mu)
         if attempt == cfg.contact_refinements:
             break
         off = cand & lifted_loaded_corners(corners, cv, corner_f, dp, fps, bw, cfg)
@@ -354,12 +253,126 @@ def dynamics_pass(motion: CanonicalMotion, humanoid, cfg: DynamicsConfig = Dynam
         cand = cand & ~off
     foot_f = np.stack([corner_f[:, :6].sum(1), corner_f[:, 6:].sum(1)], 1)
     # residuals of the solved program, in physical units
+    centre = np.clip(np.arange(n), 1, n - 2)
+    acc = (com[centre + 1] - 2 * com[centre] + com[centre - 1]) * fps * fps
+    Ldot = np.gradient(L, axis=0) * fps
+    g = np.array([0.0, 0.0, -GRAVITY_MPS2])
     ddp = (dp[centre + 1] - 2 * dp[centre] + dp[centre - 1]) * fps * fps
     newton = foot_f.sum(1) - mass * (acc + ddp) + mass * g
     euler = np.cross(corners - com[:, None], corner_f).sum(1) - Ldot
     corrected = with_pose(mo, np.asarray(mo.root_pos_m, float) + dp, np.asarray(mo.joint_rot_aa_rad, float))
     return DynamicsResult(corrected, fc, dp, foot_f, corner_f, newton, euler,
                           _metrics(dp, newton, euler, bw, fc, cost))
+
+
+def program_matrix(fps: float, mass: float, com: np.ndarray, L: np.ndarray, corners: np.ndarray,
+                   cand: np.ndarray, stance: np.ndarray, low: np.ndarray, cfg: DynamicsConfig,
+                   measured_grf_n: np.ndarray | None = None) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
+    """The whole-sequence program's scaled rows ``(A, b)`` (module docstring, step 2), built with
+    array operations (one block per row family, in a fixed order).
+
+    Unknowns: ``δp`` (n·3, m) then 4 edge magnitudes per candidate ``(t, c)`` of
+    ``np.argwhere(cand)`` (N). ``com``/``L`` (n, 3) m, kg·m²/s; ``corners`` (n, 12, 3) m;
+    ``cand`` (n, 12) bool; ``stance``/``low`` (n, 2) bool, m. Returns the CSR matrix, the rhs and
+    the candidate index ``tc`` (k, 2).
+    """
+    n = com.shape[0]
+    bw = mass * GRAVITY_MPS2
+    tc = np.argwhere(cand)
+    k = tc.shape[0]
+    nd = 3 * n
+    E = _edges(cfg.mu)  # (4, 3)
+    col_beta = nd + 4 * np.arange(k)
+    beta_cols = col_beta[:, None] + np.arange(4)  # (k, 4)
+    ax3 = np.arange(3)
+    rows, cols, vals, rhs = [], [], [], []
+    r0 = 0
+
+    def block(rr, cc, vv):
+        rr, cc, vv = np.broadcast_arrays(np.asarray(rr), np.asarray(cc), np.asarray(vv, float))
+        rows.append(rr.ravel())
+        cols.append(cc.ravel())
+        vals.append(vv.ravel())
+
+    # Newton rows (row 3t + ax): Σ f − m δp̈ = m (c̈ − g), central second differences, the
+    # neighbour's at the first/last frame
+    centre = np.clip(np.arange(n), 1, n - 2)
+    acc = (com[centre + 1] - 2 * com[centre] + com[centre - 1]) * fps * fps
+    sN = 1.0 / (cfg.newton_tol_bw * bw)
+    g = np.array([0.0, 0.0, -GRAVITY_MPS2])
+    newton_r = np.arange(3 * n).reshape(n, 3)
+    stencil = np.array([1.0, -2.0, 1.0])
+    cc = 3 * (centre[:, None, None] + np.array([-1, 0, 1])[None, None, :]) + ax3[None, :, None]  # (n, 3, 3)
+    block(newton_r[:, :, None], cc, -mass * stencil * fps * fps * sN)
+    rhs.append((mass * (acc - g) * sN).ravel())
+    r0 += 3 * n
+    # Euler rows (row 3n + 3t + ax): Σ (r − c) × f − L̇ = 0
+    Ldot = np.gradient(L, axis=0) * fps
+    sE = 1.0 / cfg.euler_tol_nm
+    euler_r = r0 + newton_r
+    rhs.append((Ldot * sE).ravel())
+    r0 += 3 * n
+    # each candidate's edges in its frame's Newton and Euler rows
+    t_of = tc[:, 0]
+    block(newton_r[t_of][:, :, None], beta_cols[:, None, :], (E.T * sN)[None, :, :])  # (k, 3, 4)
+    arm = corners[tc[:, 0], tc[:, 1]] - com[t_of]  # (k, 3)
+    mom = np.cross(arm[:, None, :], E[None, :, :])  # (k, 4, 3)
+    block(euler_r[t_of][:, :, None], beta_cols[:, None, :], mom.transpose(0, 2, 1) * sE)
+    # stance feet on the floor: low + δp_z = 0
+    sF = 1.0 / cfg.floor_tol_m
+    st = np.argwhere(stance)
+    m = len(st)
+    block(r0 + np.arange(m), 3 * st[:, 0] + 2, sF)
+    rhs.append(-low[st[:, 0], st[:, 1]] * sF)
+    r0 += m
+    # small, smooth corrections: δp, δp̈ (ends tighter), δṗ
+    sC = 1.0 / cfg.correction_tol_m
+    block(r0 + np.arange(nd), np.arange(nd), sC)
+    rhs.append(np.zeros(nd))
+    r0 += nd
+    if n > 2:
+        ti = np.arange(1, n - 1)
+        tol = np.where((ti == 1) | (ti == n - 2), cfg.correction_acc_end_tol_mps2, cfg.correction_acc_tol_mps2)
+        sA = 1.0 / (tol / (fps * fps))
+        rr = r0 + np.arange(3 * (n - 2)).reshape(n - 2, 3)
+        cc = 3 * (ti[:, None, None] + np.array([-1, 0, 1])[None, None, :]) + ax3[None, :, None]
+        block(rr[:, :, None], cc, sA[:, None, None] * stencil)
+        rhs.append(np.zeros(3 * (n - 2)))
+        r0 += 3 * (n - 2)
+    sR = 1.0 / (cfg.correction_rate_tol_mps / fps)
+    rr = r0 + np.arange(3 * (n - 1)).reshape(n - 1, 3)
+    cc = 3 * (np.arange(n - 1)[:, None, None] + np.array([0, 1])[None, None, :]) + ax3[None, :, None]
+    block(rr[:, :, None], cc, np.array([-sR, sR]))
+    rhs.append(np.zeros(3 * (n - 1)))
+    r0 += 3 * (n - 1)
+    # measured per-foot forces as targets (lab data), rows (t, foot, ax) where the plate is known
+    if cfg.use_measured and measured_grf_n is not None:
+        sM = 1.0 / (cfg.measured_tol_bw * bw)
+        meas = np.asarray(measured_grf_n, float)
+        known = np.isfinite(meas).all(-1)  # (n, 2)
+        row_of = np.full((n, 2), -1)
+        kn = np.argwhere(known)
+        row_of[kn[:, 0], kn[:, 1]] = r0 + 3 * np.arange(len(kn))
+        foot_of = (tc[:, 1] >= 6).astype(int)
+        base = row_of[t_of, foot_of]
+        sel = base >= 0
+        block((base[sel][:, None, None] + ax3[None, :, None]), beta_cols[sel][:, None, :], (E.T * sM)[None, :, :])
+        rhs.append((meas[kn[:, 0], kn[:, 1]] * sM).ravel())
+        r0 += 3 * len(kn)
+    # small tangential (friction) forces: tie-break of a degenerate program (module docstring)
+    sT = 1.0 / (cfg.tangential_tol_bw * bw)
+    rr = r0 + np.arange(2 * k).reshape(k, 2)
+    block(rr[:, :, None], beta_cols[:, None, :], (E.T[:2] * sT)[None, :, :])
+    rhs.append(np.zeros(2 * k))
+    r0 += 2 * k
+    # ridge on the forces
+    nb = 4 * k
+    sB = 1.0 / (cfg.force_ridge_bw * bw)
+    block(r0 + np.arange(nb), nd + np.arange(nb), sB)
+    rhs.append(np.zeros(nb))
+    r0 += nb
+    A = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(r0, nd + nb))
+    return A, np.concatenate(rhs), tc
 
 
 def _candidates(corners: np.ndarray, corner_vel: np.ndarray, hspeed: np.ndarray, cfg: DynamicsConfig) -> np.ndarray:

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dynamics import (GRAVITY_MPS2, DynamicsConfig, centroidal_state, condition, cutoff_for, dynamics_pass,
-                               lifted_loaded_corners)
+from pipeline.dynamics import (GRAVITY_MPS2, DynamicsConfig, _edges, centroidal_state, condition, cutoff_for,
+                               dynamics_pass, lifted_loaded_corners, program_matrix)
 from pipeline.simulate import SimConfig, simulate
 from pipeline.simulate.humanoid import build_humanoid, skeleton_from_motion
 from pipeline.simulate.synthetic import demo_motion
@@ -69,6 +69,59 @@ def test_plan_explains_the_motion_with_contact_forces(walk):
     # a walk at 1.2 m/s: single-support peaks of a plausible size
     peak = r.foot_force_n[..., 2].max() / bw
     assert 1.0 < peak < 1.6, peak
+
+
+def test_program_rows_are_the_physics_written_out():
+    """Each row family of the program, evaluated at a random point, against the same physics
+    computed frame by frame (Newton, Euler about the COM, floor, smoothness, plate targets)."""
+    rng = np.random.default_rng(0)
+    n, fps, mass = 9, 30.0, 70.0
+    bw = mass * GRAVITY_MPS2
+    cfg = DynamicsConfig(use_measured=True)
+    com = rng.normal(size=(n, 3))
+    L = rng.normal(size=(n, 3))
+    corners = rng.normal(size=(n, 12, 3))
+    cand = rng.random((n, 12)) < 0.4
+    stance = rng.random((n, 2)) < 0.5
+    low = rng.normal(size=(n, 2))
+    meas = rng.normal(size=(n, 2, 3)) * 100
+    meas[2, 1] = np.nan
+    A, b, tc = program_matrix(fps, mass, com, L, corners, cand, stance, low, cfg, meas)
+    k = len(tc)
+    assert (tc == np.argwhere(cand)).all()
+    assert A.shape[1] == 3 * n + 4 * k
+    x = rng.normal(size=A.shape[1])
+    res = A @ x - b
+    dp = x[:3 * n].reshape(n, 3)
+    beta = x[3 * n:].reshape(k, 4)
+    f = np.zeros((n, 12, 3))
+    f[tc[:, 0], tc[:, 1]] = beta @ _edges(cfg.mu)
+    g = np.array([0.0, 0.0, -GRAVITY_MPS2])
+    expected = []
+    for t in range(n):  # Newton
+        c = min(max(t, 1), n - 2)
+        acc = (com[c + 1] - 2 * com[c] + com[c - 1]) * fps**2
+        ddp = (dp[c + 1] - 2 * dp[c] + dp[c - 1]) * fps**2
+        expected.append((f[t].sum(0) - mass * (acc + ddp) + mass * g) / (cfg.newton_tol_bw * bw))
+    Ldot = np.gradient(L, axis=0) * fps
+    for t in range(n):  # Euler
+        expected.append((np.cross(corners[t] - com[t], f[t]).sum(0) - Ldot[t]) / cfg.euler_tol_nm)
+    expected.append([(low[t, s] + dp[t, 2]) / cfg.floor_tol_m for t, s in np.argwhere(stance)])
+    expected.append(dp.ravel() / cfg.correction_tol_m)
+    for t in range(1, n - 1):
+        tol = cfg.correction_acc_end_tol_mps2 if t in (1, n - 2) else cfg.correction_acc_tol_mps2
+        expected.append((dp[t + 1] - 2 * dp[t] + dp[t - 1]) * fps**2 / tol)
+    expected.append((np.diff(dp, axis=0) * fps / cfg.correction_rate_tol_mps).ravel())
+    for t in range(n):  # plate targets where known
+        for s in range(2):
+            if np.isfinite(meas[t, s]).all():
+                expected.append((f[t, 6 * s:6 * s + 6].sum(0) - meas[t, s]) / (cfg.measured_tol_bw * bw))
+    i_f = tc[:, 0], tc[:, 1]
+    expected.append((f[i_f][:, :2] / (cfg.tangential_tol_bw * bw)).ravel())
+    expected.append(beta.ravel() / (cfg.force_ridge_bw * bw))
+    expected = np.concatenate([np.ravel(e) for e in expected])
+    assert res.shape == expected.shape
+    np.testing.assert_allclose(res, expected, rtol=1e-9, atol=1e-9)
 
 
 def test_flight_phases_carry_no_force():
