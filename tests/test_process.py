@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.demo import generate_corpus
 from pipeline.process import (
-    BuildConfig, process_motion, simulated_key, simulated_payload, stage_payload,
+    BuildConfig, process_motion, sample_contact, simulated_key, simulated_payload, stage_payload,
 )
 from pipeline.simulate import simulate
 from pipeline.sources.amass import read_amass
@@ -67,6 +67,16 @@ def test_canonical_hand_over_carries_numeric_extras(walk, tmp_path):
         save_canonical(p.motion, tmp_path / "bad.npz", extras={"names": np.array(["a", None], dtype=object)})
 
 
+def test_sample_contact_needs_load_on_both_sides_of_the_frame():
+    # interval means t_i -> t_i+1: a landing during interval 2, loaded through interval 5, a
+    # touch inside interval 8 only
+    fz = np.array([0, 0, 30, 800, 900, 25, 0, 0, 50, 0], float)[:, None]
+    got = sample_contact(fz)[:, 0]
+    np.testing.assert_array_equal(got, [0, 0, 0, 1, 1, 1, 0, 0, 0, 0])
+    assert sample_contact(np.array([[30.0], [0.0]]))[0, 0]  # the first frame: the interval after it
+    np.testing.assert_array_equal(sample_contact(np.full((3, 2), 19.9)), np.zeros((3, 2), bool))
+
+
 def test_simulated_payload_is_a_valid_torque_sequence(walk):
     cfg, p = walk
     result = simulate([p.motion], cfg.simulate)[0]
@@ -80,9 +90,12 @@ def test_simulated_payload_is_a_valid_torque_sequence(walk):
     np.testing.assert_array_equal(frame["ref_joint_pos_m"], p.motion.joint_pos_m.astype(np.float32))
     # torques get linear windows, GRF cubic ones, both reproducing the windowed mean
     assert window["torque_coef_nm"].shape == (w, 2, 23, 3) and window["grf_coef_n"].shape == (w, 4, 2, 3)
-    # contact from floor forces: heel point in contact exactly when the ankle body carries >= 20 N
-    heel = result.body_contact_force_n[:, 7, 2] >= 20.0
+    # contact from floor forces: heel point in contact at a frame exactly when the ankle body
+    # carries >= 20 N over the intervals before and after it (the first frame: after it)
+    loaded = result.body_contact_force_n[:, 7, 2] >= 20.0
+    heel = loaded & np.concatenate([[True], loaded[:-1]])
     np.testing.assert_array_equal(frame["contact"][:, 0].astype(bool), heel)
+    assert heel.any() and (heel != loaded).any()  # a walk's landings move labels
     assert seq["seq_pass"] == 0 and seq["seq_id"] == p.motion.provenance.sequence_id
     assert seq["seq_torque_source"] == "simulation" and seq["seq_grf_source"] == "simulation"
     assert simulated_key(seq["seq_id"], 2) == f"{seq['seq_id']}#pass2"
