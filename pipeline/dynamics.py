@@ -294,8 +294,8 @@ def program_matrix(fps: float, mass: float, com: np.ndarray, L: np.ndarray, corn
         cols.append(cc.ravel())
         vals.append(vv.ravel())
 
-    # Newton rows (row 3t + ax): Σ f − m δp̈ = m (c̈ − g), central second differences, the
-    # neighbour's at the first/last frame
+    # Newton rows (row 3t + ax): Σ f − m δp̈ = m (c̈ − g), central second differences, and at the
+    # first/last frame those of their neighbour (one-sided), so no frame is left free
     centre = np.clip(np.arange(n), 1, n - 2)
     acc = (com[centre + 1] - 2 * com[centre] + com[centre - 1]) * fps * fps
     sN = 1.0 / (cfg.newton_tol_bw * bw)
@@ -306,7 +306,7 @@ def program_matrix(fps: float, mass: float, com: np.ndarray, L: np.ndarray, corn
     block(newton_r[:, :, None], cc, -mass * stencil * fps * fps * sN)
     rhs.append((mass * (acc - g) * sN).ravel())
     r0 += 3 * n
-    # Euler rows (row 3n + 3t + ax): Σ (r − c) × f − L̇ = 0
+    # Euler rows (row 3n + 3t + ax): Σ (r − c) × f − L̇ = 0 (L̇ central, one-sided at the ends)
     Ldot = np.gradient(L, axis=0) * fps
     sE = 1.0 / cfg.euler_tol_nm
     euler_r = r0 + newton_r
@@ -359,7 +359,9 @@ def program_matrix(fps: float, mass: float, com: np.ndarray, L: np.ndarray, corn
         block((base[sel][:, None, None] + ax3[None, :, None]), beta_cols[sel][:, None, :], (E.T * sM)[None, :, :])
         rhs.append((meas[kn[:, 0], kn[:, 1]] * sM).ravel())
         r0 += 3 * len(kn)
-    # small tangential (friction) forces: tie-break of a degenerate program (module docstring)
+    # small tangential (friction) forces: without these rows the program is degenerate in f (a
+    # horizontal force makes a moment about the COM as cheaply as moving the centre of pressure)
+    # and the solver's tie-break would put spurious horizontal accelerations into δp
     sT = 1.0 / (cfg.tangential_tol_bw * bw)
     rr = r0 + np.arange(2 * k).reshape(k, 2)
     block(rr[:, :, None], beta_cols[:, None, :], (E.T[:2] * sT)[None, :, :])

@@ -291,6 +291,7 @@ def sample_contact(body_fz_n: np.ndarray, threshold_n: float = SIM_CONTACT_THRES
     out[1:] &= loaded[:-1]
     return out
 
+
 _SOLE_BODIES = (7, 10, 8, 11)  # left_heel→left_ankle, left_toe→left_foot, right_heel→right_ankle, right_toe→right_foot
 
 

@@ -109,6 +109,26 @@ def _grf(arrays, meta):
                                      meta["mass_kg"], meta["fps_hz"])
 
 
+def test_force_without_contact_reads_simulated_forces_as_interval_means():
+    # one foot lands: loaded from interval 3 (t_3 → t_4) on; its sample labels start at t_4
+    # (process.sample_contact); the other foot is unloaded and in the air
+    n = 10
+    grf = np.zeros((n, 2, 3))
+    grf[3:, 0, 2] = 700.0
+    contact = np.zeros((n, 4), bool)
+    contact[4:, 0] = True
+    arrays = {"grf_n": grf, "contact": contact}
+    m = compute_metrics(arrays, {"fps_hz": 30.0, "grf_source": "simulation"})
+    assert m["force_without_contact_frac"] == 0.0
+    # the same arrays read as samples (force plates): frame 3 is loaded without contact
+    m = compute_metrics(arrays, {"fps_hz": 30.0, "grf_source": "force_plate"})
+    assert m["force_without_contact_frac"] == pytest.approx(1 / n)
+    # a simulated foot loaded with no contact at either end of its interval still counts
+    contact[4:6, 0] = False
+    m = compute_metrics(arrays, {"fps_hz": 30.0, "grf_source": "simulation"})
+    assert m["force_without_contact_frac"] == pytest.approx(2 / n)
+
+
 def test_clean_synthetic_grf_is_not_flagged(sequences):
     for label in ("walk_1p2", "run_2p5", "stand"):
         arrays, meta = sequences[label]

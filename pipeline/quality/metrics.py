@@ -649,7 +649,7 @@ def _grf(arrays, meta):
     "grf_contact", requires=("grf_n", "contact"), stage="force_plates",
     metrics={
         "zero_force_in_contact_frac": ("1", f"Fraction of frames with a foot in kinematic contact but total vertical GRF < {ZERO_FORCE_N:g} N (AddBiomechanics: contact without force)."),
-        "force_without_contact_frac": ("1", f"Fraction of frames where a foot carries > {LOADED_FORCE_N:g} N but none of its sole points is in contact."),
+        "force_without_contact_frac": ("1", f"Fraction of frames where a foot carries > {LOADED_FORCE_N:g} N but none of its sole points is in contact (simulated passes: forces are interval means t→t+1, so at neither end of the interval)."),
     },
 )
 def _grf_contact(arrays, meta):
@@ -657,6 +657,11 @@ def _grf_contact(arrays, meta):
     c = np.asarray(arrays["contact"]).astype(bool)
     fz_total = np.sum(f[..., 2], axis=1)  # NaN where a foot's force is unknown (measured data)
     foot_contact = np.stack([c[:, 0] | c[:, 1], c[:, 2] | c[:, 3]], axis=1)  # (N, 2)
+    if meta.get("grf_source") == "simulation":
+        # simulated forces are means over t_i → t_{i+1}, the labels samples at t_i
+        # (process.sample_contact): a touch-down interval has its contact at its far end
+        foot_contact = foot_contact.copy()
+        foot_contact[:-1] |= foot_contact[1:]
     loaded = f[..., 2] > LOADED_FORCE_N
     n = len(fz_total)
     if not n:
@@ -809,7 +814,7 @@ _META_FROM_SEQ = {
     "seq_id": "seq_id", "source": "seq_source", "dataset": "seq_dataset", "subject": "seq_subject",
     "name": "seq_name", "split": "seq_split", "path": "seq_path", "sha256": "seq_source_sha256", "mass_kg": "seq_mass_kg",
     "height_m": "seq_height_m", "source_fps_hz": "seq_source_fps_hz", "duration_s": "seq_duration_s",
-    "gender": "seq_gender", "skeleton": "seq_skeleton",
+    "gender": "seq_gender", "skeleton": "seq_skeleton", "grf_source": "seq_grf_source",
 }
 
 
