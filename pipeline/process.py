@@ -17,6 +17,7 @@ from pipeline import fit
 from pipeline.canonical import CanonicalConfig, canonicalize
 from pipeline.contact import ContactConfig, contact_labels
 from pipeline.lab.completeness import mask_incomplete
+from pipeline.lab.measured import GRF_SOURCE_SIMULATION
 from pipeline.records import CanonicalMotion, RawMotion
 from pipeline.rotations import aa_continuous
 from pipeline.simulate import SimConfig, SimulationResult
@@ -372,7 +373,7 @@ def simulated_payload(
     )
     m = result.metrics
     seq.update({
-        "seq_grf_source": "simulation",
+        "seq_grf_source": GRF_SOURCE_SIMULATION,
         "seq_torque_source": TORQUE_SOURCE_SIMULATION,
         "seq_pass": int(result.pass_index),
         "seq_sim_resets": int(m["reset_count"]),

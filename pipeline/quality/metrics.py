@@ -34,6 +34,7 @@ import numpy as np
 from pipeline import markers as mk
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
+from pipeline.lab.measured import GRF_SOURCE_SIMULATION
 
 G_MPS2 = 9.81
 """Gravitational acceleration used for body weight, m/s²."""
@@ -657,7 +658,7 @@ def _grf_contact(arrays, meta):
     c = np.asarray(arrays["contact"]).astype(bool)
     fz_total = np.sum(f[..., 2], axis=1)  # NaN where a foot's force is unknown (measured data)
     foot_contact = np.stack([c[:, 0] | c[:, 1], c[:, 2] | c[:, 3]], axis=1)  # (N, 2)
-    if meta.get("grf_source") == "simulation":
+    if meta.get("grf_source") == GRF_SOURCE_SIMULATION:
         # simulated forces are means over t_i → t_{i+1}, the labels samples at t_i
         # (process.sample_contact): a touch-down interval has its contact at its far end
         foot_contact = foot_contact.copy()
