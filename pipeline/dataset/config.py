@@ -5,7 +5,8 @@ releases (``storage_layout.md``). ``dataset.json`` records the sources and every
 scheduled run (``dynaset ingest ROOT``) rebuilds exactly what ``dynaset build`` was asked for.
 
 ``processing_key`` hashes everything that can change a file's processed output (build config,
-quality thresholds, dynaset version): a file is reprocessed only when its content or this key changes.
+quality thresholds, dynaset version, a fingerprint of the processing code): a file is reprocessed only
+when its content or this key changes.
 """
 
 from __future__ import annotations
@@ -144,10 +145,12 @@ class DatasetConfig:
 
 def processing_key(cfg: BuildConfig, thresholds: Thresholds) -> str:
     """Hex sha256 of everything that changes a file's processed output: build config, quality
-    thresholds, dynaset version and the schema versions it writes."""
+    thresholds, dynaset version, the code that processes (``pipeline.fingerprint``) and the schema
+    versions it writes."""
+    from pipeline.fingerprint import code_fingerprint
     from pipeline.split import SUBSETS
     from pipeline.store.schema import load_schema
 
     doc = {"build": to_jsonable(cfg), "rules": thresholds.to_dict()["rules"], "dynaset_version": __version__,
-           "schemas": {s: load_schema(s).version for s in SUBSETS}}
+           "code": code_fingerprint(), "schemas": {s: load_schema(s).version for s in SUBSETS}}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -317,10 +317,12 @@ def motion_dynamics(motion: CanonicalMotion, cfg: SimConfig, humanoid: Humanoid 
 
 def dynamics_config_key(cfg: SimConfig) -> str:
     """16 hex digits naming what a dynamics pass depends on besides the motion: ``DYNAMICS_FORMAT``,
-    the package version, ``cfg.dynamics``, ``cfg.humanoid`` and the physics step."""
+    the package version and code fingerprint, ``cfg.dynamics``, ``cfg.humanoid`` and the physics
+    step."""
     from pipeline import __version__
+    from pipeline.fingerprint import code_fingerprint
 
-    text = repr((DYNAMICS_FORMAT, __version__, cfg.dynamics, cfg.humanoid, float(cfg.physics_dt_s)))
+    text = repr((DYNAMICS_FORMAT, __version__, code_fingerprint(), cfg.dynamics, cfg.humanoid, float(cfg.physics_dt_s)))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
