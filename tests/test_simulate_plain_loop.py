@@ -22,7 +22,8 @@ from scipy.optimize import nnls
 from pipeline.simulate import SimConfig, SimulationResult
 from pipeline.simulate.anchor import FlightAnchor
 from pipeline.simulate.controller import N_BALL, cross
-from pipeline.simulate.engine import _finish, _set_state, motion_dynamics, prepare_sequence, simulate_motion
+from pipeline.simulate.engine import (_finish, _set_state, landing_seat_targets, motion_dynamics, prepare_sequence,
+                                      simulate_motion)
 from pipeline.simulate.synthetic import demo_motion
 
 
@@ -42,9 +43,11 @@ def plain_desired_acceleration(self, d, q_ref, v_ref, a_ref):
     return a_ref + self._kp * e + self._kd * (v_ref - d.qvel)
 
 
-def plain_compute(self, d, q_ref, v_ref, a_ref, plannable=None, foot_target=None, target_weight=0.0):
+def plain_compute(self, d, q_ref, v_ref, a_ref, plannable=None, foot_target=None, target_weight=0.0, seat=None):
     m = self.m
     d.qacc[:] = plain_desired_acceleration(self, d, q_ref, v_ref, a_ref)
+    if seat is not None:
+        self.seat_landing_feet(d, d.qacc, seat)
     tau = self._tau
     mujoco.mj_rne(m, d, 1, tau)
     tau += m.dof_armature * d.qacc  # mj_rne leaves out the armature that mj_crb adds to M
@@ -166,6 +169,10 @@ def plain_simulate(motion, cfg, pass_index=0, humanoid=None, dynamics=None):
         1, int(round(cfg.reanchor_after_flight_s * cfg.control_hz)), cfg.control_hz)
     ankle_bodies = body_ids[[7, 8]]
     q_ref = np.empty(m.nq)
+    seat = None
+    if cfg.landing_seat and plan is not None:
+        seat = landing_seat_targets(plan[:, :, 2] > cfg.plan_gate_n, ref_pos[:, [7, 8], 2], cfg.control_hz,
+                                    cfg.landing_seat_support_s)
     for k in range(total_steps + 1):
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
@@ -194,7 +201,8 @@ def plain_simulate(motion, cfg, pass_index=0, humanoid=None, dynamics=None):
         q_ref[:] = rq[k]
         q_ref[:3] += anchor
         tau, residual = plain_compute(ctrl, d, q_ref, rv[k], a_ff, None if gate is None else gate[k],
-                                     None if plan is None else 0.5 * (plan[k] + plan[k + 1]), cfg.plan_target_weight)
+                                     None if plan is None else 0.5 * (plan[k] + plan[k + 1]), cfg.plan_target_weight,
+                                     None if seat is None else seat[k])
         i = k // spf
         tau_sum[i] += tau
         res_sum[i, :3] += residual[:3]
@@ -278,6 +286,11 @@ def test_simulate_motion_is_bit_identical_to_the_straightforward_loop(kind, spee
     _assert_identical(fast, plain)
     if kind == "jump":
         assert fast.metrics["reanchor_max_m"] > 0.0  # the re-anchoring path ran
+    if kind == "walk" and cfg.dynamics is not None:  # the landing seat's path runs on walking touch-downs
+        p = prepare_sequence(mo, cfg, pass_index, dynamics=dyn)
+        seat = landing_seat_targets(p.plan[:, :, 2] > cfg.plan_gate_n, p.ref_pos[:, [7, 8], 2], cfg.control_hz,
+                                    cfg.landing_seat_support_s)
+        assert np.isfinite(seat).any()
 
 
 def test_resets_are_bit_identical_to_the_straightforward_loop():

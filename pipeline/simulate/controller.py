@@ -202,7 +202,8 @@ class TrackingController:
     def __init__(self, humanoid: Humanoid, gains: Gains, qp: ContactQP, residual: bool = True,
                  torque_limits: bool = True, residual_force_max_n: float = np.inf,
                  residual_torque_max_nm: float = np.inf, implicit_damping: bool = True,
-                 model: mujoco.MjModel | None = None) -> None:
+                 model: mujoco.MjModel | None = None, seat_omega: float = 25.0,
+                 seat_margin_m: float = 0.005) -> None:
         self.h = humanoid
         self.m = model if model is not None else humanoid.model
         self.gains = gains
@@ -259,6 +260,15 @@ class TrackingController:
         self._root_body = int(humanoid.body_ids[0])
         self._edges_t = np.ascontiguousarray(self._edges.T)  # (3, 4)
         self._edges_tiled: np.ndarray = np.tile(self._edges.T, 8)  # grown on demand (``_tiled_edges``)
+        # landing seat (``seat_landing_feet``): ankle bodies, each leg's hip + knee dofs, PD gains
+        self._seat_kp, self._seat_kd = seat_omega**2, 2.0 * seat_omega
+        self._seat_margin = float(seat_margin_m)
+        self._seat_ankle = [int(humanoid.body_ids[JOINT_NAMES.index(f"{s}_ankle")]) for s in ("left", "right")]
+        self._seat_dofs = [np.concatenate([int(self.m.body_dofadr[humanoid.body_ids[JOINT_NAMES.index(f"{s}_{j}")]])
+                                           + np.arange(3) for j in ("hip", "knee")]) for s in ("left", "right")]
+        self._seat_touched = [False, False]  # this stance's foot has touched the floor
+        self._seat_jacp = np.zeros((3, self.m.nv))
+        self._seat_jdot = np.zeros((3, self.m.nv))
 
     def _tiled_edges(self, k: int) -> np.ndarray:
         """``np.tile(self._edges.T, k)`` (3, 4k), a read-only view of a cached tiling."""
@@ -279,6 +289,40 @@ class TrackingController:
         self.damping = b
         return b
 
+    def seat_landing_feet(self, d: mujoco.MjData, qacc: np.ndarray, seat: np.ndarray) -> None:
+        """Correct ``qacc`` (a*, in place) so that a landing foot still above the floor comes down.
+
+        ``seat`` (2,): per foot (left, right), NaN = not a seated stance at this tick (the
+        foot's touched-state resets), else the reference ankle's downward vertical velocity
+        ``vz_ref`` (m/s, ≤ 0; ``engine.landing_seat_targets``). Until the foot's lowest sole corner
+        has first come within ``seat_margin_m`` of the floor in this stance, the ankle's vertical
+        acceleration is asked to be ``−kp·h + kd·(vz_ref − vz)`` (``h`` the lowest corner's height,
+        ``vz`` the ankle's vertical velocity), by a damped-least-squares change (λ² = 10⁻³ m²) of
+        that leg's hip and knee accelerations only, with ``J̇v`` from ``mj_jacDot``.
+        """
+        m = self.m
+        for f in range(2):
+            vz_ref = seat[f]
+            if not vz_ref == vz_ref:  # NaN: not seating; the next seated stance starts afresh
+                self._seat_touched[f] = False
+                continue
+            if self._seat_touched[f]:
+                continue
+            h = float(self.sole_points_world(d)[6 * f:6 * f + 6, 2].min())
+            if h <= self._seat_margin:
+                self._seat_touched[f] = True
+                continue
+            body = self._seat_ankle[f]
+            mujoco.mj_jacBody(m, d, self._seat_jacp, None, body)
+            jz = self._seat_jacp[2]
+            mujoco.mj_jacDot(m, d, self._seat_jdot, None, d.xpos[body], body)
+            vz = float(jz @ d.qvel)
+            want = -self._seat_kp * h + self._seat_kd * (vz_ref - vz)
+            delta = want - float(jz @ qacc) - float(self._seat_jdot[2] @ d.qvel)
+            dofs = self._seat_dofs[f]
+            js = jz[dofs]
+            qacc[dofs] += js * (delta / (float(js @ js) + 1e-3))
+
     def sole_points_world(self, d: mujoco.MjData) -> np.ndarray:
         """(12, 3) world positions of the sole corners (left 0–5, right 6–11)."""
         R = d.xmat[self._sole_body_ids].reshape(-1, 3, 3)
@@ -296,7 +340,7 @@ class TrackingController:
 
     def compute(self, d: mujoco.MjData, q_ref: np.ndarray, v_ref: np.ndarray, a_ref: np.ndarray,
                 plannable: np.ndarray | None = None, foot_target: np.ndarray | None = None,
-                target_weight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                target_weight: float = 0.0, seat: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Joint torques (69,) (ball dofs in MuJoCo order, child frames) and the root residual (6,)
         generalized force. References are in MuJoCo layout (``Humanoid.qpos_to_mj``).
 
@@ -309,6 +353,7 @@ class TrackingController:
         ``target_weight · (Σ_left f − s Σ_all f)`` (``s`` = the plan's left share of the vertical
         force) join the least-squares problem: the whole-sequence plan sets how the load is
         shared between the feet (not only the per-tick ridge), the root demand sets the total.
+        ``seat`` (2,): the landing seat's per-foot input at this tick (``seat_landing_feet``).
         """
         m = self.m
         # a* straight into d.qacc (``desired_acceleration``, the same operations)
@@ -316,6 +361,8 @@ class TrackingController:
         mujoco.mj_differentiatePos(m, e, 1.0, d.qpos, q_ref)
         qacc = d.qacc
         np.add(a_ref + self._kp * e, self._kd * (v_ref - d.qvel), out=qacc)
+        if seat is not None:
+            self.seat_landing_feet(d, qacc, seat)
         tau = self._tau
         mujoco.mj_rne(m, d, 1, tau)
         tau += m.dof_armature * qacc  # mj_rne leaves out the armature that mj_crb adds to M

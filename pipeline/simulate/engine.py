@@ -96,6 +96,17 @@ class SimConfig:
             foot) at least this long the tracked reference is shifted horizontally to where the
             simulated feet landed (``pipeline.simulate.anchor``); 0 = never. Walks and runs
             (flights ≤ 0.13 s) are not affected.
+        landing_seat: with a dynamics pass, a walking touch-down — the plan starts loading a foot
+            while the other foot has carried load for at least ``landing_seat_support_s`` — whose
+            simulated sole is still above the floor (lowest sole corner > ``landing_seat_margin_m``)
+            is brought down: that leg's hip and knee accelerations are corrected (damped least
+            squares) so that its ankle's vertical acceleration follows a PD of natural frequency
+            ``landing_seat_omega`` (rad/s, critically damped) toward the height at which the lowest
+            corner touches the floor, until it first does (``TrackingController.seat_landing_feet``).
+            The plates load a landing foot ≈ 1.5 frames before the reference foot reaches the floor
+            (Gait, walking2): without it the tracked foot lands late and the weight transfer comes
+            as an impact. Touch-downs after a flight (runs, jumps) are left alone. Measured effect
+            in docs/simulation.md (fifth round).
     """
 
     control_hz: float = 120.0
@@ -122,6 +133,10 @@ class SimConfig:
     swing_clearance: bool = True
     swing_landing_lead_s: float = 0.0
     reanchor_after_flight_s: float = 0.2
+    landing_seat: bool = True
+    landing_seat_support_s: float = 0.1
+    landing_seat_margin_m: float = 0.005
+    landing_seat_omega: float = 25.0
 
     def __post_init__(self) -> None:
         if not self.control_hz > 0 or not self.physics_dt_s > 0:
@@ -411,7 +426,8 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
     ctrl = TrackingController(
         hum, cfg.gains.scaled(scale), cfg.contact, cfg.residual, cfg.torque_limits, model=m,
         residual_force_max_n=cfg.residual_force_limit_bw * hum.weight_n,
-        residual_torque_max_nm=cfg.residual_torque_limit_nm_per_kg * hum.mass_kg)
+        residual_torque_max_nm=cfg.residual_torque_limit_nm_per_kg * hum.mass_kg,
+        seat_omega=cfg.landing_seat_omega, seat_margin_m=cfg.landing_seat_margin_m)
     if like is not None:
         ref, rq, rv, ra, ref_pos, gate, plan, swing, swing_geoms = (
             like.ref, like.rq, like.rv, like.ra, like.ref_pos, like.gate, like.plan, like.swing, like.swing_geoms)
@@ -495,6 +511,34 @@ def _tracking_targets(motion: CanonicalMotion, cfg: SimConfig, skel: sk.Skeleton
     return ref, rq, rv, ra, ref_pos, gate, plan, swing, swing_geoms
 
 
+def landing_seat_targets(loaded: np.ndarray, ankle_z_m: np.ndarray, control_hz: float,
+                         support_s: float) -> np.ndarray:
+    """Per control tick and foot, the reference ankle's downward vertical velocity (m/s, ≤ 0)
+    where ``SimConfig.landing_seat`` may seat that foot, NaN elsewhere.
+
+    ``loaded`` (K+1, 2): the plan loads the foot at tick k (left, right); ``ankle_z_m`` (K+1, 2):
+    the reference ankle heights at the ticks. A foot's stance is the ticks loaded at both ends; a
+    stance qualifies when, at its first tick, the other foot has been loaded for at least
+    ``support_s`` (a walking touch-down; not a landing from a flight). Returns (K, 2).
+    """
+    loaded = np.asarray(loaded, dtype=bool)
+    stance = loaded[:-1] & loaded[1:]
+    vz = np.gradient(np.asarray(ankle_z_m, dtype=np.float64), 1.0 / control_hz, axis=0)[:-1]
+    need = support_s * control_hz
+    out = np.full(stance.shape, np.nan)
+    for f in range(2):
+        other = loaded[:, 1 - f]
+        run = 0  # ticks the other foot has been loaded, up to and including tick k
+        on = False
+        for k in range(stance.shape[0]):
+            run = run + 1 if other[k] else 0
+            if stance[k, f] and (k == 0 or not stance[k - 1, f]):  # a stance begins
+                on = run >= need
+            if stance[k, f] and on:
+                out[k, f] = min(vz[k, f], 0.0)
+    return out
+
+
 def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0,
                     humanoid: Humanoid | None = None, dynamics: DynamicsResult | None = None) -> SimulationResult:
     """Imitate one motion (one pass) on the CPU with MuJoCo; see the module docstring.
@@ -540,6 +584,11 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
     ankle_rows = ankle_bodies[None]  # xpos[ankle_rows]: (1, 2, 3)
     spring_ref = rq[:, spring_q]
     pelvis_z_ref = rq[:, 2].tolist()
+    seat = None
+    if cfg.landing_seat and plan is not None:
+        seat = landing_seat_targets(loaded[:, 0], ref_pos[:, [7, 8], 2], cfg.control_hz, cfg.landing_seat_support_s)
+        if np.isnan(seat).all():
+            seat = None
     if swing_geoms is not None:  # ticks whose swing clearance differs from the previous tick's
         swing_change = np.ones(total_steps, dtype=bool)
         swing_change[1:] = (swing[1:] != swing[:-1]).any(axis=1)
@@ -580,7 +629,8 @@ def simulate_motion(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 0
         q_ref[:] = rq[k]
         q_ref[:3] += anchor
         tau, residual = ctrl.compute(d, q_ref, rv[k], a_ff_all[k], None if gate is None else gate[k],
-                                     None if plan is None else plan_mid[k], cfg.plan_target_weight)
+                                     None if plan is None else plan_mid[k], cfg.plan_target_weight,
+                                     None if seat is None else seat[k])
         i = k // spf
         tau_tick[k] = tau
         # pelvis-frame generalized torque → world (orientation at the tick; held over the tick)

@@ -183,6 +183,10 @@ class MjWarpBackend(Backend):
         ``SimulationOverflowError`` naming the worlds that overflowed twice."""
         from pipeline.simulate.packed import place_recordings
 
+        if getattr(cfg, "landing_seat", False) and cfg.dynamics is not None:
+            warnings.warn("SimConfig.landing_seat is not ported to the MuJoCo Warp backend yet: its passes run "
+                          "without it and differ from the CPU backend's on walking touch-downs "
+                          "(docs/simulation.md, 'GPU backend')", RuntimeWarning, stacklevel=2)
         self.last_stats = []
         settings = self.settings
         spf, frames = packed.world_spf, packed.world_frames
