@@ -234,13 +234,14 @@ def test_real_walks_simulated_against_force_plates(real_walks):
     """Regression of the default engine on the four lab walks with the build's own validation
     metric (pipeline.quality.validation; ImDy's mean ‖F_sim − F_plate‖ / mass per foot).
 
-    Measured 2026-12-01, fourth round (pass 0): walking2 0.60/0.93 (its mass from its plates, 64.5 kg, and
-    its four frames the plates saw incompletely unknown), PiG_Motion3_FF 0.96/0.61, Gait 0.80/0.77,
-    kineticstoolkit walk 0.65/0.64 N/kg (its stated 73.4 kg gives way to its plates' 81.3 kg; third round
-    1.04/0.97) — mean 0.75 (over 3 passes 0.69, benchmarks/physics_bench.py; the engine before the
-    dynamics pass: 3.84); no resets; root residual torque capped at 1 N·m/kg, RMS 31–45 N·m (the
-    issue's ≤ 50); uncapped residual force demand median ≤ 0.03 BW. The closed loop is sensitive: model
-    changes of ~1 N·m move single walks by ±0.3 N/kg, hence the per-foot margin.
+    Measured 2026-12-02, fifth round (pass 0, with the landing seat): walking2 0.33/0.47 (its mass from
+    its plates, 64.5 kg, and its four frames the plates saw incompletely unknown), PiG_Motion3_FF
+    0.96/0.61, Gait 0.52/0.57, kineticstoolkit walk 0.46/0.66 N/kg (its stated 73.4 kg gives way to its
+    plates' 81.3 kg) — mean 0.57 (fourth round 0.75; over 3 passes 0.53, benchmarks/physics_bench.py; the
+    engine before the dynamics pass: 3.84); worst-foot peak vertical force error 2.6–7.5 % (the issue's
+    ≤ 10 %); no resets; root residual torque capped at 1 N·m/kg, RMS 25–44 N·m (the issue's ≤ 50);
+    uncapped residual force demand median ≤ 0.03 BW. The closed loop is sensitive (model changes of
+    ~1 N·m move single walks by ±0.3 N/kg); the per-foot bound is the issue's target itself.
     """
     from pipeline.quality.validation import grf_validation
 
@@ -251,8 +252,9 @@ def test_real_walks_simulated_against_force_plates(real_walks):
         lam = [v["grf_vs_plate_err_left_n_per_kg"], v["grf_vs_plate_err_right_n_per_kg"]]
         lams += lam
         assert r.metrics["reset_count"] == 0, rel
-        assert max(lam) <= 1.2, (rel, lam)
+        assert max(lam) <= 1.0, (rel, lam)
+        assert v["grf_peak_err_frac"] <= 0.10, (rel, v)
         assert r.metrics["residual_force_demand_median_bw"] <= 0.05, (rel, r.metrics)
         torque_rms = np.sqrt(np.mean(np.sum(r.residual_wrench[:, 3:] ** 2, axis=-1)))
         assert torque_rms <= 50.0, (rel, torque_rms)
-    assert np.mean(lams) <= 0.9, lams
+    assert np.mean(lams) <= 0.65, lams
