@@ -9,7 +9,7 @@ import numpy as np
 from pipeline import skeleton as sk
 from pipeline.simulate import humanoid as hm
 from pipeline.simulate.controller import ContactQP, Gains, TrackingController
-from pipeline.simulate.engine import landing_seat_targets
+from pipeline.simulate.engine import SimConfig, landing_seat_targets
 
 HZ = 120.0
 
@@ -112,3 +112,11 @@ def test_seat_stops_at_first_touch_until_the_next_seated_stance():
     c.seat_landing_feet(d, qacc, np.array([np.nan, np.nan]))  # the stance ends
     c.seat_landing_feet(d, qacc, seat)  # a new seated stance, foot 3 cm up
     assert qacc[c._seat_dofs[0]].any()
+
+
+def test_config_refuses_bad_seat_settings():
+    import pytest
+
+    for bad in ({"landing_seat_omega": 0.0}, {"landing_seat_support_s": -0.1}, {"landing_seat_margin_m": -1e-3}):
+        with pytest.raises(ValueError, match="landing_seat"):
+            SimConfig(**bad)

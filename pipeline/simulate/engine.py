@@ -146,6 +146,8 @@ class SimConfig:
             raise ValueError(f"1/control_hz must be a whole number of physics steps, got {sub:.4f}")
         if self.passes < 1:
             raise ValueError("passes must be >= 1")
+        if not (self.landing_seat_support_s >= 0 and self.landing_seat_margin_m >= 0 and self.landing_seat_omega > 0):
+            raise ValueError("landing_seat_support_s and landing_seat_margin_m must be >= 0, landing_seat_omega > 0")
 
     @property
     def substeps(self) -> int:
