@@ -302,8 +302,8 @@ class TrackingController:
         """
         m = self.m
         for f in range(2):
-            vz_ref = seat[f]
-            if not vz_ref == vz_ref:  # NaN: not seating; the next seated stance starts afresh
+            vz_ref = float(seat[f])
+            if math.isnan(vz_ref):  # not seating; the next seated stance starts afresh
                 self._seat_touched[f] = False
                 continue
             if self._seat_touched[f]:
