@@ -115,3 +115,62 @@ def test_contact_generalized_force_matches_mj_applyFT(hum):
 def test_cap_norm():
     x = np.array([[3.0, 4.0, 0.0], [0.3, 0.4, 0.0], [0.0, 0.0, 0.0]])
     np.testing.assert_allclose(bc.cap_norm(x, 1.0), [[0.6, 0.8, 0.0], [0.3, 0.4, 0.0], [0, 0, 0]])
+
+
+def test_landing_seat_matches_cpu_controller(hum):
+    """The batched landing seat (``control.landing_seat``, Jacobian and ``J̇ v`` from ``cdof`` and
+    ``cvel``) asks for the same accelerations as ``TrackingController.seat_landing_feet``
+    (``mj_jacBody`` + ``mj_jacDot``) on random airborne states, and keeps the same touched state."""
+    from pipeline.simulate.controller import ContactQP, Gains, TrackingController
+
+    m = hum.model
+    rng = np.random.default_rng(3)
+    ctrl = TrackingController(hum, Gains(), ContactQP())
+    chain, quat, leg_pos = bc.seat_chain(m, ctrl._seat_ankle, ctrl._seat_dofs)
+    assert chain.shape == (2, 15) and quat[:, 3:].all() and not quat[:, :3].any()
+    d = mujoco.MjData(m)
+    W = 4
+    seats = np.array([[-0.3, np.nan], [-0.1, -0.5], [np.nan, -0.2], [0.0, -0.4]])
+    want = np.zeros((W, m.nv))
+    args = {k: [] for k in ("qacc", "qvel", "sole_z", "ankle_pos", "root_com", "cvel_ankle", "cvel_dof", "cdof")}
+    for w in range(W):
+        q = _random_state(hum, rng)
+        q[2] = 1.6  # feet in the air: the seat acts
+        d.qpos[:] = q
+        d.qvel[:] = rng.normal(size=m.nv)
+        mujoco.mj_kinematics(m, d)
+        mujoco.mj_comPos(m, d)
+        mujoco.mj_comVel(m, d)
+        qacc = rng.normal(size=m.nv) * 5.0
+        args["qacc"].append(qacc.copy())
+        args["qvel"].append(d.qvel.copy())
+        sp = ctrl.sole_points_world(d)
+        args["sole_z"].append([sp[:6, 2].min(), sp[6:, 2].min()])
+        args["ankle_pos"].append(d.xpos[ctrl._seat_ankle].copy())
+        args["root_com"].append(d.subtree_com[m.body_rootid[ctrl._seat_ankle[0]]].copy())
+        args["cvel_ankle"].append(d.cvel[ctrl._seat_ankle].copy())
+        args["cvel_dof"].append(d.cvel[m.dof_bodyid[chain]].copy())
+        args["cdof"].append(d.cdof[chain].copy())
+        ctrl._seat_touched = [False, False]
+        ctrl.seat_landing_feet(d, qacc, seats[w])
+        want[w] = qacc
+    a = {k: np.array(v) for k, v in args.items()}
+    # the CPU seat did act: every seated foot changed its leg's accelerations
+    for w in range(W):
+        for f in range(2):
+            moved = not np.allclose(want[w, ctrl._seat_dofs[f]], a["qacc"][w, ctrl._seat_dofs[f]])
+            assert moved == (not np.isnan(seats[w, f])), (w, f)
+    touched = np.zeros((W, 2), bool)
+    bc.landing_seat(a["qacc"], a["qvel"], seats, touched, a["sole_z"], a["ankle_pos"], a["root_com"],
+                    a["cvel_ankle"], a["cvel_dof"], a["cdof"], chain, quat, leg_pos, ctrl._seat_kp, ctrl._seat_kd,
+                    ctrl._seat_margin)
+    np.testing.assert_allclose(a["qacc"], want, rtol=1e-9, atol=1e-9)
+    assert not touched.any()
+    # a foot whose lowest corner is within the margin is touched: no change, and it stays touched
+    qacc = a["qacc"].copy()
+    low = a["sole_z"].copy()
+    low[:, :] = 0.001
+    bc.landing_seat(qacc, a["qvel"], seats, touched, low, a["ankle_pos"], a["root_com"], a["cvel_ankle"],
+                    a["cvel_dof"], a["cdof"], chain, quat, leg_pos, 625.0, 50.0, 0.005)
+    np.testing.assert_array_equal(qacc, a["qacc"])
+    np.testing.assert_array_equal(touched, ~np.isnan(seats))

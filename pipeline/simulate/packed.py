@@ -35,7 +35,7 @@ for the intervals (``gate``, ``swing``)."""
 MOTION_FIELDS = ("seq_id", "n_frames", "spf", "has_plan", "has_swing") + MOTION_TIME_FIELDS
 WORLD_FIELDS = ("motion", "subject", "pass_index", "kp", "kd", "damping", "dof_damping", "limit", "res_f_max",
                 "res_t_max", "right_bodies", "body_ids", "qpos0", "qvel0", "jnt_stiffness", "qpos_spring",
-                "spring_mask", "swing_geom_mask", "edges", "w6", "implicit")
+                "spring_mask", "swing_geom_mask", "edges", "w6", "implicit", "sole_local", "sole_body")
 _INTERVAL = ("gate", "swing")
 _STATES = ("qpos", "com", "comv")
 
@@ -130,7 +130,9 @@ class PackedWorlds:
     ``body_ids`` (W, 24); ``qpos0`` (W, nq), ``qvel0`` (W, nv) initial state (pass perturbation
     included); ``jnt_stiffness`` (W, njnt); ``qpos_spring`` (W, nq); ``spring_mask`` (W, nq) bool
     (qpos following the reference); ``swing_geom_mask`` (W, 2, ngeom) bool (each foot's geoms);
-    ``edges`` (W, 4, 3), ``w6`` (W, 6), ``implicit`` (W,) controller constants.
+    ``edges`` (W, 4, 3), ``w6`` (W, 6), ``implicit`` (W,) controller constants; ``sole_local`` (W, 12,
+    3) the sole corners in their bodies' frames (m) and ``sole_body`` (W, 12) those bodies' ids
+    (left 0–5, right 6–11; the landing seat's lowest-corner heights).
 
     ``subjects``: each distinct subject's pristine ``MjModel`` (``model_bytes``).
     """
@@ -168,6 +170,8 @@ class PackedWorlds:
     edges: np.ndarray
     w6: np.ndarray
     implicit: np.ndarray
+    sole_local: np.ndarray
+    sole_body: np.ndarray
     subjects: tuple[bytes, ...]
 
     @property
@@ -283,6 +287,8 @@ def pack_prepared(preps: list) -> PackedWorlds:
         edges=stack([p.ctrl._edges for p in preps]),
         w6=stack([p.ctrl._w for p in preps]),
         implicit=np.array([p.ctrl.implicit_damping for p in preps], dtype=bool),
+        sole_local=stack([p.ctrl._sole_local for p in preps]),
+        sole_body=stack([np.asarray(p.ctrl._sole_body_ids, np.int64) for p in preps]),
         subjects=tuple(subj),
     )
 
@@ -317,7 +323,7 @@ def save_packed(p: PackedWorlds, path: Path) -> Path:
     arrays = {f: _joined(getattr(p, f)) for f in MOTION_FIELDS + WORLD_FIELDS}
     arrays["subject_bytes"] = np.frombuffer(b"".join(p.subjects), np.uint8)
     arrays["subject_sizes"] = np.array([len(b) for b in p.subjects], dtype=np.int64)
-    return save_bundle(path, arrays, {"format": 1})
+    return save_bundle(path, arrays, {"format": 2, "kind": "packed-worlds"})
 
 
 def load_packed(path: Path) -> PackedWorlds:
@@ -325,8 +331,9 @@ def load_packed(path: Path) -> PackedWorlds:
     from pipeline.store.canonical_io import load_bundle
 
     a, meta = load_bundle(path)
-    if meta.get("format") != 1:
-        raise ValueError(f"{path}: not a packed-worlds file of format 1")
+    if meta.get("kind") != "packed-worlds" or meta.get("format") != 2:
+        raise ValueError(f"{path}: not a packed-worlds file of format 2 (format 1 files, from before the "
+                         "landing seat's sole corners were packed, are refused: prepare the batch again)")
     raw = a.pop("subject_bytes").tobytes()
     ends = np.cumsum(a.pop("subject_sizes"))
     subjects = tuple(raw[s:e] for s, e in zip(np.concatenate([[0], ends[:-1]]), ends))

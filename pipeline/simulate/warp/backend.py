@@ -183,10 +183,6 @@ class MjWarpBackend(Backend):
         ``SimulationOverflowError`` naming the worlds that overflowed twice."""
         from pipeline.simulate.packed import place_recordings
 
-        if getattr(cfg, "landing_seat", False) and cfg.dynamics is not None:
-            warnings.warn("SimConfig.landing_seat is not ported to the MuJoCo Warp backend yet: its passes run "
-                          "without it and differ from the CPU backend's on walking touch-downs "
-                          "(docs/simulation.md, 'GPU backend')", RuntimeWarning, stacklevel=2)
         self.last_stats = []
         settings = self.settings
         spf, frames = packed.world_spf, packed.world_frames
@@ -349,6 +345,7 @@ def _simulate_batch(wp, mjw, pk, cfg, settings: WarpBatchSettings):
     flight_anchor = FlightAnchor(nw, int(round(cfg.reanchor_after_flight_s * cfg.control_hz)), cfg.control_hz)
     ankle_ids = body_ids[:, [7, 8]]  # (W, 2)
     ref_ankles = ref_pos[:, :, [7, 8]]  # (W, K, 2, 3)
+    seat = seat_inputs(cfg, base, pk, plan, ref_pos, has_plan, total, kmax)
 
     def forward_kinematics():
         mjw.kinematics(m, d)
@@ -372,7 +369,7 @@ def _simulate_batch(wp, mjw, pk, cfg, settings: WarpBatchSettings):
             swing=swing, kp=kp, kd=kd, damping=damping, limit=limit, res_f_max=res_f_max, res_t_max=res_t_max,
             right_bodies=right_bodies, edges=edges, w6=w6, implicit=implicit, armature=armature, floor=floor,
             geom_body=geom_body, dof_body=dof_body, subtree=subtree, root_body=root_body, root_tree=root_tree,
-            qpos_spring=qpos_spring, base_margin=base_margin, smask=smask, gmask=gmask,
+            qpos_spring=qpos_spring, base_margin=base_margin, smask=smask, gmask=gmask, seat=seat,
             out=dict(qpos_rec=qpos_rec, com_rec=com_rec, comv_rec=comv_rec, tau_sum=tau_sum, res_sum=res_sum,
                      dem_sum=dem_sum, f_sum=f_sum, mo_sum=mo_sum, passive_sum=passive_sum, reset=reset,
                      overflow=overflow, max_shift=flight_anchor.max_shift))
@@ -418,6 +415,10 @@ def _simulate_batch(wp, mjw, pk, cfg, settings: WarpBatchSettings):
             q_ref, v_ref = rq[worlds, kc].copy(), rv[worlds, kc]
             q_ref[:, :3] += anchor
             a_star = bc.desired_acceleration(qpos, qvel, q_ref, v_ref, a_ff, kp, kd)
+            if seat is not None:
+                seat_now = np.where(active[:, None], seat.targets[worlds, kc], np.nan)
+                seat.apply(a_star, qvel, seat_now, _f64(d.xpos), _f64(d.xmat), _f64(d.subtree_com),
+                           _f64(d.cvel), _f64(d.cdof))
             d.qacc.assign(a_star.astype(np.float32))
             mjw.rne(m, d, flg_acc=True)
             tau = _f64(d.qfrc_bias) + armature * a_star
@@ -542,10 +543,84 @@ def _simulate_batch(wp, mjw, pk, cfg, settings: WarpBatchSettings):
     return rec, stats
 
 
+@dataclass
+class SeatInputs:
+    """The landing seat (``SimConfig.landing_seat``) of one batch: per world and control interval
+    the reference ankle's downward velocity where a foot may be seated (``targets`` (W, kmax, 2),
+    NaN elsewhere; ``engine.landing_seat_targets`` on each world's plan), the static chain of
+    ``control.seat_chain``, each world's sole corners and the per-foot touched state."""
+
+    targets: np.ndarray
+    ankle: np.ndarray  # (W, 2) ankle body ids
+    root_tree: int
+    chain: np.ndarray
+    quat: np.ndarray
+    leg_pos: np.ndarray
+    dof_body: np.ndarray
+    sole_local: np.ndarray  # (W, 12, 3)
+    sole_body: np.ndarray  # (W, 12)
+    kp: float
+    kd: float
+    margin: float
+    touched: np.ndarray  # (W, 2) bool
+
+    def sole_z(self, xpos: np.ndarray, xmat: np.ndarray) -> np.ndarray:
+        """(W, 2) each foot's lowest sole corner height, m (``xmat`` (W, nbody, 3, 3))."""
+        w = np.arange(xpos.shape[0])[:, None]
+        pts = xpos[w, self.sole_body] + np.einsum("wkij,wkj->wki", xmat[w, self.sole_body], self.sole_local)
+        return np.stack([pts[:, :6, 2].min(1), pts[:, 6:, 2].min(1)], 1)
+
+    def apply(self, a_star, qvel, seat_now, xpos, xmat, subtree_com, cvel, cdof) -> None:
+        """``control.landing_seat`` on the host arrays of one tick (edits ``a_star``)."""
+        from pipeline.simulate.warp import control as bc
+
+        w = np.arange(xpos.shape[0])
+        xmat = xmat.reshape(xmat.shape[0], xmat.shape[1], 3, 3)
+        bc.landing_seat(a_star, qvel, seat_now, self.touched, self.sole_z(xpos, xmat),
+                        xpos[w[:, None], self.ankle], subtree_com[:, self.root_tree], cvel[w[:, None], self.ankle],
+                        cvel[:, self.dof_body[self.chain]], cdof[:, self.chain], self.chain, self.quat, self.leg_pos,
+                        self.kp, self.kd, self.margin)
+
+
+def seat_inputs(cfg, base, pk, plan, ref_pos, has_plan, total, kmax) -> SeatInputs | None:
+    """``SeatInputs`` of a batch, or ``None`` when no world is ever seated (the seat off, no
+    dynamics plan, no walking touch-down)."""
+    from pipeline.simulate.engine import landing_seat_targets
+    from pipeline.simulate.warp import control as bc
+
+    if not getattr(cfg, "landing_seat", False):
+        return None
+    nw = plan.shape[0]
+    targets = np.full((nw, kmax, 2), np.nan)
+    for w in np.flatnonzero(has_plan):
+        t = int(total[w])
+        loaded = plan[w, :t + 1, :, 2] > cfg.plan_gate_n
+        targets[w, :t] = landing_seat_targets(loaded, ref_pos[w, :t + 1][:, [7, 8], 2], cfg.control_hz,
+                                              cfg.landing_seat_support_s)
+    if np.isnan(targets).all():
+        return None
+    from pipeline.skeleton import JOINT_NAMES
+
+    body_ids = pk.body_ids
+    if (body_ids != body_ids[:1]).any():
+        raise ValueError("a batch's worlds must share one humanoid topology")
+    b0 = body_ids[0]
+    ankle = [int(b0[JOINT_NAMES.index(f"{s}_ankle")]) for s in ("left", "right")]
+    legs = [np.concatenate([int(base.body_dofadr[b0[JOINT_NAMES.index(f"{s}_{j}")]]) + np.arange(3)
+                            for j in ("hip", "knee")]) for s in ("left", "right")]
+    chain, quat, leg_pos = bc.seat_chain(base, ankle, legs)
+    omega = float(cfg.landing_seat_omega)
+    return SeatInputs(targets=targets, ankle=body_ids[:, [7, 8]], root_tree=int(base.body_rootid[ankle[0]]),
+                      chain=chain, quat=quat, leg_pos=leg_pos, dof_body=np.asarray(base.dof_bodyid),
+                      sole_local=np.asarray(pk.sole_local, float), sole_body=np.asarray(pk.sole_body, np.int64),
+                      kp=omega * omega, kd=2.0 * omega, margin=float(cfg.landing_seat_margin_m),
+                      touched=np.zeros((nw, 2), bool))
+
+
 def _device_loop(wp, mjw, m, d, *, cfg, settings, kmax, total, spf, nsub, rq, rv, ra, ref_pos, body_ids,
                  gate, has_plan, plan, swing, kp, kd, damping, limit, res_f_max, res_t_max, right_bodies, edges, w6,
                  implicit, armature, floor, geom_body, dof_body, subtree, root_body, root_tree, qpos_spring,
-                 base_margin, smask, gmask, out) -> tuple[float, bool, int]:
+                 base_margin, smask, gmask, out, seat: SeatInputs | None = None) -> tuple[float, bool, int]:
     """The batch loop with the controller on the device (``pipeline.simulate.warp.kernels``).
 
     Same sequence per tick as the host loop of ``_simulate_batch``, every step a kernel or a MuJoCo
@@ -621,6 +696,10 @@ def _device_loop(wp, mjw, m, d, *, cfg, settings, kmax, total, spf, nsub, rq, rv
     tau_sum, res_sum, dem_sum = z64(nw, nmax, nv - 6), z64(nw, nmax, 6), z64(nw, nmax, 6)
     f_sum, mo_sum, passive_sum = z64(nw, nmax, 72), z64(nw, nmax, 72), z64(nw, nmax, nv - 6)
     reset_rec = zi(nw, nmax)
+    if seat is not None:  # the landing seat (SeatInputs): its constants and per-foot touched state
+        seat_d, touched_d = a64(seat.targets), zi(nw, 2)
+        sole_local_d, sole_body_d, ankle_d = a64(seat.sole_local), ai(seat.sole_body), ai(seat.ankle)
+        chain_d, quat_d, leg_d = ai(seat.chain), ai(seat.quat), ai(seat.leg_pos)
 
     ctrl_bytes = sum(int(v.capacity or 0) for v in locals().values() if isinstance(v, wp.array))
     qp = cfg.contact
@@ -649,6 +728,11 @@ def _device_loop(wp, mjw, m, d, *, cfg, settings, kmax, total, spf, nsub, rq, rv
     def tick_control():
         launch(kn.desired_acceleration_kernel, dim=(nw, 24), inputs=[
             tick, total_d, d.qpos, d.qvel, rq_d, rv_d, ra_d, kp_d, kd_d, anchor, a_star, d.qacc])
+        if seat is not None:
+            launch(kn.landing_seat_kernel, dim=nw, inputs=[
+                tick, total_d, seat_d, touched_d, d.xpos, d.xmat, d.subtree_com, d.cvel, d.cdof, d.qvel,
+                sole_local_d, sole_body_d, ankle_d, int(seat.root_tree), chain_d, quat_d, leg_d, dbody_d,
+                float(seat.kp), float(seat.kd), float(seat.margin), a_star, d.qacc])
         mjw.rne(m, d, flg_acc=True)
         mjw.collision(m, d)
         count.zero_()

@@ -169,3 +169,75 @@ def cap_norm(x: np.ndarray, limit: np.ndarray | float) -> np.ndarray:
     lim = np.broadcast_to(limit, n.shape)
     scale = np.where(n > lim, lim / np.where(n > 0.0, n, 1.0), 1.0)
     return x * scale[..., None]
+
+
+def seat_chain(model, ankle_bodies, leg_dofs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Static index arrays of the landing seat for one humanoid topology (every subject shares it).
+
+    ``ankle_bodies`` (2,): the left/right ankle body ids; ``leg_dofs`` (2, 6): each leg's hip and
+    knee dofs (``TrackingController._seat_dofs``). Returns ``chain`` (2, n) the dofs that move each
+    ankle body (its ancestor chain, ``dof_parentid``), ``quat`` (2, n) bool (dofs of a ball joint or
+    a free joint's rotation: their ``ċdof`` is ``cvel × cdof``, as ``mj_jacDot`` computes it) and
+    ``leg_pos`` (2, 6) the positions of ``leg_dofs`` in ``chain``."""
+    import mujoco
+
+    chains, quats, pos = [], [], []
+    for f, body in enumerate(ankle_bodies):
+        i = int(model.body_dofadr[body] + model.body_dofnum[body] - 1)
+        dofs = []
+        while i >= 0:
+            dofs.append(i)
+            i = int(model.dof_parentid[i])
+        dofs = np.array(dofs[::-1], dtype=np.int64)
+        jnt = model.dof_jntid[dofs]
+        kind = model.jnt_type[jnt]
+        quat = (kind == mujoco.mjtJoint.mjJNT_BALL) | ((kind == mujoco.mjtJoint.mjJNT_FREE)
+                                                        & (dofs >= model.jnt_dofadr[jnt] + 3))
+        chains.append(dofs)
+        quats.append(quat)
+        pos.append(np.searchsorted(dofs, np.asarray(leg_dofs[f])))
+    return np.stack(chains), np.stack(quats), np.stack(pos)
+
+
+def landing_seat(qacc, qvel, seat, touched, sole_z, ankle_pos, root_com, cvel_ankle, cvel_dof, cdof,
+                 chain, quat, leg_pos, kp: float, kd: float, margin: float) -> None:
+    """The landing seat of ``TrackingController.seat_landing_feet``, batched; edits ``qacc`` (W, nv)
+    and ``touched`` (W, 2) bool in place.
+
+    Per world and foot: ``seat`` (W, 2) the reference ankle's downward velocity at this tick (m/s,
+    NaN: not a seated stance, which clears ``touched``); ``sole_z`` (W, 2) the foot's lowest sole
+    corner height, m; ``ankle_pos`` (W, 2, 3) the ankle body's origin, ``root_com`` (W, 3) the
+    tree's ``subtree_com`` (MuJoCo's com-based frame); ``cvel_ankle`` (W, 2, 6) the ankle bodies'
+    ``cvel``; ``cvel_dof`` (W, 2, n, 6) the ``cvel`` of the body of each chain dof; ``cdof`` (W, 2,
+    n, 6) the chain dofs' ``cdof`` (all rot:lin). ``chain``/``quat``/``leg_pos``: ``seat_chain``.
+    The ankle's vertical Jacobian row and ``J̇ v`` follow ``mj_jacBody`` / ``mj_jacDot``.
+    """
+    for f in range(2):
+        s = seat[:, f]
+        off = np.isnan(s)
+        touched[off, f] = False
+        newly = ~off & ~touched[:, f] & (sole_z[:, f] <= margin)
+        touched[newly, f] = True
+        act = np.flatnonzero(~off & ~touched[:, f])
+        if act.size == 0:
+            continue
+        offset = ankle_pos[act, f] - root_com[act]  # (A, 3)
+        cv = cvel_ankle[act, f]
+        pvel = cv[:, 3:] + np.cross(cv[:, :3], offset)  # the ankle point's linear velocity
+        cd = cdof[act, f]  # (A, n, 6)
+        cb = cvel_dof[act, f]
+        cdd_ang = np.cross(cb[..., :3], cd[..., :3])
+        cdd_lin = np.cross(cb[..., :3], cd[..., 3:]) + np.cross(cb[..., 3:], cd[..., :3])
+        q = quat[f][None, :, None]
+        cdd_ang = np.where(q, cdd_ang, 0.0)
+        cdd_lin = np.where(q, cdd_lin, 0.0)
+        jz = cd[..., 5] + np.cross(cd[..., :3], offset[:, None, :])[..., 2]  # (A, n)
+        jdz = (cdd_lin[..., 2] + np.cross(cdd_ang, offset[:, None, :])[..., 2]
+               + np.cross(cd[..., :3], pvel[:, None, :])[..., 2])
+        v = qvel[act][:, chain[f]]
+        vz = (jz * v).sum(1)
+        want = -kp * sole_z[act, f] + kd * (s[act] - vz)
+        delta = want - (jz * qacc[act][:, chain[f]]).sum(1) - (jdz * v).sum(1)
+        js = jz[:, leg_pos[f]]  # (A, 6)
+        dofs = chain[f][leg_pos[f]]
+        qacc[act[:, None], dofs[None, :]] += js * (delta / ((js * js).sum(1) + 1e-3))[:, None]

@@ -698,3 +698,86 @@ def end_tick_kernel(
 @wp.kernel
 def advance_tick_kernel(tick: wp.array(dtype=wp.int32)):
     tick[0] = tick[0] + 1
+
+
+@wp.func
+def _seat_jz(cd: wp.spatial_vector, offset: wp.vec3d) -> f64:
+    """Vertical component of dof ``cd``'s motion at a point ``offset`` from the com-based origin."""
+    ang = wp.vec3d(f64(cd[0]), f64(cd[1]), f64(cd[2]))
+    return f64(cd[5]) + wp.cross(ang, offset)[2]
+
+
+@wp.kernel
+def landing_seat_kernel(
+    tick: wp.array(dtype=wp.int32), total: wp.array(dtype=wp.int32), seat: wp.array3d(dtype=f64),
+    touched: wp.array2d(dtype=wp.int32), xpos: wp.array2d(dtype=wp.vec3), xmat: wp.array2d(dtype=wp.mat33),
+    subtree_com: wp.array2d(dtype=wp.vec3), cvel: wp.array2d(dtype=wp.spatial_vector),
+    cdof: wp.array2d(dtype=wp.spatial_vector), qvel: wp.array2d(dtype=wp.float32),
+    sole_local: wp.array3d(dtype=f64), sole_body: wp.array2d(dtype=wp.int32), ankle: wp.array2d(dtype=wp.int32),
+    root_tree: int, chain: wp.array2d(dtype=wp.int32), quat: wp.array2d(dtype=wp.int32),
+    leg_pos: wp.array2d(dtype=wp.int32), dof_body: wp.array(dtype=wp.int32), kp: f64, kd: f64, margin: f64,
+    a_star: wp.array2d(dtype=f64), qacc: wp.array2d(dtype=wp.float32),
+):
+    """``control.landing_seat`` for one world per thread (both feet): ``seat`` (W, kmax, 2) the
+    reference ankle's downward velocity (NaN: not seated, clears ``touched``); corrects the leg's
+    hip/knee entries of ``a*`` and ``qacc`` (float32) until the foot's lowest sole corner first
+    comes within ``margin`` of the floor."""
+    w = wp.tid()
+    k = tick[0]
+    for f in range(2):
+        s = f64(0.0)
+        on = k < total[w]
+        if on:
+            s = seat[w, k, f]
+            if wp.isnan(s):
+                on = False
+        if not on:
+            touched[w, f] = 0
+        elif touched[w, f] == 0:
+            h = f64(1.0e9)
+            for c in range(6):
+                b = sole_body[w, 6 * f + c]
+                R = xmat[w, b]
+                z = (f64(xpos[w, b][2]) + f64(R[2, 0]) * sole_local[w, 6 * f + c, 0]
+                     + f64(R[2, 1]) * sole_local[w, 6 * f + c, 1] + f64(R[2, 2]) * sole_local[w, 6 * f + c, 2])
+                h = wp.min(h, z)
+            if h <= margin:
+                touched[w, f] = 1
+            else:
+                ab = ankle[w, f]
+                offset = _v3(xpos[w, ab]) - _v3(subtree_com[w, root_tree])
+                cv = cvel[w, ab]
+                pvel = wp.vec3d(f64(cv[3]), f64(cv[4]), f64(cv[5])) + wp.cross(
+                    wp.vec3d(f64(cv[0]), f64(cv[1]), f64(cv[2])), offset)
+                vz = f64(0.0)
+                ja = f64(0.0)
+                jdv = f64(0.0)
+                for i in range(chain.shape[1]):
+                    dof = chain[f, i]
+                    cd = cdof[w, dof]
+                    cda = wp.vec3d(f64(cd[0]), f64(cd[1]), f64(cd[2]))
+                    jz = _seat_jz(cd, offset)
+                    jdz = wp.cross(cda, pvel)[2]
+                    if quat[f, i] != 0:
+                        cb = cvel[w, dof_body[dof]]
+                        cba = wp.vec3d(f64(cb[0]), f64(cb[1]), f64(cb[2]))
+                        cbl = wp.vec3d(f64(cb[3]), f64(cb[4]), f64(cb[5]))
+                        cdl = wp.vec3d(f64(cd[3]), f64(cd[4]), f64(cd[5]))
+                        dda = wp.cross(cba, cda)
+                        ddl = wp.cross(cba, cdl) + wp.cross(cbl, cda)
+                        jdz = jdz + ddl[2] + wp.cross(dda, offset)[2]
+                    v = f64(qvel[w, dof])
+                    vz = vz + jz * v
+                    jdv = jdv + jdz * v
+                    ja = ja + jz * a_star[w, dof]
+                delta = -kp * h + kd * (s - vz) - ja - jdv
+                jj = f64(0.0)
+                for j in range(6):
+                    jz = _seat_jz(cdof[w, chain[f, leg_pos[f, j]]], offset)
+                    jj = jj + jz * jz
+                scale = delta / (jj + f64(1.0e-3))
+                for j in range(6):
+                    dof = chain[f, leg_pos[f, j]]
+                    a = a_star[w, dof] + _seat_jz(cdof[w, dof], offset) * scale
+                    a_star[w, dof] = a
+                    qacc[w, dof] = wp.float32(a)
