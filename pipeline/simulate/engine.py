@@ -527,17 +527,19 @@ def landing_seat_targets(loaded: np.ndarray, ankle_z_m: np.ndarray, control_hz: 
     stance = loaded[:-1] & loaded[1:]
     vz = np.gradient(np.asarray(ankle_z_m, dtype=np.float64), 1.0 / control_hz, axis=0)[:-1]
     need = support_s * control_hz
+    n = stance.shape[0]
+    idx = np.arange(n)
     out = np.full(stance.shape, np.nan)
     for f in range(2):
-        other = loaded[:, 1 - f]
-        run = 0  # ticks the other foot has been loaded, up to and including tick k
-        on = False
-        for k in range(stance.shape[0]):
-            run = run + 1 if other[k] else 0
-            if stance[k, f] and (k == 0 or not stance[k - 1, f]):  # a stance begins
-                on = run >= need
-            if stance[k, f] and on:
-                out[k, f] = min(vz[k, f], 0.0)
+        other = loaded[:n, 1 - f]
+        run = idx - np.maximum.accumulate(np.where(other, -1, idx))  # ticks the other foot has been loaded, to k
+        st = stance[:, f]
+        begins = st & ~np.concatenate([[False], st[:-1]])  # a stance begins
+        stance_no = np.cumsum(begins) - 1  # the stance each tick belongs to (-1: before the first)
+        qualifies = (run >= need)[begins]
+        seat = st & (stance_no >= 0)
+        seat[seat] = qualifies[stance_no[seat]]
+        out[seat, f] = np.minimum(vz[seat, f], 0.0)
     return out
 
 

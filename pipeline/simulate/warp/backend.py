@@ -592,11 +592,13 @@ def seat_inputs(cfg, base, pk, plan, ref_pos, has_plan, total, kmax) -> SeatInpu
         return None
     nw = plan.shape[0]
     targets = np.full((nw, kmax, 2), np.nan)
-    for w in np.flatnonzero(has_plan):
-        t = int(total[w])
+    motion = np.asarray(pk.motion)
+    for mi in np.unique(motion[np.asarray(has_plan, bool)]):  # the passes of a motion share its targets
+        ws = np.flatnonzero(motion == mi)
+        w, t = ws[0], int(total[ws[0]])
         loaded = plan[w, :t + 1, :, 2] > cfg.plan_gate_n
-        targets[w, :t] = landing_seat_targets(loaded, ref_pos[w, :t + 1][:, [7, 8], 2], cfg.control_hz,
-                                              cfg.landing_seat_support_s)
+        targets[ws, :t] = landing_seat_targets(loaded, ref_pos[w, :t + 1][:, [7, 8], 2], cfg.control_hz,
+                                               cfg.landing_seat_support_s)
     if np.isnan(targets).all():
         return None
     from pipeline.skeleton import JOINT_NAMES
