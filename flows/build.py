@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed, wait
+from prefect.futures import PrefectFuture, as_completed, wait
 
 from pipeline.dataset import assembly
 from pipeline.dataset.build import build_dataset, report_task
@@ -30,17 +30,40 @@ from pipeline.simulate.batching import GpuBatching
 from pipeline.sources.base import SourceSpec
 from pipeline.store import Chunking
 
+class Payload:
+    """A task argument Prefect passes through untouched: ``visit_collection`` (Prefect's search for
+    upstream futures, prefect-dask's future swap) treats an object that is neither a collection nor
+    a dataclass as a leaf, where it walks every element of a list of records. Unwrapped by
+    ``unwrapped`` before the stage function runs."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+
+def unwrapped(fn: Callable) -> Callable:
+    """``fn`` called with its ``Payload`` arguments unwrapped."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        return fn(*(a.value if isinstance(a, Payload) else a for a in args), **kwargs)
+
+    return call
+
+
 _NO_RETRY = {"cache_policy": NO_CACHE, "retries": 0}
 TASKS: dict[Callable, object] = {
-    process_files: task(probed(process_files), name="ingest-files", **_NO_RETRY),
-    simulate_motions: task(probed(simulate_motions), name="simulate", **_NO_RETRY),
-    prepare_chunk: task(probed(prepare_chunk), name="simulate-prepare", **_NO_RETRY),
-    simulate_prepared: task(probed(simulate_prepared), name="simulate-batch", **_NO_RETRY),
-    finish_chunk: task(probed(finish_chunk), name="simulate-finish", **_NO_RETRY),
-    assembly.write_regions: task(probed(assembly.write_regions), name="write-regions", cache_policy=NO_CACHE,
-                                 retries=1),
-    assembly.store_stats: task(probed(assembly.store_stats), name="stats", **_NO_RETRY),
-    report_task: task(probed(report_task), name="report", **_NO_RETRY),
+    process_files: task(unwrapped(probed(process_files)), name="ingest-files", **_NO_RETRY),
+    simulate_motions: task(unwrapped(probed(simulate_motions)), name="simulate", **_NO_RETRY),
+    prepare_chunk: task(unwrapped(probed(prepare_chunk)), name="simulate-prepare", **_NO_RETRY),
+    simulate_prepared: task(unwrapped(probed(simulate_prepared)), name="simulate-batch", **_NO_RETRY),
+    finish_chunk: task(unwrapped(probed(finish_chunk)), name="simulate-finish", **_NO_RETRY),
+    assembly.write_regions: task(unwrapped(probed(assembly.write_regions)), name="write-regions",
+                                 cache_policy=NO_CACHE, retries=1),
+    assembly.store_stats: task(unwrapped(probed(assembly.store_stats)), name="stats", **_NO_RETRY),
+    report_task: task(unwrapped(probed(report_task)), name="report", **_NO_RETRY),
 }
 """Every stage function the driver submits, as its Prefect task."""
 
@@ -54,18 +77,27 @@ class PrefectExecutor:
         """``fn``'s task, submitted with Dask annotations: ``resources`` restrict it to workers that
         advertise them, ``priority`` runs it before queued tasks of lower priority. Futures in
         ``args`` (or lists of them) become the task's upstream dependencies (Prefect resolves them to
-        their results; Dask runs the task once they are done)."""
+        their results; Dask runs the task once they are done). Every other argument travels as a
+        ``Payload``, which Prefect and prefect-dask do not walk looking for futures (they walked every
+        record of the file batches and region plans: ≈ 3 s of the flow process's time in a 1 h build)."""
         import dask
 
         notes = {k: v for k, v in (("resources", resources), ("priority", priority)) if v}
         with dask.annotate(**notes) if notes else contextlib.nullcontext():
-            return TASKS[fn].submit(*args)
+            return TASKS[fn].submit(*(a if _has_future(a) else Payload(a) for a in args))
 
     def as_completed(self, futures: Iterable):
         return as_completed(list(futures))
 
     def wait(self, futures: Iterable) -> None:
         wait(list(futures))
+
+
+def _has_future(arg) -> bool:
+    """``arg`` is a Prefect future or a list/tuple holding one (an upstream dependency)."""
+    if isinstance(arg, PrefectFuture):
+        return True
+    return isinstance(arg, (list, tuple)) and any(isinstance(a, PrefectFuture) for a in arg)
 
 
 def _run_task(fn: Callable, *args):

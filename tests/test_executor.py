@@ -71,7 +71,9 @@ def test_prefect_executor_passes_futures_resources_and_priority(monkeypatch):
     from flows.runtime import prefect_api
 
     for fn in (_chunk, _batch):
-        monkeypatch.setitem(fb.TASKS, fn, task(fn, name=fn.__name__, cache_policy=fb.NO_CACHE, retries=0))
+        # as flows.build wraps its stage functions: plain arguments travel as Payloads
+        monkeypatch.setitem(fb.TASKS, fn, task(fb.unwrapped(fn), name=fn.__name__, cache_policy=fb.NO_CACHE,
+                                                retries=0))
     runner = DaskTaskRunner(cluster_class="distributed.LocalCluster",
                             cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True,
                                             "dashboard_address": ":0", "resources": {"CPU": 1}})
@@ -85,3 +87,22 @@ def test_prefect_executor_passes_futures_resources_and_priority(monkeypatch):
     with prefect_api():
         out, kind, after = run()
     assert out == [0, 10, 20] and kind == "list" and after >= 0
+
+
+def test_payload_arguments_are_not_walked_and_arrive_unwrapped():
+    """``PrefectExecutor`` wraps every argument that holds no future in a ``Payload``: Prefect's
+    ``visit_collection`` sees one leaf instead of every record of a batch, and the stage function
+    receives the value itself (``unwrapped``)."""
+    from prefect.utilities.collections import visit_collection
+
+    import flows.build as fb
+
+    records = [(i, str(i), [i] * 3) for i in range(1000)]
+    seen = []
+    visit_collection(fb.Payload(records), visit_fn=lambda x: seen.append(x) or x, return_data=False)
+    assert len(seen) == 1
+    seen.clear()
+    visit_collection(records, visit_fn=lambda x: seen.append(x) or x, return_data=False)
+    assert len(seen) > 1000
+    assert fb.unwrapped(lambda a, b, c=0: (a, b, c))(fb.Payload(records), 2, c=3) == (records, 2, 3)
+    assert not fb._has_future(records) and not fb._has_future(fb.Payload(records))
