@@ -29,11 +29,12 @@ from pipeline.store import (
     Chunking,
     StagedSequence,
     StorePlan,
+    check_store,
     create_store,
-    finalize_store,
     load_schema,
     plan_store,
     region_plan,
+    swap_store,
     write_frame_region,
     write_window_region,
 )
@@ -374,13 +375,21 @@ def group_regions(items: Sequence[tuple[StorePlan, str, str]], n_groups: int) ->
     return groups
 
 
+def _results(executor: Executor, futures: list) -> list:
+    """Wait for every future, then their results in order (re-raises the first failure)."""
+    executor.wait(futures)
+    return [f.result() for f in futures]
+
+
 def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, executor: Executor,
                  say=print, tasks: int = 4, trash: Trash | None = None) -> tuple[dict[str, str], float]:
-    """Apply every store change: create the store (``full``) or a hard-linked clone grown for the
-    appended sequences (``append``) under a temporary name, write all their regions through
-    ``executor`` in about ``tasks`` tasks (each gets only its regions' sequences), then validate
-    and swap each into place. ``trash``: replaced stores (and ones an interrupted run left) are
-    deleted there, in the background (the caller waits for it); default: at once.
+    """Apply every store change: create the store (``full``: one ``create_store`` task per store)
+    or a hard-linked clone grown for the appended sequences (``append``, here) under a temporary
+    name, write all their regions through ``executor`` in about ``tasks`` tasks (each gets only its
+    regions' sequences), validate each (one ``check_store`` task per store), then swap them into
+    place here. ``trash``: replaced stores (and ones an interrupted run left) are deleted there, in
+    the background (the caller waits for it); default: at once. (Creating and validating ran in
+    the flow process one store after the other: 4.7 of the 5.5 s of a 1 h build's writes.)
 
     Returns (subset → final path, summed region-write seconds). On any failure every temporary
     store is deleted and the existing stores stay as they were.
@@ -400,7 +409,7 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
             final = out / f"{subset}.zarr"
             if change.mode == "full":
                 plan = change.plan
-                create_store(plan, tmps[subset])
+                futures.append(executor.submit(create_store, plan, tmps[subset]))
             else:
                 plan = plan_append(final, change.plan)
                 prepare_append(final, plan, change.tombstones, tmps[subset])
@@ -408,11 +417,13 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
             items += [(region_plan(plan, "frame", i), str(tmps[subset]), "frame") for i in range(len(plan.frame_regions))]
             items += [(region_plan(plan, "window", i), str(tmps[subset]), "window")
                       for i in range(len(plan.window_regions))]
+        _results(executor, futures)
         futures = [executor.submit(write_regions, group) for group in group_regions(items, tasks)]
         say(f"[write] {len(items)} shard-aligned regions in {len(futures)} tasks over {len(todo)} stores "
             f"({', '.join(f'{k}: {c.mode}' for k, c in changes.items())})")
-        executor.wait(futures)
-        seconds = sum(f.result() for f in futures)  # re-raises the first failure
+        seconds = sum(_results(executor, futures))
+        futures = [executor.submit(check_store, plans[subset], str(tmps[subset]), f"{subset}.zarr") for subset in plans]
+        _results(executor, futures)
     except BaseException:
         executor.wait(futures)  # no writer may still read the staging folder when it is deleted
         for tmp in tmps.values():
@@ -423,7 +434,7 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
     for subset in changes:
         final = out / f"{subset}.zarr"
         if subset in plans:
-            finalize_store(plans[subset], tmps[subset], final, trash.add if trash is not None else None)
+            swap_store(tmps[subset], final, trash.add if trash is not None else None)
             c = changes[subset]
             say(f"[write] {subset}: {c.mode}, {len(c.plan.staged)} sequences written, {len(c.tombstones)} "
                 f"tombstoned -> {final}")

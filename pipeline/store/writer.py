@@ -629,20 +629,35 @@ def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path,
     how, e.g. ``staging.Trash.add`` in the background). ``tmp_path`` must be on the same filesystem
     (use ``temporary_path``). Raises ``SchemaError`` if invalid.
     """
+    tmp_path, final_path = Path(tmp_path), Path(final_path)
+    check_store(plan, tmp_path, final_path.name)
+    return swap_store(tmp_path, final_path, discard)
+
+
+def check_store(plan: StorePlan, tmp_path: Path | str, name: str | None = None) -> None:
+    """The first half of ``finalize_store``: validate the store at ``tmp_path`` against ``plan``
+    and consolidate its metadata (``name``: the final store's name, for the error). Raises
+    ``SchemaError`` if invalid. Stores can be checked in parallel (the build runs one task each)."""
     import zarr
 
-    tmp_path, final_path = Path(tmp_path), Path(final_path)
+    tmp_path = Path(tmp_path)
     # an append plan's earlier records are the validated store's own (hard-linked) objects: the
     # record-by-record scan starts at the first rewritten shard (the per-sequence checks stay whole)
     problems = validate_store(tmp_path, scan_from=scan_start(plan))
     if problems:
-        raise SchemaError(f"store {final_path.name} ({plan.subset}) is invalid: " + "; ".join(problems))
+        raise SchemaError(f"store {name or tmp_path.name} ({plan.subset}) is invalid: " + "; ".join(problems))
     got = zarr.open_group(str(tmp_path), mode="r", zarr_format=3).attrs.get("schema_name")
     if got != plan.subset:
         raise SchemaError(f"{tmp_path} holds a {got} store, plan is for {plan.subset}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # consolidated metadata is not in the v3 spec
         zarr.consolidate_metadata(str(tmp_path), zarr_format=3)
+
+
+def swap_store(tmp_path: Path, final_path: Path, discard: Callable[[Path], None] | None = None) -> Path:
+    """The second half of ``finalize_store``: move the checked store at ``tmp_path`` to ``final_path``
+    (the rename protocol of ``finalize_store``)."""
+    tmp_path, final_path = Path(tmp_path), Path(final_path)
     if tmp_path.parent.resolve() != final_path.parent.resolve():
         raise SchemaError(f"temporary store {tmp_path} must sit next to {final_path}")
     replace_dir(tmp_path, final_path, discard)
