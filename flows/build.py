@@ -62,8 +62,8 @@ TASKS: dict[Callable, object] = {
     finish_chunk: task(unwrapped(probed(finish_chunk)), name="simulate-finish", **_NO_RETRY),
     assembly.write_regions: task(unwrapped(probed(assembly.write_regions)), name="write-regions",
                                  cache_policy=NO_CACHE, retries=1),
-    assembly.create_store: task(unwrapped(probed(assembly.create_store)), name="create-store", **_NO_RETRY),
-    assembly.check_store: task(unwrapped(probed(assembly.check_store)), name="check-store", **_NO_RETRY),
+    assembly.create_stores: task(unwrapped(probed(assembly.create_stores)), name="create-stores", **_NO_RETRY),
+    assembly.check_stores: task(unwrapped(probed(assembly.check_stores)), name="check-stores", **_NO_RETRY),
     assembly.store_stats: task(unwrapped(probed(assembly.store_stats)), name="stats", **_NO_RETRY),
     report_task: task(unwrapped(probed(report_task)), name="report", **_NO_RETRY),
 }

@@ -38,6 +38,23 @@ def test_dedupe_keeps_the_first_file_in_source_path_order():
     assert [q.path for q in dups] == ["amass:b.npz"] and "duplicate sequence id 'x'" in dups[0].reason
 
 
+def test_store_groups_balance_stores_over_workers():
+    """Creating and checking stores runs in at most one task per worker, the largest stores spread
+    first; one worker gets one task with every store."""
+    from types import SimpleNamespace
+
+    from pipeline.dataset.assembly import _store_groups
+
+    stores = [(SimpleNamespace(n_frames=f, n_windows=w), f"/tmp/{name}", name)
+              for name, f, w in (("motion", 100, 10), ("contact", 90, 9), ("ground_reaction", 50, 5),
+                                 ("torque", 40, 4))]
+    one = _store_groups(stores, 1)
+    assert len(one) == 1 and sorted(s[2] for s in one[0]) == sorted(s[2] for s in stores)
+    two = _store_groups(stores, 2)
+    assert [[s[2] for s in g] for g in two] == [["motion", "torque"], ["contact", "ground_reaction"]]
+    assert len(_store_groups(stores, 8)) == 4 and _store_groups([], 2) == []
+
+
 def test_serial_executor_defers_errors_to_result():
     ex = SerialExecutor()
     ok = ex.submit(lambda a, b: a + b, 1, 2)

@@ -375,6 +375,30 @@ def group_regions(items: Sequence[tuple[StorePlan, str, str]], n_groups: int) ->
     return groups
 
 
+def create_stores(group: Sequence[tuple[StorePlan, str, str]]) -> None:
+    """``create_store`` for each (plan, temporary store, subset) in turn (one task)."""
+    for plan, tmp, _ in group:
+        create_store(plan, Path(tmp))
+
+
+def check_stores(group: Sequence[tuple[StorePlan, str, str]]) -> None:
+    """``check_store`` for each (plan, temporary store, subset) in turn (one task)."""
+    for plan, tmp, subset in group:
+        check_store(plan, tmp, f"{subset}.zarr")
+
+
+def _store_groups(stores: list[tuple[StorePlan, str, str]], workers: int) -> list[list]:
+    """The stores in at most ``workers`` groups of about equal records (largest first, each to the
+    lightest group): one task per group, so a one-worker run pays one task, not one per store."""
+    groups: list[list] = [[] for _ in range(max(1, min(workers, len(stores))))]
+    load = [0] * len(groups)
+    for item in sorted(stores, key=lambda it: -(it[0].n_frames + it[0].n_windows)):
+        i = load.index(min(load))
+        groups[i].append(item)
+        load[i] += item[0].n_frames + item[0].n_windows + 1
+    return [g for g in groups if g]
+
+
 def _results(executor: Executor, futures: list) -> list:
     """Wait for every future, then their results in order (re-raises the first failure)."""
     executor.wait(futures)
@@ -382,12 +406,13 @@ def _results(executor: Executor, futures: list) -> list:
 
 
 def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, executor: Executor,
-                 say=print, tasks: int = 4, trash: Trash | None = None) -> tuple[dict[str, str], float]:
-    """Apply every store change: create the store (``full``: one ``create_store`` task per store)
-    or a hard-linked clone grown for the appended sequences (``append``, here) under a temporary
-    name, write all their regions through ``executor`` in about ``tasks`` tasks (each gets only its
-    regions' sequences), validate each (one ``check_store`` task per store), then swap them into
-    place here. ``trash``: replaced stores (and ones an interrupted run left) are deleted there, in
+                 say=print, tasks: int = 4, trash: Trash | None = None,
+                 workers: int = 2) -> tuple[dict[str, str], float]:
+    """Apply every store change: create the store (``full``: ``create_stores`` tasks, at most
+    ``workers`` of them) or a hard-linked clone grown for the appended sequences (``append``, here)
+    under a temporary name, write all their regions through ``executor`` in about ``tasks`` tasks
+    (each gets only its regions' sequences), validate each (``check_stores`` tasks, at most
+    ``workers``), then swap them into place here. ``trash``: replaced stores (and ones an interrupted run left) are deleted there, in
     the background (the caller waits for it); default: at once. (Creating and validating ran in
     the flow process one store after the other: 4.7 of the 5.5 s of a 1 h build's writes.)
 
@@ -403,13 +428,14 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
     tmps = {subset: out / f".{subset}.zarr.tmp-{build_id}" for subset in todo}
     plans: dict[str, StorePlan] = {}
     items: list[tuple[StorePlan, str, str]] = []
+    creates: list[tuple[StorePlan, str, str]] = []
     futures = []
     try:
         for subset, change in todo.items():
             final = out / f"{subset}.zarr"
             if change.mode == "full":
                 plan = change.plan
-                futures.append(executor.submit(create_store, plan, tmps[subset]))
+                creates.append((plan, str(tmps[subset]), subset))
             else:
                 plan = plan_append(final, change.plan)
                 prepare_append(final, plan, change.tombstones, tmps[subset])
@@ -417,12 +443,14 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
             items += [(region_plan(plan, "frame", i), str(tmps[subset]), "frame") for i in range(len(plan.frame_regions))]
             items += [(region_plan(plan, "window", i), str(tmps[subset]), "window")
                       for i in range(len(plan.window_regions))]
+        futures = [executor.submit(create_stores, g) for g in _store_groups(creates, workers)]
         _results(executor, futures)
         futures = [executor.submit(write_regions, group) for group in group_regions(items, tasks)]
         say(f"[write] {len(items)} shard-aligned regions in {len(futures)} tasks over {len(todo)} stores "
             f"({', '.join(f'{k}: {c.mode}' for k, c in changes.items())})")
         seconds = sum(_results(executor, futures))
-        futures = [executor.submit(check_store, plans[subset], str(tmps[subset]), f"{subset}.zarr") for subset in plans]
+        checks = [(plans[subset], str(tmps[subset]), subset) for subset in plans]
+        futures = [executor.submit(check_stores, g) for g in _store_groups(checks, workers)]
         _results(executor, futures)
     except BaseException:
         executor.wait(futures)  # no writer may still read the staging folder when it is deleted

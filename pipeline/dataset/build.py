@@ -203,7 +203,7 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     t_plan = time.perf_counter() - t0
     release_memory()
     stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers),
-                                                  trash=trash)
+                                                  trash=trash, workers=max(1, workers))
     t_write = time.perf_counter() - t0 - t_plan
     release_memory()
     changed = [k for k, c in changes.items() if c.mode != "none"]
