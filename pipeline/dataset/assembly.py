@@ -412,9 +412,10 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
     ``workers`` of them) or a hard-linked clone grown for the appended sequences (``append``, here)
     under a temporary name, write all their regions through ``executor`` in about ``tasks`` tasks
     (each gets only its regions' sequences), validate each (``check_stores`` tasks, at most
-    ``workers``), then swap them into place here. ``trash``: replaced stores (and ones an interrupted run left) are deleted there, in
-    the background (the caller waits for it); default: at once. (Creating and validating ran in
-    the flow process one store after the other: 4.7 of the 5.5 s of a 1 h build's writes.)
+    ``workers``), then swap them into place here. ``trash``: replaced stores (and ones an
+    interrupted run left) are deleted there, in the background (the caller waits for it); default:
+    at once. (Creating and validating ran in the flow process one store after the other: 4.7 of
+    the 5.5 s of a 1 h build's writes.)
 
     Returns (subset → final path, summed region-write seconds). On any failure every temporary
     store is deleted and the existing stores stay as they were.

@@ -637,7 +637,7 @@ def finalize_store(plan: StorePlan, tmp_path: Path, final_path: Path,
 def check_store(plan: StorePlan, tmp_path: Path | str, name: str | None = None) -> None:
     """The first half of ``finalize_store``: validate the store at ``tmp_path`` against ``plan``
     and consolidate its metadata (``name``: the final store's name, for the error). Raises
-    ``SchemaError`` if invalid. Stores can be checked in parallel (the build runs one task each)."""
+    ``SchemaError`` if invalid. Stores can be checked in parallel (the build's ``check_stores`` tasks)."""
     import zarr
 
     tmp_path = Path(tmp_path)
