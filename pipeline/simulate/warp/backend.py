@@ -415,10 +415,10 @@ def _simulate_batch(wp, mjw, pk, cfg, settings: WarpBatchSettings):
             q_ref, v_ref = rq[worlds, kc].copy(), rv[worlds, kc]
             q_ref[:, :3] += anchor
             a_star = bc.desired_acceleration(qpos, qvel, q_ref, v_ref, a_ff, kp, kd)
+            cdof, xmat = _f64(d.cdof), _f64(d.xmat)  # this tick's kinematics (rne and collision keep them)
             if seat is not None:
                 seat_now = np.where(active[:, None], seat.targets[worlds, kc], np.nan)
-                seat.apply(a_star, qvel, seat_now, _f64(d.xpos), _f64(d.xmat), _f64(d.subtree_com),
-                           _f64(d.cvel), _f64(d.cdof))
+                seat.apply(a_star, qvel, seat_now, _f64(d.xpos), xmat, _f64(d.subtree_com), _f64(d.cvel), cdof)
             d.qacc.assign(a_star.astype(np.float32))
             mjw.rne(m, d, flg_acc=True)
             tau = _f64(d.qfrc_bias) + armature * a_star
@@ -450,8 +450,7 @@ def _simulate_batch(wp, mjw, pk, cfg, settings: WarpBatchSettings):
             bodies[kw[fit], slot[fit]] = kb[fit]
             valid[kw[fit], slot[fit]] = True
             right = right_bodies[worlds[:, None], bodies]
-            cdof = _f64(d.cdof)
-            root_R = _f64(d.xmat)[:, root_body].reshape(nw, 3, 3)
+            root_R = xmat[:, root_body].reshape(nw, 3, 3)
             foot_target = np.where(has_plan[:, None, None], 0.5 * (plan[worlds, kc] + plan[worlds, kc + 1]), 0.0)
             A, b = bc.force_plan_system(pts, valid, right, qpos[:, :3], root_R, tau[:, :6], edges, w6,
                                         foot_target if has_plan.any() else None, cfg.plan_target_weight)
