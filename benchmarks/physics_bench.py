@@ -98,12 +98,14 @@ def per_foot(force: np.ndarray, meas, fps: float) -> dict:
 def walk_row(p, r, id_torque: np.ndarray) -> dict:
     """The build's own validation metrics (pipeline.quality.validation) plus peaks, impulses,
     tracking and residuals of one simulated lab walk."""
-    from pipeline.quality.validation import grf_validation, torque_validation
+    from pipeline.quality.validation import cop_validation, grf_validation, torque_validation
 
     meas = p.measured
     bw = meas.mass_kg * G
     out = per_foot(r.grf_n, meas, p.motion.fps_hz)
     out.update(grf_validation(r.grf_n, meas.grf_n, meas.mass_kg, p.motion.fps_hz))
+    cop = cop_validation(r.cop_m, meas.cop_m, meas.grf_n, meas.mass_kg)
+    out["cop"] = (cop["cop_vs_plate_err_left_m"], cop["cop_vs_plate_err_right_m"])
     out.update(torque_validation(r.joint_torque_nm, id_torque, meas.mass_kg, r.sim_joint_rot_aa_rad,
                                  p.motion.joint_rot_aa_rad))
     # where the torque error comes from: inverse dynamics of the same (measured) motion under the
@@ -148,9 +150,11 @@ def print_walks(walks: dict, names: list[str], passes: int = 1) -> dict:
               " noise, root velocity noise); 'spread' is the min–max of the walk's mean λ over the passes")
     print(f"{'variant':<12}{'trial':<16}{'λ L/R':>11}{'peak err':>9}{'imp err':>8}{'τ RMSE':>7}"
           f"{'peak Fz L sim/plate':>20}{'R sim/plate':>13}{'MPJPE p50/p95':>15}{'resets':>7}"
-          f"{'demand p50':>11}{'≤5%BW':>7}{'F_res RMS':>10}{'T_res RMS':>11}{'τ forces':>9}{'τ track':>8}")
+          f"{'demand p50':>11}{'≤5%BW':>7}{'F_res RMS':>10}{'T_res RMS':>11}{'τ forces':>9}{'τ track':>8}"
+          f"{'CoP err L/R':>12}")
     print("   τ forces: ID under the simulated floor forces/CoPs vs ID under the plates (the GRF's share of the τ"
-          " error); τ track: simulated torques vs ID under their own forces (the tracking's share), N·m/kg")
+          " error); τ track: simulated torques vs ID under their own forces (the tracking's share), N·m/kg;"
+          " CoP err: the build's cop_vs_plate_err (mean horizontal distance where the plate carries ≥ 0.2 BW), cm")
     ids = {k: measured_inverse_dynamics(p.motion, p.measured).joint_torque_nm for k, p in walks.items()}
     means = {}
     for v in names:
@@ -170,6 +174,7 @@ def print_walks(walks: dict, names: list[str], passes: int = 1) -> dict:
                   f"{pl[0]:>12.2f}/{pl[1]:<7.2f}{pr[0]:>6.2f}/{pr[1]:<6.2f}"
                   f"{c['mpjpe'][0]:>8.0f}/{c['mpjpe'][1]:<6.0f}{c['resets']:>7.1f}{c['dem']:>9.2f}BW{c['dem5']:>7.2f}"
                   f"{c['rf']:>8.0f} N{c['rt']:>8.0f} N·m{c['tau_forces']:>8.2f}{c['tau_tracking']:>8.2f}"
+                  f"{100 * c['cop'][0]:>7.1f}/{100 * c['cop'][1]:<4.1f}"
                   + (f"   spread {min(spread):.2f}–{max(spread):.2f}" if len(rows) > 1 else ""))
         means[v] = float(np.mean(lams))
         print(f"{v:<16}{'mean λ':<16}{means[v]:>5.2f} N/kg   (the four C3D walks; {VARIANTS[v][0]})")

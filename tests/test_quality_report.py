@@ -257,6 +257,8 @@ def test_simulated_vs_measured_section(tmp_path):
     section = html[html.index('id="validation"'):html.index('id="sequences"')]
     assert pass0 in section and f'alt="simulated vs measured: {pass0}"' in section
     assert f"{row['torque_vs_id_rmse_nm_per_kg']:.3g}" in section  # the table shows the row's value
+    assert 0.0 < row["cop_vs_plate_err_left_m"] < 0.15 and "CoP err left [cm]" in section
+    assert f"{100 * row['cop_vs_plate_err_left_m']:.3g}" in section
     from pipeline.quality.collect import BuildReader
 
     reader = BuildReader(out)  # the pass is read on its own, not mixed with the measured sequence

@@ -10,7 +10,13 @@ import pytest
 
 from pipeline.quality.flags import Thresholds
 from pipeline.quality.metrics import CATALOG, compute_metrics
-from pipeline.quality.validation import grf_validation, to_intervals, torque_validation, validation_metrics
+from pipeline.quality.validation import (
+    cop_validation,
+    grf_validation,
+    to_intervals,
+    torque_validation,
+    validation_metrics,
+)
 
 FPS = 30.0
 MASS = 70.0
@@ -29,6 +35,18 @@ def _gait(n: int = 105) -> np.ndarray:
             grf[inside, f, 2] += 1.1 * BW * np.sin(np.pi * u[inside])
             grf[inside, f, 1] += 0.2 * BW * np.sin(2 * np.pi * u[inside])
     return grf
+
+
+def _cop(grf: np.ndarray) -> np.ndarray:
+    """(n, 2, 3) centres of pressure rolling heel to toe (0.25 m forward) under each loaded foot
+    (feet 0.2 m apart), NaN where the foot carries < 20 N."""
+    n = grf.shape[0]
+    t = np.arange(n) / FPS
+    cop = np.zeros((n, 2, 3))
+    cop[:, :, 0] = 1.2 * t[:, None] + 0.25 * np.sin(np.pi * t)[:, None] ** 2
+    cop[:, 0, 1], cop[:, 1, 1] = 0.1, -0.1
+    cop[grf[..., 2] < 20.0] = np.nan
+    return cop
 
 
 def test_to_intervals_is_the_trapezoid_mean():
@@ -113,12 +131,14 @@ def test_providers_fill_the_row_and_no_rule_uses_them():
     rng = np.random.default_rng(2)
     tau = rng.normal(scale=30.0, size=(n, 23, 3))
     arrays = {"time_s": np.arange(n) / FPS, "grf_n": to_intervals(plate), "plate_grf_n": plate,
+              "cop_m": to_intervals(_cop(plate)), "plate_cop_m": _cop(plate),
               "joint_torque_nm": to_intervals(tau), "id_joint_torque_nm": tau}
     meta = {"seq_id": "x#pass0", "mass_kg": MASS, "fps_hz": FPS}
     row = compute_metrics(arrays, meta)
     names = ("grf_vs_plate_err_left_n_per_kg", "grf_vs_plate_err_right_n_per_kg", "grf_peak_err_frac",
              "grf_impulse_err_frac", "torque_vs_id_rmse_nm_per_kg", "torque_vs_id_rmse_hip_nm_per_kg",
-             "torque_vs_id_rmse_knee_nm_per_kg", "torque_vs_id_rmse_ankle_nm_per_kg")
+             "torque_vs_id_rmse_knee_nm_per_kg", "torque_vs_id_rmse_ankle_nm_per_kg", "cop_vs_plate_err_left_m",
+             "cop_vs_plate_err_right_m")
     for name in names:
         assert CATALOG[name].stage == "validation"
         assert row[name] == pytest.approx(0.0, abs=1e-9), name
@@ -127,3 +147,30 @@ def test_providers_fill_the_row_and_no_rule_uses_them():
     # a pass without measured forces has none of them
     plain = compute_metrics({k: v for k, v in arrays.items() if not k.startswith(("plate", "id_"))}, meta)
     assert not set(names) & set(plain)
+
+
+def test_cop_error_reads_back_a_shift_and_ignores_light_loads():
+    plate = _gait()
+    cop = _cop(plate)
+    sim = to_intervals(cop)  # the perfect simulation's centres of pressure
+    m = cop_validation(sim, cop, plate, MASS)
+    assert m["cop_vs_plate_err_left_m"] == pytest.approx(0.0, abs=1e-12)
+    assert m["cop_vs_plate_err_right_m"] == pytest.approx(0.0, abs=1e-12)
+    # 3 cm forward and 4 cm sideways on the left foot: 5 cm; a vertical offset does not count
+    shifted = sim.copy()
+    shifted[:, 0] += [0.03, 0.04, 0.5]
+    m = cop_validation(shifted, cop, plate, MASS)
+    assert m["cop_vs_plate_err_left_m"] == pytest.approx(0.05, rel=1e-9)
+    assert m["cop_vs_plate_err_right_m"] == pytest.approx(0.0, abs=1e-12)
+    # a wild centre of pressure where the plate carries < 0.2 BW is not counted
+    light = to_intervals(plate[..., 2])[:, 0] < 0.2 * BW
+    assert light.any() and (~light & np.isfinite(sim[:, 0, 0])).any()
+    wild = sim.copy()
+    wild[light & np.isfinite(wild[:, 0, 0]), 0, :2] += 1.0
+    assert cop_validation(wild, cop, plate, MASS)["cop_vs_plate_err_left_m"] == pytest.approx(0.0, abs=1e-12)
+    # a foot the simulation never loads has no error, and bad shapes are refused
+    none = sim.copy()
+    none[:, 1] = np.nan
+    assert math.isnan(cop_validation(none, cop, plate, MASS)["cop_vs_plate_err_right_m"])
+    with pytest.raises(ValueError, match="centres of pressure"):
+        cop_validation(sim[:, :1], cop, plate, MASS)

@@ -35,8 +35,9 @@ from pipeline.store.staging import safe_key
 
 from .records import PreparedChunk, SimOutcome, SimResults, SimulatedChunk
 
-VALIDATION_EXTRAS = ("plate_grf_n", "id_joint_torque_nm")
-"""Hand-over extras the simulated passes' metrics use (quality providers ``sim_vs_plate``/``sim_vs_id``)."""
+VALIDATION_EXTRAS = ("plate_grf_n", "plate_cop_m", "id_joint_torque_nm")
+"""Hand-over extras the simulated passes' metrics use (quality providers ``sim_vs_plate``,
+``sim_vs_plate_cop``, ``sim_vs_id``)."""
 
 
 def _error(exc: BaseException) -> str:

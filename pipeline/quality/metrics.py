@@ -790,6 +790,20 @@ def _sim_vs_plate(arrays, meta):
 
 
 @metric_provider(
+    "sim_vs_plate_cop", requires=("cop_m", "plate_cop_m", "plate_grf_n"), requires_meta=("mass_kg",),
+    stage="validation",
+    metrics={
+        "cop_vs_plate_err_left_m": ("m", "Mean horizontal distance between the simulated and the plate centre of pressure, left foot, over frames where the plate carries ≥ 0.2 BW (plate averaged to the simulator's intervals)."),
+        "cop_vs_plate_err_right_m": ("m", "Mean horizontal centre-of-pressure distance, simulation vs plate, right foot (≥ 0.2 BW on the plate)."),
+    },
+)
+def _sim_vs_plate_cop(arrays, meta):
+    from .validation import cop_validation
+
+    return cop_validation(arrays["cop_m"], arrays["plate_cop_m"], arrays["plate_grf_n"], float(meta["mass_kg"]))
+
+
+@metric_provider(
     "sim_vs_id", requires=("joint_torque_nm", "id_joint_torque_nm"), requires_meta=("mass_kg",), stage="validation",
     metrics={
         "torque_vs_id_rmse_nm_per_kg": ("N·m/kg", "RMSE of the sagittal hip, knee and ankle torques (both sides) of the simulation vs inverse dynamics with the measured forces, over frames where it is known, / body mass."),

@@ -694,7 +694,8 @@ _LEG = {"fontsize": 6, "frameon": False, "loc": "upper left", "bbox_to_anchor": 
 # --- simulated vs measured -----------------------------------------------------------------------
 
 VALIDATION_METRICS = ("grf_vs_plate_err_left_n_per_kg", "grf_vs_plate_err_right_n_per_kg", "grf_peak_err_frac",
-                      "grf_impulse_err_frac", "torque_vs_id_rmse_nm_per_kg")
+                      "grf_impulse_err_frac", "cop_vs_plate_err_left_m", "cop_vs_plate_err_right_m",
+                      "torque_vs_id_rmse_nm_per_kg")
 """Columns of the "Simulated vs measured" table (``pipeline.quality.validation``)."""
 
 VALIDATION_PLOTS = 8
@@ -759,19 +760,21 @@ def _validation_section(q: BuildQuality, rows: pd.DataFrame, max_plots: int = VA
                         figures: FigureCache | None = None) -> str:
     figures = figures or FigureCache(None)
     heads = ["sequence", "λ left [N/kg]", "λ right [N/kg]", "peak err [%]", "impulse err [%]",
-             "torque RMSE [N·m/kg]"]
+             "CoP err left [cm]", "CoP err right [cm]", "torque RMSE [N·m/kg]"]
     body = []
     for _, r in rows.iterrows():
         v = [_f(r.get(c)) for c in VALIDATION_METRICS]
         pct = [None if x is None else 100 * x for x in v[2:4]]
-        body.append([r["seq_id"], v[0], v[1], *pct, v[4]])
+        cm = [None if x is None else 100 * x for x in v[4:6]]
+        body.append([r["seq_id"], v[0], v[1], *pct, *cm, v[6]])
     parts = ['<section id="validation"><h2>Simulated vs measured</h2><p class="muted">Simulated passes of '
              "sequences with measured forces, against the force plates (λ: mean |F_sim − F_plate| / body mass over "
              "frames with a known plate force; peak and stance-impulse errors of the vertical force relative to "
-             "the plate) and against inverse dynamics with the plate forces (RMSE of the sagittal hip, knee and "
-             "ankle torques). "
+             "the plate; CoP err: mean horizontal distance between the simulated and the plate centre of pressure "
+             "while the plate carries ≥ 0.2 BW) and against inverse dynamics with the plate forces (RMSE of the "
+             "sagittal hip, knee and ankle torques). "
              "Measured values are averaged to the simulator's intervals first. Information only: no rule uses "
-             "these metrics (docs/quality.md).</p>", _table(heads, body, num=range(1, 6))]
+             "these metrics (docs/quality.md).</p>", _table(heads, body, num=range(1, 8))]
     reader = None
     shown = rows.head(max_plots)
     if len(shown):

@@ -30,6 +30,12 @@ Metrics (``validation_metrics``; the quality providers ``sim_vs_plate`` and ``si
   ``torque_vs_id_rmse_{hip,knee,ankle}_nm_per_kg`` per joint (both sides). Sagittal = projected on
   the pelvis's mediolateral axis, each torque with its own pose (``inverse_dynamics.sagittal``);
   both torques follow the simulator's convention (child frame, parent on child).
+* ``cop_vs_plate_err_{left,right}_m``: mean horizontal distance between the simulated and the
+  measured centre of pressure (m) over the frames where the plate carries at least
+  ``COP_MIN_LOAD_BW`` body weights and both centres of pressure are defined (the plate's averaged
+  to the intervals like the forces). It is what the ankle's torque error is made of: ID with the
+  simulated forces but the plates' centres of pressure agrees with the plates' ID at the ankle to
+  0.06–0.11 N·m/kg on the lab walks (docs/simulation.md "Validation").
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ MIN_STANCE_PEAK_BW = 0.25
 
 IMPULSE_MARGIN_S = 0.1
 """Each stance's impulse window is widened by this on both sides (while the plate is known), s."""
+
+COP_MIN_LOAD_BW = 0.2
+"""The centre-of-pressure error uses frames whose plate vertical force reaches this × body weight
+(the centre of pressure of a light load is poorly defined, on the plate and in the simulation)."""
 
 GRAVITY_MPS2 = 9.81
 
@@ -143,6 +153,26 @@ def torque_validation(sim_torque_nm: np.ndarray, id_torque_nm: np.ndarray, mass_
     return out
 
 
+def cop_validation(sim_cop_m: np.ndarray, plate_cop_m: np.ndarray, plate_grf_n: np.ndarray,
+                   mass_kg: float) -> dict[str, float]:
+    """Per-foot mean horizontal centre-of-pressure distance, simulation vs plates (module
+    docstring), m. ``sim_cop_m`` (N, 2, 3): interval means' centres of pressure (NaN where the
+    simulated foot carries < 20 N); ``plate_cop_m``, ``plate_grf_n`` (N, 2, 3): samples at the frames,
+    NaN where unknown. NaN for a foot without a qualifying frame."""
+    sim = np.asarray(sim_cop_m, np.float64)
+    plate = to_intervals(np.asarray(plate_cop_m, np.float64))
+    fz = to_intervals(np.asarray(plate_grf_n, np.float64)[..., 2])
+    if sim.shape != plate.shape or sim.ndim != 3 or sim.shape[1:] != (2, 3):
+        raise ValueError(f"expected simulated and plate centres of pressure (N, 2, 3), got {sim.shape} and {plate.shape}")
+    load = COP_MIN_LOAD_BW * float(mass_kg) * GRAVITY_MPS2
+    out: dict[str, float] = {}
+    for f, side in enumerate(("left", "right")):
+        d = np.linalg.norm(sim[:, f, :2] - plate[:, f, :2], axis=-1)
+        ok = np.isfinite(d) & (np.nan_to_num(fz[:, f]) >= load)
+        out[f"cop_vs_plate_err_{side}_m"] = float(d[ok].mean()) if ok.any() else math.nan
+    return out
+
+
 def validation_metrics(arrays: Mapping[str, np.ndarray], mass_kg: float, fps_hz: float) -> dict[str, float]:
     """All validation metrics available from ``arrays`` (store/schema names of a simulated pass
     plus ``plate_grf_n``, ``id_joint_torque_nm``; poses ``joint_rot_aa_rad`` (simulated) and
@@ -150,11 +180,14 @@ def validation_metrics(arrays: Mapping[str, np.ndarray], mass_kg: float, fps_hz:
     out: dict[str, float] = {}
     if "grf_n" in arrays and "plate_grf_n" in arrays:
         out.update(grf_validation(arrays["grf_n"], arrays["plate_grf_n"], mass_kg, fps_hz))
+    if "cop_m" in arrays and "plate_cop_m" in arrays and "plate_grf_n" in arrays:
+        out.update(cop_validation(arrays["cop_m"], arrays["plate_cop_m"], arrays["plate_grf_n"], mass_kg))
     if "joint_torque_nm" in arrays and "id_joint_torque_nm" in arrays:
         out.update(torque_validation(arrays["joint_torque_nm"], arrays["id_joint_torque_nm"], mass_kg,
                                      arrays.get("joint_rot_aa_rad"), arrays.get("ref_joint_rot_aa_rad")))
     return out
 
 
-__all__ = ["GRAVITY_MPS2", "IMPULSE_MARGIN_S", "JOINT_GROUPS", "LOADED_N", "MIN_STANCE_PEAK_BW", "grf_validation",
+__all__ = ["COP_MIN_LOAD_BW", "GRAVITY_MPS2", "IMPULSE_MARGIN_S", "JOINT_GROUPS", "LOADED_N", "MIN_STANCE_PEAK_BW",
+           "cop_validation", "grf_validation",
            "to_intervals", "torque_validation", "validation_metrics"]
