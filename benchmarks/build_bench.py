@@ -43,7 +43,8 @@ class RssSampler(threading.Thread):
     """Samples the RSS and CPU time of this process and all its descendants every ``interval`` seconds.
 
     Children are told apart by kind (``kind``): a Dask worker is a ``multiprocessing`` spawn child of
-    this process (the local cluster's nannies run here); a process that a worker starts itself (a
+    this process (the local cluster's nannies run here) or a child of the fork server
+    (``flows.runtime.warm_worker_processes``) this process started; a process that a worker starts itself (a
     spawned helper pool, a ``subprocess``) is a ``worker helper`` and is not a Dask worker, however
     it was started; Prefect's API server; the resource tracker; anything else."""
 
@@ -73,6 +74,10 @@ class RssSampler(threading.Thread):
             return "worker helper"
         if "resource_tracker" in cmd:
             return "resource tracker"
+        if "multiprocessing.forkserver" in cmd:  # the fork server, and the workers forked from it
+            if parent == me:
+                return "fork server"
+            return "dask worker" if kinds.get(parent) == "fork server" else "worker helper"
         if "multiprocessing.spawn" in cmd or "spawn_main" in cmd:
             return "dask worker" if parent == me else "worker helper"
         if "prefect" in cmd or "uvicorn" in cmd:
@@ -89,7 +94,8 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         me = psutil.Process()
-        tags = {"dask worker": "w", "worker helper": "h", "prefect server": "s", "resource tracker": "r", "other": "o"}
+        tags = {"dask worker": "w", "worker helper": "h", "prefect server": "s", "resource tracker": "r", "fork server": "f",
+                "other": "o"}
         while not self.stop_event.is_set():
             try:
                 own = me.memory_info().rss

@@ -5,6 +5,10 @@ their own unless ``PREFECT_API_URL`` points at one, so ``prefect_api`` starts th
 server once in the flow's process and exports its URL before the Dask cluster spawns workers.
 Workers of an existing cluster (``--scheduler-address``) were started elsewhere; the flow sends them
 its URL when it connects (``flows.dask_runner``, ``flows.worker``; docs/scaling.md).
+
+A local cluster's workers are forked from a fork server that ``prefect_api(warm_workers=True)``
+starts while the ephemeral server starts, with the workers' modules already imported
+(``warm_worker_processes``; docs/scaling.md "Seventh round").
 """
 
 from __future__ import annotations
@@ -70,19 +74,33 @@ def prefect_environment(home: Path | None = None) -> None:
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
+def prefect_api(warm_workers: bool = False) -> Iterator[str]:
     """Yield the Prefect API URL every process of this build uses.
 
     A configured ``PREFECT_API_URL`` (a real server) is used as is; otherwise Prefect's ephemeral
     server is started here, once, and its URL exported for the Dask workers.
+
+    ``warm_workers``: also start the fork server local Dask workers are forked from
+    (``warm_worker_processes``), before waiting for the ephemeral server, so that its imports run
+    while the server starts; stopped on exit.
     """
     url = os.environ.get("PREFECT_API_URL")
     if url:
-        yield url
+        with warm_worker_processes(url) if warm_workers else contextlib.nullcontext():
+            yield url
         return
     from prefect.server.api.server import SubprocessASGIServer
 
     server = SubprocessASGIServer()
+    if not warm_workers:
+        yield from _serve(server)
+        return
+    server.port = server.find_available_port()  # what start() does first: the URL is known now
+    with warm_worker_processes(server.api_url):
+        yield from _serve(server)
+
+
+def _serve(server) -> Iterator[str]:
     t0 = time.perf_counter()
     try:
         server.start()
@@ -106,6 +124,102 @@ def prefect_api() -> Iterator[str]:
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
+
+
+WORKER_PRELOAD: tuple[str, ...] = (
+    "distributed", "prefect", "flows.worker", "flows.build", "pipeline.store.writer", "pipeline.store.staging",
+)
+"""Modules the fork server imports once for every local Dask worker (≈ 2.9 s of imports per worker
+process when each imports them itself)."""
+
+WARM_WORKERS_ENV = "DYNASET_WARM_WORKERS"
+"""Set to ``0`` to spawn local Dask workers as fresh interpreters instead (``warm_workers_enabled``)."""
+
+
+def warm_workers_enabled() -> bool:
+    """Whether a build with a local cluster forks its workers from a warm fork server (default yes;
+    ``DYNASET_WARM_WORKERS=0``: no)."""
+    return os.environ.get(WARM_WORKERS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+_warm: str | None = None  # the API URL of the running fork server ``warm_worker_processes`` started
+
+
+def worker_process_environ(api_url: str) -> dict[str, str]:
+    """The environment a local Dask worker process starts with: this process's, the Prefect API URL,
+    and Dask's ``distributed.nanny.pre-spawn-environ`` (thread counts of the numeric libraries,
+    ``MALLOC_TRIM_THRESHOLD_`` unless unset: ``MALLOC_TRIM_ENV``), which must be in place before the
+    interpreter starts (glibc, OpenBLAS and OpenMP read them once)."""
+    import dask
+
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = api_url
+    trim = os.environ.get(MALLOC_TRIM_ENV, "None")
+    pre = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    pre["MALLOC_TRIM_THRESHOLD_"] = None if trim == "None" else trim
+    for k, v in pre.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = str(v)
+    return env
+
+
+@contextlib.contextmanager
+def warm_worker_processes(api_url: str) -> Iterator[bool]:
+    """Start multiprocessing's fork server with ``WORKER_PRELOAD`` imported, in the background, in
+    the environment of ``worker_process_environ(api_url)``; while it runs, local Dask clusters
+    (``dask_task_runner``) fork their worker processes from it instead of spawning fresh
+    interpreters that import everything again. Stopped on exit, so a later build (another API
+    URL) gets a fresh one. Yields whether it started: not where fork servers do not exist, on
+    one CPU (its imports would compete with the build), or when this process already runs a fork
+    server it did not start this way (its environment is unknown)."""
+    global _warm
+    import multiprocessing as mp
+    from multiprocessing import forkserver
+
+    fs = forkserver._forkserver
+    if ("forkserver" not in mp.get_all_start_methods() or (os.cpu_count() or 1) < 2
+            or getattr(fs, "_forkserver_pid", None) is not None):
+        yield False
+        return
+    env = worker_process_environ(api_url)
+    # the fork server inherits this process's environment when it starts: swap in the workers' values
+    # for that moment only (the few variables that differ)
+    changed = {k: os.environ.get(k) for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}
+    try:
+        for k in changed:
+            if k in env:
+                os.environ[k] = env[k]
+            else:
+                del os.environ[k]
+        fs.set_forkserver_preload(list(WORKER_PRELOAD))
+        fs.ensure_running()  # spawns the server; its imports run while this process goes on
+    finally:
+        for k, v in changed.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    _warm = api_url
+    try:
+        yield True
+    finally:
+        _warm = None
+        _stop_fork_server(fs)
+
+
+def _stop_fork_server(fs) -> None:
+    """Stop multiprocessing's fork server ``fs`` at once: a plain stop (``ForkServer._stop``: close
+    its alive pipe, wait) lets it run the exit handlers of every module it preloaded (≈ 0.8 s); it
+    holds nothing that needs them, so it is terminated first. Its forked workers are not affected."""
+    import signal
+
+    pid = getattr(fs, "_forkserver_pid", None)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    fs._stop()
 
 
 def _say(msg: str) -> None:
@@ -173,6 +287,11 @@ def dask_task_runner(workers: int | None = None, address: str | None = None, api
     # prefect_environment ran: apply MALLOC_TRIM_ENV here
     trim = os.environ.get(MALLOC_TRIM_ENV, "None")
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None if trim == "None" else trim})
+    # forked from the warm fork server when one runs (``warm_worker_processes``), else spawned
+    # (only for the API URL it was started with: the ephemeral server moves to another port when its
+    # first one was taken meanwhile)
+    warm = _warm is not None and _warm == os.environ.get("PREFECT_API_URL")
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver" if warm else "spawn"})
     n = workers or default_workers()
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",

@@ -125,9 +125,9 @@ def run_build(sources, out, cfg, workers=None, scheduler_address=None, threshold
     from flows.build import build
     from pipeline.dataset.placement import mode_from_env
     from flows.runtime import (api_url_is_loopback, dask_task_runner, default_workers, prefect_api,
-                               scheduler_is_loopback)
+                               scheduler_is_loopback, warm_workers_enabled)
 
-    with prefect_api() as api_url:
+    with prefect_api(warm_workers=not scheduler_address and warm_workers_enabled()) as api_url:
         shared = ()
         if scheduler_address:
             shared = (str(out), *(str(s.root) for s in sources))
