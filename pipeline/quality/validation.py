@@ -175,7 +175,7 @@ def cop_validation(sim_cop_m: np.ndarray, plate_cop_m: np.ndarray, plate_grf_n: 
 
 def validation_metrics(arrays: Mapping[str, np.ndarray], mass_kg: float, fps_hz: float) -> dict[str, float]:
     """All validation metrics available from ``arrays`` (store/schema names of a simulated pass
-    plus ``plate_grf_n``, ``id_joint_torque_nm``; poses ``joint_rot_aa_rad`` (simulated) and
+    plus ``plate_grf_n``, ``plate_cop_m``, ``id_joint_torque_nm``; poses ``joint_rot_aa_rad`` (simulated) and
     ``ref_joint_rot_aa_rad`` (the measured motion) when present)."""
     out: dict[str, float] = {}
     if "grf_n" in arrays and "plate_grf_n" in arrays:
