@@ -20,6 +20,16 @@ pytestmark = pytest.mark.skipif(
 URL = "http://127.0.0.1:1/api"
 
 
+@pytest.fixture(autouse=True)
+def _no_fork_server():
+    """Each test starts without a fork server (an earlier test's PyTorch loader may have left its own
+    running; the warm path then rightly spawns, which is tested on its own below)."""
+    from multiprocessing import forkserver
+
+    runtime._stop_fork_server(forkserver._forkserver)
+    yield
+
+
 def _probe() -> dict:
     import os
     import sys
