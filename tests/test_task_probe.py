@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
-import pytest
 
 from pipeline.dataset.executor import TASK_LOG_ENV, probed
 from pipeline.memory import _malloc_trim, release_memory
@@ -16,10 +19,6 @@ def _touch(mib: int) -> int:
     return int(a.size)
 
 
-def _fail() -> None:
-    raise ValueError("boom")
-
-
 def test_probed_is_a_plain_call_without_the_log(tmp_path, monkeypatch):
     monkeypatch.delenv(TASK_LOG_ENV, raising=False)
     assert probed(_touch)(1) == 2**17
@@ -27,12 +26,32 @@ def test_probed_is_a_plain_call_without_the_log(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
-def test_probed_logs_each_call_with_its_memory_and_cpu(tmp_path, monkeypatch):
+_CHILD = """
+import numpy as np
+from pipeline.dataset.executor import probed
+
+def _touch(mib):
+    a = np.ones(mib * 2**20 // 8)
+    return int(a.size)
+
+def _fail():
+    raise ValueError("boom")
+
+probed(_touch)(64)
+try:
+    probed(_fail)()
+except ValueError:
+    pass
+"""
+
+
+def test_probed_logs_each_call_with_its_memory_and_cpu(tmp_path):
+    # in a fresh process: the peak RSS (ru_maxrss) is the process's lifetime peak, which a long test
+    # session may already hold above what the 64 MiB array adds to its current RSS
     log = tmp_path / "tasks.jsonl"
-    monkeypatch.setenv(TASK_LOG_ENV, str(log))
-    probed(_touch)(64)
-    with pytest.raises(ValueError, match="boom"):
-        probed(_fail)()
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", _CHILD], env={**os.environ, TASK_LOG_ENV: str(log)}, cwd=root,
+                   check=True, timeout=120)
     recs = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["task"] for r in recs] == ["_touch", "_fail"]  # a failing call is logged too
     r = recs[0]
