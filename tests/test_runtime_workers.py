@@ -9,7 +9,8 @@ import os
 import sys
 
 import dask
-import pytest
+import prefect_dask  # noqa: F401 - imported before a test sets PREFECT_API_URL: Prefect reads its
+import pytest  # process-global settings once, when imported (a later test would see the fake URL)
 from distributed import Client, LocalCluster
 
 from flows import runtime
