@@ -36,6 +36,13 @@ the per-file stages ran at half speed in a worker (measured: read + canonicalize
 unset it (``None``) unless this variable is already in the environment."""
 
 
+def malloc_trim_threshold() -> str | None:
+    """The ``MALLOC_TRIM_THRESHOLD_`` local Dask workers start with: ``MALLOC_TRIM_ENV``'s value,
+    ``None`` (unset) when it is ``"None"`` or absent."""
+    trim = os.environ.get(MALLOC_TRIM_ENV, "None")
+    return None if trim == "None" else trim
+
+
 class PrefectStartError(RuntimeError):
     """The ephemeral Prefect API server did not come up; the message says which setting to change."""
 
@@ -154,9 +161,8 @@ def worker_process_environ(api_url: str) -> dict[str, str]:
 
     env = dict(os.environ)
     env["PREFECT_API_URL"] = api_url
-    trim = os.environ.get(MALLOC_TRIM_ENV, "None")
     pre = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
-    pre["MALLOC_TRIM_THRESHOLD_"] = None if trim == "None" else trim
+    pre["MALLOC_TRIM_THRESHOLD_"] = malloc_trim_threshold()
     for k, v in pre.items():
         if v is None:
             env.pop(k, None)
@@ -285,8 +291,7 @@ def dask_task_runner(workers: int | None = None, address: str | None = None, api
 
     # the local cluster's nannies live in this process, which may have read its dask config before
     # prefect_environment ran: apply MALLOC_TRIM_ENV here
-    trim = os.environ.get(MALLOC_TRIM_ENV, "None")
-    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None if trim == "None" else trim})
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": malloc_trim_threshold()})
     # forked from the warm fork server when one runs (``warm_worker_processes``), else spawned
     # (only for the API URL it was started with: the ephemeral server moves to another port when its
     # first one was taken meanwhile)
