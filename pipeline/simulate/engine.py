@@ -28,6 +28,7 @@ from pipeline.records import CanonicalMotion
 from pipeline.simulate.anchor import FlightAnchor
 from pipeline.simulate.controller import ContactQP, Gains, TrackingController, cross
 from pipeline.simulate.humanoid import GRAVITY_MPS2, Humanoid, HumanoidParams, build_humanoid, skeleton_from_motion
+from pipeline.simulate.initial_state import contact_equilibrium_offset
 from pipeline.simulate.reference import Reference, build_reference
 
 LEFT_FOOT_BODIES = (7, 10)
@@ -107,6 +108,10 @@ class SimConfig:
             (Gait, walking2): without it the tracked foot lands late and the weight transfer comes
             as an impact. Touch-downs after a flight (runs, jumps) are left alone. Measured effect
             in docs/simulation.md (fifth round).
+        initial_contact_seat: start each pass moved vertically (within
+            ``initial_state.SEAT_RANGE_M``) to where the soft floor contacts carry the vertical force
+            the reference's first acceleration needs (``initial_state.contact_equilibrium_offset``);
+            without it the first interval reads the contacts' spring-back (≈ 1.2 BW on a stand).
     """
 
     control_hz: float = 120.0
@@ -137,6 +142,7 @@ class SimConfig:
     landing_seat_support_s: float = 0.1
     landing_seat_margin_m: float = 0.005
     landing_seat_omega: float = 25.0
+    initial_contact_seat: bool = True
 
     def __post_init__(self) -> None:
         if not self.control_hz > 0 or not self.physics_dt_s > 0:
@@ -445,6 +451,12 @@ def prepare_sequence(motion: CanonicalMotion, cfg: SimConfig, pass_index: int = 
     v0 = ref.qvel[0].copy()
     v0[:3] += rvnoise
     _set_state(m, d, hum.qpos_to_mj(q0), hum.dof_to_mj(v0))
+    if cfg.initial_contact_seat:
+        dz = contact_equilibrium_offset(m, d, ra[0])
+        if dz:
+            qpos0 = np.array(d.qpos)
+            qpos0[2] += dz
+            _set_state(m, d, qpos0, np.array(d.qvel))
     # joint D-term as MuJoCo dof damping (integrated implicitly by the Euler integrator); the
     # damper torque is part of the recorded joint torque
     b = ctrl.joint_damping(d)
