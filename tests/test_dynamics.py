@@ -255,11 +255,9 @@ def test_real_walks_simulated_against_force_plates(real_walks):
         lams += lam
         assert r.metrics["reset_count"] == 0, rel
         assert max(lam) <= 1.0, (rel, lam)
-        # PiG_Motion3_FF: the simulated left heel lands one interval before the plate's (its ankle 1 cm below
-        # the reference late in swing), and that interval reads 1.5 BW in total where the plate reads 1.1:
-        # the right foot's peak error in passes 0–4 is 13 / 11 / 12 / 34 / 8 % (without the seated start
-        # 3 / 12 / 11 / 41 / 9 %); the 10 % holds on the other three walks (docs/simulation.md)
-        assert v["grf_peak_err_frac"] <= (0.15 if "PiG" in rel else 0.10), (rel, v)
+        # PiG_Motion3_FF's right-foot peak error depends on the pass (3 / 12 / 11 / 41 / 9 % in passes 0–4:
+        # the simulated left heel lands a frame early in some; docs/simulation.md, eighth round)
+        assert v["grf_peak_err_frac"] <= 0.10, (rel, v)
         assert r.metrics["residual_force_demand_median_bw"] <= 0.05, (rel, r.metrics)
         torque_rms = np.sqrt(np.mean(np.sum(r.residual_wrench[:, 3:] ** 2, axis=-1)))
         assert torque_rms <= 50.0, (rel, torque_rms)

@@ -8,13 +8,21 @@ import pytest
 
 from pipeline.simulate import SimConfig, simulate
 from pipeline.simulate.engine import prepare_sequence
-from pipeline.simulate.initial_state import SEAT_RANGE_M, contact_equilibrium_offset
+from pipeline.simulate.initial_state import (SEAT_RANGE_M, _contact_force_z, contact_equilibrium_offset,
+                                             vertical_load_n)
 from pipeline.simulate.synthetic import demo_motion
+
+SEATED = SimConfig(initial_contact_seat=True)
 
 
 @pytest.fixture(scope="module")
 def stand():
     return demo_motion("stand", duration_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def stand_prep(stand):
+    return prepare_sequence(stand, SimConfig())
 
 
 def _first_intervals_bw(motion, cfg: SimConfig, n: int = 3) -> np.ndarray:
@@ -23,57 +31,67 @@ def _first_intervals_bw(motion, cfg: SimConfig, n: int = 3) -> np.ndarray:
 
 
 def test_stand_starts_at_one_body_weight(stand):
-    """Without the seat the contacts spring back on the first interval (≈ 1.2 BW, then a rebound below
-    1); seated, the stand reads 1 BW from the first interval on."""
-    seated = _first_intervals_bw(stand, SimConfig())
-    unseated = _first_intervals_bw(stand, SimConfig(initial_contact_seat=False))
+    """Unseated, the contacts spring back on the first interval (≈ 1.2 BW, then a rebound below 1);
+    seated, the stand reads 1 BW from the first interval on."""
+    seated = _first_intervals_bw(stand, SEATED)
+    unseated = _first_intervals_bw(stand, SimConfig())
     assert np.abs(seated - 1.0).max() < 0.03, seated
     assert unseated[0] > 1.1 and unseated[1] < 0.95, unseated
 
 
-def test_offset_carries_the_vertical_force_and_leaves_data_alone(stand):
-    cfg = SimConfig(initial_contact_seat=False)
-    p = prepare_sequence(stand, cfg)
+def test_offset_carries_the_load_and_leaves_data_alone(stand, stand_prep):
+    p = stand_prep
     m, d = p.model, p.data
     qpos, qvel = d.qpos.copy(), d.qvel.copy()
-    dz = contact_equilibrium_offset(m, d, p.ra[0])
+    load = vertical_load_n(m, d, p.ra[0])
+    assert load == pytest.approx(p.hum.weight_n, rel=0.02)  # a stand needs its weight
+    dz = contact_equilibrium_offset(m, d, load)
     assert 0.002 < dz < SEAT_RANGE_M[1], dz  # the soft contacts settle a few mm above the reference
     np.testing.assert_array_equal(d.qpos, qpos)
     np.testing.assert_array_equal(d.qvel, qvel)
-    # at the offset, MuJoCo's inverse dynamics leaves (almost) no vertical force to the root
     w = mujoco.MjData(m)
-    for shift, sign in ((dz, 0), (dz - 0.001, -1), (dz + 0.001, 1)):
-        w.qpos[:] = qpos
-        w.qpos[2] += shift
-        w.qvel[:] = qvel
-        w.qacc[:] = p.ra[0]
-        mujoco.mj_inverse(m, w)
-        fz = w.qfrc_inverse[2]
-        if sign == 0:
-            assert abs(fz) < 0.01 * p.hum.weight_n, fz
-        else:
-            assert np.sign(fz) == sign, (shift, fz)
-    # the default engine starts from the seated state
-    seated = prepare_sequence(stand, SimConfig())
+    assert _contact_force_z(m, w, qpos, dz) == pytest.approx(load, rel=0.02)  # (the bisection stops at 10 µm)
+    assert _contact_force_z(m, w, qpos, dz - 0.001) > 1.05 * load  # deeper: more force
+    assert _contact_force_z(m, w, qpos, dz + 0.001) < 0.95 * load
+    seated = prepare_sequence(stand, SEATED)
     assert seated.data.qpos[2] == pytest.approx(qpos[2] + dz, abs=2e-5)
     np.testing.assert_array_equal(seated.data.qpos[3:], qpos[3:])
 
 
-def test_no_contact_no_offset(stand):
-    """A body whose feet are far above the floor (a flight) is not moved; the range is checked."""
-    p = prepare_sequence(stand, SimConfig(initial_contact_seat=False))
+def test_no_contact_no_load_no_offset(stand_prep):
+    """A body whose feet are far above the floor (a flight), or no load, is not moved; the range is
+    checked."""
+    p = stand_prep
     d = mujoco.MjData(p.model)
     d.qpos[:] = p.data.qpos
     d.qpos[2] += 0.3
-    assert contact_equilibrium_offset(p.model, d, p.ra[0]) == 0.0
+    assert contact_equilibrium_offset(p.model, d, p.hum.weight_n) == 0.0
+    assert contact_equilibrium_offset(p.model, p.data, 0.0) == 0.0
     with pytest.raises(ValueError, match="bracket 0"):
-        contact_equilibrium_offset(p.model, p.data, p.ra[0], search_m=(0.001, 0.01))
+        contact_equilibrium_offset(p.model, p.data, p.hum.weight_n, search_m=(0.001, 0.01))
 
 
-def test_deep_reference_is_moved_at_most_the_range(stand):
+def test_deep_reference_is_moved_at_most_the_range(stand_prep):
     """A reference sunk 3 cm into the floor is raised by the range's top only."""
-    p = prepare_sequence(stand, SimConfig(initial_contact_seat=False))
+    p = stand_prep
     d = mujoco.MjData(p.model)
     d.qpos[:] = p.data.qpos
     d.qpos[2] -= 0.03
-    assert contact_equilibrium_offset(p.model, d, p.ra[0]) == SEAT_RANGE_M[1]
+    assert contact_equilibrium_offset(p.model, d, p.hum.weight_n) == SEAT_RANGE_M[1]
+
+
+def test_excluded_geoms_do_not_count_and_are_restored(stand_prep):
+    """A foot the swing clearance lifts clear of the floor does not carry load in the search: with the
+    left foot's geoms excluded the right foot alone carries the weight (a little deeper: the contacts
+    stiffen steeply with depth); with both feet excluded nothing does. The model is restored."""
+    p = stand_prep
+    m = p.model
+    both = contact_equilibrium_offset(m, p.data, p.hum.weight_n)
+    left = np.flatnonzero(np.isin(m.geom_bodyid, p.hum.body_ids[[7, 10]]))
+    right = np.flatnonzero(np.isin(m.geom_bodyid, p.hum.body_ids[[8, 11]]))
+    contype, conaff = m.geom_contype.copy(), m.geom_conaffinity.copy()
+    one = contact_equilibrium_offset(m, p.data, p.hum.weight_n, exclude_geoms=left)
+    assert 0.0 < one < both, (one, both)
+    assert contact_equilibrium_offset(m, p.data, p.hum.weight_n, exclude_geoms=np.r_[left, right]) == 0.0
+    np.testing.assert_array_equal(m.geom_contype, contype)
+    np.testing.assert_array_equal(m.geom_conaffinity, conaff)
