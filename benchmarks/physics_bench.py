@@ -29,6 +29,9 @@ engine = "after", and the default with the root residual torque capped):
 4. speed: the imitation loop's physics-step rate against raw ``mj_step`` on the same states
    (goal ≥ 0.5; the dynamics pass staged, as the build computes it once per motion) and the
    dynamics pass's cost as its own ratio to the simulation time (docs/simulation.md "Speed").
+
+To judge a change of the simulator, compare variants on many real runs, pass by pass:
+``benchmarks/physics_sweep.py`` (ten trials, ``--passes`` each, paired).
 """
 
 from __future__ import annotations
