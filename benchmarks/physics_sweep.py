@@ -23,6 +23,13 @@ stance impulse and peak errors; over all runs τ, residual force, demand, resets
 of pressure error (cm); the mean λ per trial; and, for every variant after the first, the run-by-run
 (paired: same trial, same pass) change of λ against the first — mean, median, and how many runs got
 better or worse by more than ``--tie`` N/kg.
+
+``--plates-plan`` tracks, instead of the blind dynamics pass, the plan solved with each trial's plates as
+per-foot force targets (``DynamicsConfig(use_measured=True)``; λ of the plan itself 0.04–0.13 N/kg):
+what is left is the closed loop's own error (docs/simulation.md, eighth round). ``--demo`` also runs
+every variant on the demo corpus (subjects S01 and S02, 16 motions, passes 0–2, as section 3 of
+``physics_bench.py``) through the build's quality rules, unchanged, and prints the excluded passes per
+motion type and their peak vertical forces.
 """
 
 from __future__ import annotations
@@ -86,16 +93,29 @@ def config_of(expr: str):
     return cfg
 
 
-def run_one(job: tuple[str, str, str, int]) -> tuple[str, str, int, dict]:
-    """Simulate pass ``i`` of one trial under one variant; the figures of ``walk_row``."""
+def run_one(job: tuple[str, str, str, int, bool]) -> tuple[str, str, int, dict]:
+    """Simulate pass ``i`` of one trial under one variant (with ``plates_plan``: tracking the plan solved
+    with the trial's plates as force targets); the figures of ``walk_row``."""
     from pipeline.inverse_dynamics import measured_inverse_dynamics
     from pipeline.simulate import simulate
+    from pipeline.simulate.engine import simulate_motion
 
-    name, expr, trial, i = job
+    name, expr, trial, i, plates_plan = job
     p = trials()[trial]
     cfg = config_of(expr)
     cfg = replace(cfg, passes=max(cfg.passes, i + 1))
-    r = simulate([p.motion], cfg, pass_index=i)[0]
+    if plates_plan:
+        if cfg.dynamics is None:
+            raise ValueError(f"--plates-plan needs a dynamics pass; {expr!r} has none")
+        from pipeline.dynamics import dynamics_pass
+        from pipeline.simulate.humanoid import build_humanoid, skeleton_from_motion
+
+        hum = build_humanoid(skeleton_from_motion(p.motion), p.motion.mass_kg, p.motion.gender, cfg.humanoid,
+                             cfg.physics_dt_s)
+        dyn = dynamics_pass(p.motion, hum, replace(cfg.dynamics, use_measured=True), p.measured.grf_n)
+        r = simulate_motion(p.motion, cfg, i, hum, dynamics=dyn)
+    else:
+        r = simulate([p.motion], cfg, pass_index=i)[0]
     w = walk_row(p, r, measured_inverse_dynamics(p.motion, p.measured).joint_torque_nm)
     cop = np.asarray(w["cop"], float)
     return name, trial, i, {
@@ -103,6 +123,55 @@ def run_one(job: tuple[str, str, str, int]) -> tuple[str, str, int, dict]:
         "tau": w["torque_vs_id_rmse_nm_per_kg"], "rf": w["rf"], "rt": w["rt"], "dem5": w["dem5"],
         "imp": w["grf_impulse_err_frac"], "peak": w["grf_peak_err_frac"], "resets": w["resets"],
         "cop": float(np.nanmean(cop)) if np.isfinite(cop).any() else math.nan}
+
+
+def demo_one(job: tuple[str, str, int, int]) -> tuple[str, str, int, dict]:
+    """Pass ``i`` of demo motion ``k`` under one variant through the build's quality rules
+    (``sim_quality_probe.evaluate``)."""
+    from sim_quality_probe import evaluate
+
+    name, expr, k, i = job
+    p = demo_motions()[k]
+    return name, p.motion.provenance.name.rsplit("_t", 1)[0], i, evaluate(p, config_of(expr), pass_index=i)
+
+
+_DEMO: list | None = None
+
+
+def demo_motions() -> list:
+    """The demo corpus of ``physics_bench.py`` section 3 (cached per process)."""
+    global _DEMO
+    if _DEMO is None:
+        from sim_quality_probe import load_motions
+
+        _DEMO = load_motions()
+    return _DEMO
+
+
+def print_demo(variants: dict[str, str], workers: int, passes: int = 3) -> dict:
+    """Every variant on the demo corpus: excluded passes per motion type, their rules and peaks."""
+    jobs = [(v, e, k, i) for v, e in variants.items() for k in range(len(demo_motions())) for i in range(passes)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as ex:
+            results = list(ex.map(demo_one, jobs))
+    else:
+        results = [demo_one(j) for j in jobs]
+    out: dict = {}
+    print(f"demo corpus: {len(demo_motions())} motions × {passes} passes, the build's quality rules unchanged")
+    for v in variants:
+        kinds: dict[str, list] = {}
+        for vv, kind, _, row in results:
+            if vv == v:
+                kinds.setdefault(kind, []).append(row)
+        n_ex = sum(bool(r["exclude"]) for rows in kinds.values() for r in rows)
+        n = sum(len(rows) for rows in kinds.values())
+        out[v] = {kind: {"excluded": sum(bool(r["exclude"]) for r in rows), "passes": len(rows),
+                         "peak_bw": [float(r["grf_peak_bw"]) for r in rows],
+                         "rules": sorted({x for r in rows for x in r["exclude"]})} for kind, rows in kinds.items()}
+        print(f"  {v}: {n_ex}/{n} excluded; " + "; ".join(
+            f"{kind} {d['excluded']}/{d['passes']} (peaks {min(d['peak_bw']):.1f}–{max(d['peak_bw']):.1f} BW"
+            + (f", {', '.join(d['rules'])})" if d["rules"] else ")") for kind, d in sorted(out[v].items())))
+    return out
 
 
 def paired(rows: dict, a: str, b: str, names: list[str], passes: int, tie: float) -> dict:
@@ -142,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", nargs="*", default=None, help=f"a subset of {list(TRIALS)}")
     ap.add_argument("--workers", type=int, default=2, help="processes")
     ap.add_argument("--tie", type=float, default=0.02, help="a paired change within ±this (N/kg) counts as neither")
+    ap.add_argument("--plates-plan", action="store_true",
+                    help="track the plan solved with each trial's plates as force targets (the closed loop's own error)")
+    ap.add_argument("--demo", action="store_true", help="also run every variant on the demo corpus (quality rules)")
     ap.add_argument("--json", default=None, help="also write every run's figures and the summaries here")
     args = ap.parse_args(argv)
     if not C3D_ROOT.is_dir():
@@ -162,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.passes < 1 or not names:
         ap.error("need at least one pass and one trial")
-    jobs = [(v, e, k, i) for v, e in variants.items() for k in names for i in range(args.passes)]
+    jobs = [(v, e, k, i, args.plates_plan) for v, e in variants.items() for k in names for i in range(args.passes)]
     t0 = time.perf_counter()
     if args.workers > 1:
         with ProcessPoolExecutor(args.workers) as ex:
@@ -170,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = [run_one(j) for j in jobs]
     rows = {(v, k, i): r for v, k, i, r in results}
-    print(f"{len(names)} trials × {args.passes} passes × {len(variants)} variants, {time.perf_counter() - t0:.0f} s")
-    out = {"trials": names, "passes": args.passes, "variants": variants, "summary": {}, "paired": {},
+    print(f"{len(names)} trials × {args.passes} passes × {len(variants)} variants, {time.perf_counter() - t0:.0f} s"
+          + (" (tracking the plans solved with the plates as force targets)" if args.plates_plan else ""))
+    out = {"trials": names, "passes": args.passes, "variants": variants, "plates_plan": args.plates_plan,
+           "summary": {}, "paired": {},
            "runs": [{"variant": v, "trial": k, "pass": i, **r} for (v, k, i), r in rows.items()]}
     base = next(iter(variants))
     for v, expr in variants.items():
@@ -190,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             d = out["paired"][v] = paired(rows, base, v, names, args.passes, args.tie)
             print(f"  vs {base}, run by run: λ change mean {d['mean']:+.3f}, median {d['median']:+.3f}; "
                   f"{d['better']} better, {d['worse']} worse by > {args.tie} of {d['runs']}")
+    if args.demo:
+        out["demo"] = print_demo(variants, args.workers)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=float))
     return 0

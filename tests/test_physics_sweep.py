@@ -41,6 +41,15 @@ def test_identical_variants_pair_to_zero(sweep, tmp_path, capsys):
     assert s["runs"] == 2 and s["four_walks"]["lam"] == pytest.approx(sum(r["lam"] for r in runs) / 2)
     text = capsys.readouterr().out
     assert "vs a, run by run: λ change mean +0.000" in text
+    # tracking the plan solved with the plates as force targets: closer to the plates than blind
+    guided = tmp_path / "guided.json"
+    assert sweep.main(["--trials", "kit walk", "--passes", "1", "--workers", "1", "--plates-plan",
+                       "--json", str(guided)]) == 0
+    g = json.loads(guided.read_text())
+    assert g["plates_plan"] is True
+    lam_guided = g["runs"][0]["lam"]
+    lam_blind = next(r["lam"] for r in runs if r["pass"] == 0)
+    assert lam_guided < lam_blind - 0.05, (lam_guided, lam_blind)
 
 
 def test_bad_variants_are_refused_before_simulating(sweep):
