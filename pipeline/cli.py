@@ -37,6 +37,10 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dynamics-pass", action="store_true",
                    help="imitate the canonical motion as it is, without first making it dynamically "
                         "consistent (the previous engine; docs/simulation.md)")
+    p.add_argument("--seated-start", action="store_true",
+                   help="start each imitation pass seated on the soft floor contacts, for sequences that begin in "
+                        "quiet stance (removes the first interval's spring-back; off by default: no better on the "
+                        "real lab walks; docs/simulation.md)")
     from pipeline.simulate.backends import BACKENDS
 
     p.add_argument("--sim-backend", choices=list(BACKENDS), default="cpu",
@@ -77,6 +81,8 @@ def _build_config(args: argparse.Namespace):
     sim = None if args.no_simulate else replace(cfg.simulate, passes=args.passes)
     if sim is not None and args.no_dynamics_pass:
         sim = replace(sim, dynamics=None)
+    if sim is not None and getattr(args, "seated_start", False):
+        sim = replace(sim, initial_contact_seat=True)
     return replace(cfg, canonical=canonical, windows=windows, simulate=sim, sim_backend=args.sim_backend)
 
 

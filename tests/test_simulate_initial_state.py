@@ -95,3 +95,16 @@ def test_excluded_geoms_do_not_count_and_are_restored(stand_prep):
     assert contact_equilibrium_offset(m, p.data, p.hum.weight_n, exclude_geoms=np.r_[left, right]) == 0.0
     np.testing.assert_array_equal(m.geom_contype, contype)
     np.testing.assert_array_equal(m.geom_conaffinity, conaff)
+
+
+def test_cli_flag_turns_it_on():
+    """``dynaset build/demo --seated-start``: the build configuration's simulator starts seated."""
+    import argparse
+
+    from pipeline.cli import _add_build_options, _build_config
+
+    p = argparse.ArgumentParser()
+    _add_build_options(p)
+    assert _build_config(p.parse_args([])).simulate.initial_contact_seat is False
+    assert _build_config(p.parse_args(["--seated-start"])).simulate.initial_contact_seat is True
+    assert _build_config(p.parse_args(["--seated-start", "--no-simulate"])).simulate is None
