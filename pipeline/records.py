@@ -7,6 +7,11 @@ from typing import Any
 
 import numpy as np
 
+GRF_SOURCE_PLATES = "force_plate"
+GRF_SOURCE_SIMULATION = "simulation"
+"""``seq_grf_source`` of measured plate forces and of simulated ones (``pipeline.lab.measured``
+re-exports both)."""
+
 
 @dataclass(frozen=True)
 class Provenance:

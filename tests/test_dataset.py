@@ -305,6 +305,67 @@ def test_statistics_split_over_parallel_tasks_equal_one_task(incremental, tmp_pa
     assert not list((root / assembly.STATS_CACHE_DIR).glob("*part*"))
 
 
+class _Recording(SerialExecutor):
+    """A serial executor that records every submission: (function name, args, priority)."""
+
+    def __init__(self):
+        super().__init__()
+        self.log: list[tuple[str, tuple, int]] = []
+
+    def submit(self, fn, *args, resources=None, priority=0):
+        self.log.append((fn.__name__, args, priority))
+        return super().submit(fn, *args, resources=resources, priority=priority)
+
+
+def test_statistics_merge_depends_on_its_parts_and_the_hook_follows_every_first_round_task(
+        incremental, tmp_path, monkeypatch):
+    """A split store's merge is submitted with its parts' futures as an argument (the executor
+    starts it when they finish: no round trip through the driver), before ``submitted`` is called;
+    the hook sees every store's statistics already submitted."""
+    import shutil
+
+    from pipeline.dataset import assembly
+
+    root = tmp_path / "root"
+    shutil.copytree(incremental["fresh_root"], root)
+    shutil.rmtree(root / assembly.STATS_CACHE_DIR)
+    monkeypatch.setattr(assembly, "STATS_FRAMES_PER_PART", 64)
+    stores = {s: str(root / f"{s}.zarr") for s in ("motion", "contact", "ground_reaction", "torque")}
+    ex = _Recording()
+    at_hook: list[list] = []
+    assembly.write_stats(stores, root, ex, same_as={"contact": "motion"}, tasks=3,
+                         submitted=lambda: at_hook.append(list(ex.log)))
+    assert len(at_hook) == 1 and at_hook[0] == ex.log  # nothing is submitted after the hook
+    motion = [args for name, args, _ in ex.log if name == "store_stats" and args[0] == stores["motion"]]
+    parts = [a for a in motion if len(a) > 3 and a[3] is not None]
+    merge = [a for a in motion if len(a) > 4 and a[3] is None and a[4] == 3]
+    assert len(parts) == 3 and len(merge) == 1
+    after = merge[0][5]
+    assert len(after) == 3 and all(isinstance(r, dict) for r in (f.result() for f in after))
+    assert {args[0] for name, args, _ in ex.log} == set(stores.values())
+
+
+def test_build_submits_the_report_after_the_statistics_with_a_higher_priority(tmp_path):
+    """The report task is submitted once every statistics task is, with priority 1: the large
+    statistics tasks take the free workers first, the report the first worker they free."""
+    from pipeline.dataset.build import build_dataset
+    from pipeline.demo import generate_corpus
+    from pipeline.process import BuildConfig
+    from pipeline.sources.base import SourceSpec
+
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, n_subjects=1, seed=4)
+    ex = _Recording()
+    build_dataset([SourceSpec("amass", corpus)], tmp_path / "root", BuildConfig(simulate=None), workers=1,
+                  executor=ex, report=True)
+    names = [name for name, _, _ in ex.log]
+    assert names.count("report_task") == 1 and "store_stats" in names
+    i = names.index("report_task")
+    assert i > max(k for k, n in enumerate(names) if n == "store_stats")
+    assert ex.log[i][2] == 1 and ex.log[i][1][0] == str(tmp_path / "root")
+    assert (tmp_path / "root" / "report.html").is_file()
+
+
 # --- flat driver memory: outcomes streamed from the cache, ledger rows streamed -------------------
 
 def test_selector_streams_files_in_order_and_matches_select():

@@ -339,3 +339,22 @@ def test_isolated_report_equals_the_in_process_one(built, tmp_path):
     assert _without_times(child) == _without_times((out / "report.html").read_text())
     with pytest.raises(RuntimeError, match="report process exited"):
         draw_isolated(tmp_path / "no-such-root", None)
+
+
+def test_the_report_process_does_not_import_the_lab_stack():
+    """The report's child process (``draw_isolated``) imports only what reading metrics and drawing
+    needs: not ``pipeline.lab.measured`` (the marker IK, SciPy's signal package: ≈ 1.3 s of its
+    start), whose GRF source names now live with the records (the same strings)."""
+    import subprocess
+    import sys
+
+    from pipeline.lab import measured
+    from pipeline.quality import metrics
+    from pipeline.records import GRF_SOURCE_PLATES, GRF_SOURCE_SIMULATION
+
+    assert measured.GRF_SOURCE_SIMULATION == metrics.GRF_SOURCE_SIMULATION == GRF_SOURCE_SIMULATION == "simulation"
+    assert measured.GRF_SOURCE_PLATES == GRF_SOURCE_PLATES == "force_plate"
+    code = ("import sys, pipeline.quality.isolated, pipeline.quality.report; "
+            "print(sorted(m for m in ('pipeline.lab.measured', 'pipeline.lab.marker_ik', 'scipy.signal') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out

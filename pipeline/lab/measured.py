@@ -18,10 +18,7 @@ import numpy as np
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
 from pipeline.lab import marker_ik as ik
-from pipeline.records import CanonicalMotion
-
-GRF_SOURCE_PLATES = "force_plate"
-GRF_SOURCE_SIMULATION = "simulation"
+from pipeline.records import GRF_SOURCE_PLATES, GRF_SOURCE_SIMULATION, CanonicalMotion  # noqa: F401 (re-exported)
 
 NORMALIZATION = (
     "Forces in N, moments in N·m (ground reaction on the subject, world frame, z up). Body weight "

@@ -34,7 +34,9 @@ import numpy as np
 from pipeline import markers as mk
 from pipeline import rotations as rot
 from pipeline import skeleton as sk
-from pipeline.lab.measured import GRF_SOURCE_SIMULATION
+# from the records, not ``pipeline.lab.measured``: that module costs ≈ 1.3 s of imports (SciPy's
+# signal package, the marker IK) in every process that only reads metrics, such as the report's
+from pipeline.records import GRF_SOURCE_SIMULATION
 
 G_MPS2 = 9.81
 """Gravitational acceleration used for body weight, m/s²."""
