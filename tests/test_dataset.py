@@ -133,7 +133,7 @@ def incremental(tmp_path_factory):
     fresh = build_dataset(src, fresh_root, cfg, small, workers=1, report=False)
     return {"root": root, "snapshot": snapshot, "fresh_root": fresh_root, "first": first, "inc": inc, "noop": noop,
             "compacted": compacted, "fresh": fresh, "before": before, "after_inc": after_inc,
-            "inodes": inodes, "inodes_inc": inodes_inc, "n_files": len(files)}
+            "inodes": inodes, "inodes_inc": inodes_inc, "n_files": len(files), "corpus": corpus}
 
 
 def test_incremental_run_appends_and_tombstones_only_what_changed(incremental):
@@ -343,6 +343,37 @@ def test_statistics_merge_depends_on_its_parts_and_the_hook_follows_every_first_
     after = merge[0][5]
     assert len(after) == 3 and all(isinstance(r, dict) for r in (f.result() for f in after))
     assert {args[0] for name, args, _ in ex.log} == set(stores.values())
+
+
+def test_a_failing_region_write_leaves_the_stores_as_they_were(incremental, tmp_path, monkeypatch):
+    """The writes' phases are submitted at once (each depends on the previous phase's futures): a
+    region writer that fails still fails the build with its own error, removes every temporary
+    store and leaves the existing stores byte for byte."""
+    import shutil
+
+    from pipeline.dataset import assembly
+    from pipeline.dataset.build import build_dataset
+    from pipeline.process import BuildConfig
+    from pipeline.sources.base import SourceSpec
+    from pipeline.store import Chunking
+
+    root = tmp_path / "root"
+    shutil.copytree(incremental["snapshot"], root)  # appended, not compact: compact=True rewrites all
+    before = _digest(root)
+
+    def broken(plan, tmp_path, dim):
+        raise OSError("disk full (test)")
+
+    monkeypatch.setattr(assembly, "write_region", broken)
+    small = Chunking(frame_chunk=64, frame_shard=256, window_chunk=16, window_shard=64, shards_per_region=2)
+    ex = _Recording()
+    with pytest.raises(OSError, match="disk full"):
+        build_dataset([SourceSpec("amass", incremental["corpus"])], root, BuildConfig(simulate=None), small,
+                      workers=1, report=False, executor=ex, compact=True)
+    names = [name for name, _, _ in ex.log]
+    assert "create_stores" in names and "write_regions" in names and "check_stores" in names
+    assert not [p for p in root.iterdir() if ".tmp-" in p.name]
+    assert _digest(root) == before
 
 
 def test_build_submits_the_report_after_the_statistics_with_a_higher_priority(tmp_path):

@@ -349,10 +349,11 @@ def write_region(plan: StorePlan, tmp_path: str, dim: str) -> float:
     return time.perf_counter() - t0
 
 
-def write_regions(items: Sequence[tuple[StorePlan, str, str]]) -> float:
+def write_regions(items: Sequence[tuple[StorePlan, str, str]], after: Any = None) -> float:
     """``write_region`` for each (region plan, temporary store, dim) in turn; returns seconds.
     One task writes several regions: each task costs the task runner a fixed bookkeeping time
-    that a region (16k frames, ~0.1 s) does not amortize."""
+    that a region (16k frames, ~0.1 s) does not amortize. ``after``: ignored (the ``create_stores``
+    futures it is submitted with, so that it starts once they are done)."""
     try:
         return sum(write_region(plan, tmp_path, dim) for plan, tmp_path, dim in items)
     finally:
@@ -381,8 +382,9 @@ def create_stores(group: Sequence[tuple[StorePlan, str, str]]) -> None:
         create_store(plan, Path(tmp))
 
 
-def check_stores(group: Sequence[tuple[StorePlan, str, str]]) -> None:
-    """``check_store`` for each (plan, temporary store, subset) in turn (one task)."""
+def check_stores(group: Sequence[tuple[StorePlan, str, str]], after: Any = None) -> None:
+    """``check_store`` for each (plan, temporary store, subset) in turn (one task); ``after``:
+    ignored (the ``write_regions`` futures it is submitted with)."""
     for plan, tmp, subset in group:
         check_store(plan, tmp, f"{subset}.zarr")
 
@@ -444,15 +446,21 @@ def write_stores(changes: dict[str, StoreChange], out: Path, build_id: str, exec
             items += [(region_plan(plan, "frame", i), str(tmps[subset]), "frame") for i in range(len(plan.frame_regions))]
             items += [(region_plan(plan, "window", i), str(tmps[subset]), "window")
                       for i in range(len(plan.window_regions))]
-        futures = [executor.submit(create_stores, g) for g in _store_groups(creates, workers)]
-        _results(executor, futures)
-        futures = [executor.submit(write_regions, group) for group in group_regions(items, tasks)]
-        say(f"[write] {len(items)} shard-aligned regions in {len(futures)} tasks over {len(todo)} stores "
+        # the three phases are submitted at once, each task with the previous phase's futures as
+        # an argument: it starts as they finish, without a round trip through this process (in a
+        # 1 h build the checks started 0.7 s after the last region was written)
+        created = [executor.submit(create_stores, g) for g in _store_groups(creates, workers)]
+        futures = list(created)
+        written = [executor.submit(write_regions, group, created) for group in group_regions(items, tasks)]
+        futures += written
+        say(f"[write] {len(items)} shard-aligned regions in {len(written)} tasks over {len(todo)} stores "
             f"({', '.join(f'{k}: {c.mode}' for k, c in changes.items())})")
-        seconds = sum(_results(executor, futures))
         checks = [(plans[subset], str(tmps[subset]), subset) for subset in plans]
-        futures = [executor.submit(check_stores, g) for g in _store_groups(checks, workers)]
-        _results(executor, futures)
+        checked = [executor.submit(check_stores, g, written) for g in _store_groups(checks, workers)]
+        futures += checked
+        _results(executor, created)
+        seconds = sum(_results(executor, written))
+        _results(executor, checked)
     except BaseException:
         executor.wait(futures)  # no writer may still read the staging folder when it is deleted
         for tmp in tmps.values():
