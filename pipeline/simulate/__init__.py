@@ -10,19 +10,42 @@ See docs/simulation.md for the humanoid, the controller and every recorded conve
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pipeline.dynamics import DynamicsResult
 from pipeline.records import CanonicalMotion
-from pipeline.simulate.backends import get_backend
-from pipeline.simulate.controller import ContactQP, Gains
-from pipeline.simulate.engine import SimConfig, SimulationResult, motion_dynamics, simulate_motion
-from pipeline.simulate.humanoid import HumanoidParams, build_humanoid, skeleton_from_motion
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeline.dynamics import DynamicsResult
+    from pipeline.simulate.controller import ContactQP, Gains
+    from pipeline.simulate.engine import SimConfig, SimulationResult, motion_dynamics, simulate_motion
+    from pipeline.simulate.humanoid import HumanoidParams, build_humanoid, skeleton_from_motion
 
 __all__ = [
     "ContactQP", "Gains", "HumanoidParams", "SimConfig", "SimulationResult", "build_humanoid", "motion_dynamics",
     "simulate", "simulate_jobs", "simulate_motion", "skeleton_from_motion",
 ]
+
+_LAZY = {"ContactQP": "controller", "Gains": "controller", "SimConfig": "engine", "SimulationResult": "engine",
+         "motion_dynamics": "engine", "simulate_motion": "engine", "HumanoidParams": "humanoid",
+         "build_humanoid": "humanoid", "skeleton_from_motion": "humanoid"}
+"""Names imported from their module on first use: importing the package (or its light
+``backends`` module, as the CLI and the build driver do) does not load MuJoCo, SciPy's signal
+package and the dynamics pass (1.2 s of every ``dynaset`` command before)."""
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def simulate(motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int = 0, backend: str = "cpu"
@@ -36,6 +59,8 @@ def simulate(motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int
     """
     if not 0 <= int(pass_index) < cfg.passes:
         raise ValueError(f"pass_index {pass_index} outside [0, {cfg.passes})")
+    from pipeline.simulate.backends import get_backend
+
     return get_backend(backend).simulate(list(motions), cfg, int(pass_index))
 
 
@@ -52,5 +77,7 @@ def simulate_jobs(jobs: Sequence[tuple[CanonicalMotion, int]], cfg: SimConfig, b
     for _, p in jobs:
         if not 0 <= int(p) < cfg.passes:
             raise ValueError(f"pass_index {p} outside [0, {cfg.passes})")
+    from pipeline.simulate.backends import get_backend
+
     return get_backend(backend, max_worlds=max_worlds).simulate_jobs([(m, int(p)) for m, p in jobs], cfg,
                                                                      dynamics=dynamics)
