@@ -178,15 +178,11 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
                        ledger_hash=ledger.content_hash(), run_id=build_id)
         return summary
 
-    # parallel lanes of the store writes and statistics: one where the tasks run in this process
-    # (split into parts they only cost the parts' files: a 4 h root's statistics after one removed
-    # file took 0.9 s in two parts)
-    lanes = max(1, workers) if getattr(executor, "remote", False) else 1
     if small_executor is not None:
         where = placement_rule.choose(len(run.todo), last, placement, rewrite_all=compact and not is_compact)
         say(f"[placement] {where.describe(len(run.todo))}")
         if where.in_process:
-            executor, lanes = small_executor, 1
+            executor = small_executor
     t_process, t_simulate, stage_seconds, sim_seconds = _process(run, out, cfg, thresholds, workers, executor, modify,
                                                                  sim_batching)
     release_memory()
@@ -206,8 +202,8 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
     del selection  # the metrics table and the staged handles: the plans hold what the writes need
     t_plan = time.perf_counter() - t0
     release_memory()
-    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * lanes,
-                                                  trash=trash, workers=lanes)
+    stores, write_seconds = assembly.write_stores(changes, out, build_id, executor, say, tasks=2 * max(1, workers),
+                                                  trash=trash, workers=max(1, workers))
     t_write = time.perf_counter() - t0 - t_plan
     release_memory()
     changed = [k for k, c in changes.items() if c.mode != "none"]
@@ -230,7 +226,7 @@ def _run(sources, out: Path, cfg: BuildConfig, chunking, workers: int, threshold
 
     try:
         stats_path = assembly.write_stats(stores, out, executor, changed, assembly.same_sequences(changes),
-                                            tasks=lanes, submitted=submit_report)
+                                            tasks=max(1, workers), submitted=submit_report)
     except BaseException:
         executor.wait(report_futures)  # no task of this run outlives it
         raise
