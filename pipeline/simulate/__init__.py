@@ -31,7 +31,7 @@ _LAZY = {"ContactQP": "controller", "Gains": "controller", "SimConfig": "engine"
          "motion_dynamics": "engine", "simulate_motion": "engine", "HumanoidParams": "humanoid",
          "build_humanoid": "humanoid", "skeleton_from_motion": "humanoid"}
 """Names imported from their module on first use: importing the package (or its light
-``backends`` module, as the CLI and the build driver do) does not load MuJoCo, SciPy's signal
+``backends`` module, as the CLI parser does) does not load MuJoCo, SciPy's signal
 package and the dynamics pass (1.2 s of every ``dynaset`` command before)."""
 
 
