@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pipeline.records import CanonicalMotion
+from pipeline.simulate.backends import get_backend  # light: the backends load their engines when used
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeline.dynamics import DynamicsResult
@@ -59,8 +60,6 @@ def simulate(motions: Sequence[CanonicalMotion], cfg: SimConfig, pass_index: int
     """
     if not 0 <= int(pass_index) < cfg.passes:
         raise ValueError(f"pass_index {pass_index} outside [0, {cfg.passes})")
-    from pipeline.simulate.backends import get_backend
-
     return get_backend(backend).simulate(list(motions), cfg, int(pass_index))
 
 
@@ -77,7 +76,5 @@ def simulate_jobs(jobs: Sequence[tuple[CanonicalMotion, int]], cfg: SimConfig, b
     for _, p in jobs:
         if not 0 <= int(p) < cfg.passes:
             raise ValueError(f"pass_index {p} outside [0, {cfg.passes})")
-    from pipeline.simulate.backends import get_backend
-
     return get_backend(backend, max_worlds=max_worlds).simulate_jobs([(m, int(p)) for m, p in jobs], cfg,
                                                                      dynamics=dynamics)
